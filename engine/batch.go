@@ -1,0 +1,214 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+)
+
+// A batcher coalesces concurrent checkouts and reservations into one take.lua call.
+//
+// Redis spends about as long receiving and answering a script call as running a cheap
+// one, so under load most of a checkout's cost would be the call itself. Each worker
+// takes one request, then whatever else has queued meanwhile (up to a bound), and sends
+// them as one script that applies them in order, each atomically. There is no timer: an
+// idle worker sends a lone request at once, so batching adds no latency at low load and
+// grows only while Redis is busy. Several workers keep several batches in flight.
+type batcher struct {
+	r       *Redis
+	queue   chan *takeReq
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	maxReqs int
+	maxKeys int
+}
+
+// takeReq is one checkout or reservation waiting for its batch.
+type takeReq struct {
+	ctx              context.Context
+	mode, user, id   string
+	fp               string // request fingerprint; '' without an idempotency key
+	holdMs                  int64
+	lines                   []Line
+	rep                     reply
+	err                     error
+	done                    chan struct{}
+}
+
+const (
+	batchRequests = 64  // requests per script call at most
+	batchKeys     = 512 // keys per script call at most (a request has 1 + 2 per line)
+)
+
+func newBatcher(r *Redis, workers int) *batcher {
+	b := &batcher{r: r, queue: make(chan *takeReq, 4*batchRequests), stop: make(chan struct{}),
+		maxReqs: batchRequests, maxKeys: batchKeys}
+	for range workers {
+		b.wg.Go(b.work)
+	}
+	return b
+}
+
+// close stops the workers once the queue is empty.
+func (b *batcher) close() {
+	close(b.stop)
+	b.wg.Wait()
+}
+
+// submit queues req and waits for its answer. If ctx ends first, submit returns its
+// error; the request may still be applied, as with any call whose reply was lost.
+func (b *batcher) submit(req *takeReq) (reply, error) {
+	req.done = make(chan struct{})
+	select {
+	case b.queue <- req:
+	case <-req.ctx.Done():
+		return nil, req.ctx.Err()
+	case <-b.stop:
+		return nil, fmt.Errorf("%w: inventory closed", ErrUnavailable)
+	}
+	select {
+	case <-req.done:
+		return req.rep, req.err
+	case <-req.ctx.Done():
+		return nil, req.ctx.Err()
+	}
+}
+
+func (b *batcher) work() {
+	batch := make([]*takeReq, 0, b.maxReqs)
+	for {
+		var first *takeReq
+		select {
+		case first = <-b.queue:
+		case <-b.stop:
+			// Serve what is still queued, then leave.
+			select {
+			case first = <-b.queue:
+			default:
+				return
+			}
+		}
+		batch = append(batch[:0], first)
+		nkeys := 1 + 2*len(first.lines)
+	fill:
+		for len(batch) < b.maxReqs {
+			select {
+			case req := <-b.queue:
+				batch = append(batch, req)
+				if nkeys += 1 + 2*len(req.lines); nkeys >= b.maxKeys {
+					break fill
+				}
+			default:
+				break fill
+			}
+		}
+		b.exec(batch)
+	}
+}
+
+func (b *batcher) exec(batch []*takeReq) {
+	r := b.r
+	nkeys, nargs := 2, 1
+	for _, req := range batch {
+		nkeys += 1 + 2*len(req.lines)
+		nargs += 6 + 2*len(req.lines)
+	}
+	keys := make([]string, 0, nkeys)
+	args := make([]any, 0, nargs)
+	keys = append(keys, r.k.outbox(), r.k.holdIndex())
+	args = append(args, r.recTTL)
+	for _, req := range batch {
+		record := r.k.order(req.id)
+		if req.mode == "hold" {
+			record = r.k.hold(req.id)
+		}
+		keys = append(keys, record)
+		args = append(args, req.mode, req.user, req.id, req.fp, req.holdMs, len(req.lines))
+		for _, l := range req.lines {
+			keys = append(keys, r.k.stock(l.SKU), r.k.bought(l.SKU))
+			args = append(args, l.SKU, l.Quantity)
+		}
+	}
+	// The batch runs on behalf of all its callers; one caller giving up must not
+	// abort the others' requests.
+	ctx := context.WithoutCancel(batch[0].ctx)
+	rep, err := run(ctx, r.rdb, scriptTake, keys, args...)
+	i := 0
+	for _, req := range batch {
+		switch {
+		case err != nil:
+			req.err = err
+		case i >= len(rep):
+			req.err = fmt.Errorf("script: short batch reply")
+		default:
+			n := int(asInt(rep[i]))
+			if i+1+n > len(rep) {
+				req.err = fmt.Errorf("script: short batch reply")
+				break
+			}
+			req.rep = rep[i+1 : i+1+n]
+			i += 1 + n
+		}
+		close(req.done)
+	}
+}
+
+// takeError turns take.lua's refusals into errors; 'ok' and 'replay' pass.
+func takeError(rep reply) error {
+	switch rep.status() {
+	case "ok", "replay":
+		return nil
+	case "reused":
+		return ErrIdempotencyKeyReused
+	case "not_found":
+		return fmt.Errorf("sku %s: %w", rep.str(1), ErrNotFound)
+	case "window":
+		return fmt.Errorf("sku %s: %w", rep.str(1), ErrSaleNotActive)
+	case "currency":
+		return invalid("items", "sku %s is sold in another currency than the other lines", rep.str(1))
+	case "limit":
+		return &LimitError{SKU: rep.str(1), Limit: rep.num(2), Already: rep.num(3), Requested: rep.num(4)}
+	case "oos":
+		se := &StockError{Short: make([]Shortage, 0, (len(rep)-1)/3)}
+		for i := 1; i+2 < len(rep); i += 3 {
+			se.Short = append(se.Short, Shortage{SKU: rep.str(i), Requested: rep.num(i + 1), Available: rep.num(i + 2)})
+		}
+		return se
+	}
+	return rep.expect("ok")
+}
+
+// parseOrder reads an order record: status, ts, currency, hold id, lines, fingerprint,
+// user, one per line.
+func parseOrder(id, v string) (Order, error) {
+	var f [7]string
+	rest := v
+	for i := range 6 {
+		var ok bool
+		if f[i], rest, ok = cut(rest); !ok {
+			return Order{}, fmt.Errorf("order %s: malformed record", id)
+		}
+	}
+	f[6] = rest
+	ts, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return Order{}, fmt.Errorf("order %s: malformed record", id)
+	}
+	items, err := parseItems(f[4])
+	if err != nil {
+		return Order{}, fmt.Errorf("order %s: %w", id, err)
+	}
+	o := newOrder(id, f[6], OrderStatus(f[0]), f[2], items, ts, f[3])
+	o.lines = f[4]
+	return o, nil
+}
+
+func cut(s string) (before, after string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}

@@ -1,0 +1,126 @@
+package engine_test
+
+import (
+	"context"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/internal/testredis"
+)
+
+// benchParallelism × GOMAXPROCS goroutines drive each parallel benchmark: enough
+// concurrent buyers to keep Redis busy, as a flash sale would.
+const benchParallelism = 32
+
+func benchInventory(b *testing.B, skus ...string) *engine.Redis {
+	b.Helper()
+	_, c := testredis.Start(b)
+	inv := engine.NewRedis(c, engine.Options{})
+	b.Cleanup(inv.Close)
+	for _, sku := range skus {
+		mustCreate(b, inv, engine.Product{SKU: sku, Stock: 1 << 40, Price: 100})
+	}
+	return inv
+}
+
+// BenchmarkCheckoutHotSKU: every buyer takes one unit of the same SKU, each with its own
+// idempotency key; the order and its movement go to the outbox. This is the figure the
+// trivial-script ceiling is compared with.
+func BenchmarkCheckoutHotSKU(b *testing.B) {
+	inv := benchInventory(b, "HOT")
+	lines := []engine.Line{{SKU: "HOT", Quantity: 1}}
+	runParallel(b, func(ctx context.Context, id string) error {
+		_, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u" + id[len(id)-3:], Lines: lines, IdempotencyKey: id, OrderID: id})
+		return err
+	})
+}
+
+// BenchmarkCheckoutCart4: four-line carts over four SKUs.
+func BenchmarkCheckoutCart4(b *testing.B) {
+	inv := benchInventory(b, "A", "B", "C", "D")
+	lines := []engine.Line{{SKU: "A", Quantity: 1}, {SKU: "B", Quantity: 2}, {SKU: "C", Quantity: 1}, {SKU: "D", Quantity: 3}}
+	runParallel(b, func(ctx context.Context, id string) error {
+		_, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u" + id[len(id)-3:], Lines: lines, IdempotencyKey: id, OrderID: id})
+		return err
+	})
+}
+
+// BenchmarkHoldReserveCommit: reserve one unit, then commit it (one op = both).
+func BenchmarkHoldReserveCommit(b *testing.B) {
+	inv := benchInventory(b, "HOT")
+	lines := []engine.Line{{SKU: "HOT", Quantity: 1}}
+	runParallel(b, func(ctx context.Context, id string) error {
+		if _, err := inv.Reserve(ctx, engine.ReserveRequest{UserID: "u", Lines: lines, TTL: time.Minute, HoldID: id}); err != nil {
+			return err
+		}
+		_, err := inv.Commit(ctx, id, id+"o")
+		return err
+	})
+}
+
+// BenchmarkTrivialScript is the Go client's ceiling: EVALSHA of a one-line DECRBY script,
+// same client settings and parallelism as the checkout benchmarks.
+func BenchmarkTrivialScript(b *testing.B) {
+	_, c := testredis.Start(b)
+	s := redis.NewScript("return redis.call('DECRBY', KEYS[1], 1)")
+	keys := []string{"ctr"}
+	runParallel(b, func(ctx context.Context, _ string) error {
+		return s.Run(ctx, c, keys).Err()
+	})
+}
+
+// BenchmarkRedisBenchmarkCeiling runs redis-benchmark (50 clients, the C client, no Go
+// in the loop) with the same trivial EVALSHA against a fresh server, and reports its
+// ops/s: the ceiling that the checkout figures are a fraction of.
+func BenchmarkRedisBenchmarkCeiling(b *testing.B) {
+	srv, c := testredis.Start(b)
+	sha, err := c.ScriptLoad(context.Background(), "return redis.call('DECRBY', KEYS[1], 1)").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	host, port, _ := strings.Cut(srv.Addr, ":")
+	n := max(b.N, 200_000)
+	b.ResetTimer()
+	out, err := exec.Command("redis-benchmark", "-h", host, "-p", port, "-c", "50", "-n", strconv.Itoa(n),
+		"-q", "evalsha", sha, "1", "ctr").CombinedOutput()
+	b.StopTimer()
+	if err != nil {
+		b.Fatalf("redis-benchmark: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`([0-9.]+) requests per second`).FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("redis-benchmark output not understood:\n%s", out)
+	}
+	rps, _ := strconv.ParseFloat(string(m[1]), 64)
+	b.ReportMetric(rps, "ops/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+func runParallel(b *testing.B, op func(ctx context.Context, id string) error) {
+	b.Helper()
+	ctx := context.Background()
+	var seq atomic.Int64
+	b.SetParallelism(benchParallelism)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 0, 24)
+		for pb.Next() {
+			buf = strconv.AppendInt(append(buf[:0], "op-"...), seq.Add(1)+1000, 10)
+			if err := op(ctx, string(buf)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+}

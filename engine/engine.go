@@ -1,0 +1,204 @@
+// Package engine is flashstock's inventory domain: the types (Line, Order, Hold, Level,
+// Movement), the errors every layer speaks, and the Inventory interface, implemented on
+// Redis by running one atomic Lua script per operation.
+package engine
+
+import (
+	"context"
+	"time"
+)
+
+// Line is one requested SKU and quantity.
+type Line struct {
+	SKU      string `json:"sku"`
+	Quantity int64  `json:"quantity"`
+}
+
+// Item is a line of an order or hold with its unit price, in minor units, snapshotted
+// when the units were taken.
+type Item struct {
+	SKU       string `json:"sku"`
+	Quantity  int64  `json:"quantity"`
+	UnitPrice int64  `json:"unitPrice"`
+}
+
+// OrderStatus is the state of an order.
+type OrderStatus string
+
+// Order states.
+const (
+	OrderConfirmed OrderStatus = "confirmed"
+	OrderCancelled OrderStatus = "cancelled"
+)
+
+// Order is a confirmed purchase.
+type Order struct {
+	ID        string      `json:"id"`
+	UserID    string      `json:"userId"`
+	Items     []Item      `json:"items"`
+	Total     int64       `json:"total"`
+	Currency  string      `json:"currency"`
+	Status    OrderStatus `json:"status"`
+	CreatedAt time.Time   `json:"createdAt"`
+	// HoldID names the hold this order committed, if any.
+	HoldID string `json:"holdId,omitempty"`
+	// Replayed is true when the call returned an earlier result for the same
+	// idempotency key (or an already settled transition) instead of acting again.
+	Replayed bool `json:"-"`
+
+	lines string // the record's lines as stored, which scripts check reads against
+}
+
+// HoldStatus is the state of a hold.
+type HoldStatus string
+
+// Hold states. Only an active hold can change state.
+const (
+	HoldActive    HoldStatus = "active"
+	HoldCommitted HoldStatus = "committed"
+	HoldReleased  HoldStatus = "released"
+	HoldExpired   HoldStatus = "expired"
+)
+
+// Hold is a reservation: units moved from available to reserved until it is committed
+// (reserved → sold), released or expired (reserved → available).
+type Hold struct {
+	ID        string     `json:"id"`
+	UserID    string     `json:"userId"`
+	Items     []Item     `json:"items"`
+	Currency  string     `json:"currency"`
+	Status    HoldStatus `json:"status"`
+	CreatedAt time.Time  `json:"createdAt"`
+	ExpiresAt time.Time  `json:"expiresAt"`
+	// OrderID is set once the hold is committed.
+	OrderID  string `json:"orderId,omitempty"`
+	Replayed bool   `json:"-"`
+
+	lines string // as Order.lines
+}
+
+// Level is a SKU's live stock. Version is the SKU's movement sequence number: it grows by
+// one with every movement and is the compare-and-set token of SetLevel.
+type Level struct {
+	SKU       string `json:"sku"`
+	Available int64  `json:"available"`
+	Reserved  int64  `json:"reserved"`
+	Sold      int64  `json:"sold"`
+	Version   int64  `json:"version"`
+	Replayed  bool   `json:"-"`
+}
+
+// Product is what the engine keeps of a SKU besides its levels: what checkout needs to
+// price an order and to enforce the sale rules.
+type Product struct {
+	SKU      string
+	Stock    int64 // initial available units (creation only)
+	Price    int64 // minor units
+	Currency string
+	// MaxPerUser caps the units one user may ever take of this SKU (0 = no cap).
+	MaxPerUser int64
+	// SaleStartsAt and SaleEndsAt bound the sale window; nil leaves that side open.
+	SaleStartsAt *time.Time
+	SaleEndsAt   *time.Time
+}
+
+// ProductPatch changes sale attributes; nil fields stay as they are. A sale window
+// bound set to the zero time opens that side of the window.
+type ProductPatch struct {
+	Price        *int64
+	Currency     *string
+	MaxPerUser   *int64
+	SaleStartsAt *time.Time
+	SaleEndsAt   *time.Time
+}
+
+// CheckoutRequest buys Lines for UserID at once, or nothing.
+type CheckoutRequest struct {
+	UserID string
+	Lines  []Line
+	// IdempotencyKey, when set, makes a retry return the original order. The order's
+	// id is then derived from (UserID, IdempotencyKey), so OrderID is ignored: a retry
+	// names the same order, and that order is its own idempotency record.
+	IdempotencyKey string
+	// OrderID is the id the new order gets without an idempotency key (see NewID).
+	OrderID string
+}
+
+// ReserveRequest holds Lines for UserID for TTL, at once or nothing.
+type ReserveRequest struct {
+	UserID string
+	Lines  []Line
+	TTL    time.Duration
+	// IdempotencyKey works as in CheckoutRequest: the hold id is derived from it and
+	// HoldID is ignored.
+	IdempotencyKey string
+	HoldID         string
+}
+
+// AdjustRequest changes a SKU's available units by Delta (restock or removal).
+type AdjustRequest struct {
+	SKU            string
+	Delta          int64
+	Reason         string
+	Actor          string
+	IdempotencyKey string
+}
+
+// SetRequest sets a SKU's available units to Available if its version still equals
+// ExpectedVersion.
+type SetRequest struct {
+	SKU             string
+	Available       int64
+	ExpectedVersion int64
+	Reason          string
+	Actor           string
+}
+
+// Inventory is live stock. Every method that changes stock does so atomically, appends
+// each movement to the outbox in the same step, and returns only errors of this package
+// (wrapped with the operation), or ErrUnavailable when the store cannot be reached.
+// All methods are safe for concurrent use.
+type Inventory interface {
+	// CreateProduct creates a SKU with its initial stock.
+	// Errors: ErrInvalid, ErrAlreadyExists.
+	CreateProduct(ctx context.Context, p Product) (Level, error)
+	// UpdateProduct changes a SKU's sale attributes. Errors: ErrInvalid, ErrNotFound.
+	UpdateProduct(ctx context.Context, sku string, patch ProductPatch) error
+
+	// Checkout buys every line or none; duplicate SKUs are summed first.
+	// Errors: ErrInvalid, ErrNotFound (unknown SKU), ErrSaleNotActive, *LimitError
+	// (ErrLimitExceeded), *StockError (ErrOutOfStock, listing every short line),
+	// ErrIdempotencyKeyReused.
+	Checkout(ctx context.Context, req CheckoutRequest) (Order, error)
+	// Order returns an order held in Redis. Errors: ErrInvalid, ErrNotFound.
+	Order(ctx context.Context, id string) (Order, error)
+	// Cancel cancels an order; its units return to available exactly once, however
+	// often Cancel is called. Errors: ErrInvalid, ErrNotFound.
+	Cancel(ctx context.Context, orderID string) (Order, error)
+
+	// Reserve holds every line or none, with the errors of Checkout.
+	Reserve(ctx context.Context, req ReserveRequest) (Hold, error)
+	// Hold returns a hold. Errors: ErrInvalid, ErrNotFound.
+	Hold(ctx context.Context, id string) (Hold, error)
+	// Commit turns an active hold into an order with id orderID; committing a committed
+	// hold returns its order. Errors: ErrInvalid, ErrNotFound, ErrHoldExpired,
+	// ErrHoldReleased.
+	Commit(ctx context.Context, holdID, orderID string) (Order, error)
+	// Release returns a hold's units to available. Errors: ErrInvalid, ErrNotFound,
+	// ErrHoldExpired, ErrHoldCommitted.
+	Release(ctx context.Context, holdID string) (Hold, error)
+	// ExpireHolds expires up to limit holds whose expiry has passed and reports how many
+	// it expired.
+	ExpireHolds(ctx context.Context, limit int) (int, error)
+
+	// Adjust moves a SKU's available units by a delta, never below zero.
+	// Errors: ErrInvalid, ErrNotFound, ErrInsufficientStock, ErrIdempotencyKeyReused.
+	Adjust(ctx context.Context, req AdjustRequest) (Level, error)
+	// SetLevel sets available units under compare-and-set.
+	// Errors: ErrInvalid, ErrNotFound, ErrVersionConflict.
+	SetLevel(ctx context.Context, req SetRequest) (Level, error)
+	// Levels reads many SKUs' levels in one round trip. Errors: ErrInvalid, ErrNotFound.
+	Levels(ctx context.Context, skus []string) ([]Level, error)
+	// SKUs lists every SKU with a stock record.
+	SKUs(ctx context.Context) ([]string, error)
+}

@@ -1,0 +1,109 @@
+package engine
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Event kinds: what an outbox entry records.
+const (
+	EventOrder   = "order"   // a confirmed order (a checkout, or a hold's commit when HoldID is set)
+	EventCancel  = "cancel"  // an order cancelled
+	EventHold    = "hold"    // a hold placed
+	EventRelease = "release" // a hold released
+	EventExpire  = "expire"  // a hold expired
+	EventCreate  = "create"  // a SKU created with its initial stock
+	EventAdjust  = "adjust"  // an administrative delta
+	EventSet     = "set"     // an administrative compare-and-set
+	EventRepair  = "repair"  // a compensating movement written by reconciliation
+)
+
+// Event is one outbox entry as the scripts wrote it.
+type Event struct {
+	StreamID  string // the entry's id in the outbox stream
+	Kind      string // one of the Event* constants
+	ID        string // order or hold id (order, cancel, hold, release, expire)
+	SKU       string // create, adjust, set, repair
+	UserID    string
+	At        time.Time
+	Currency  string
+	Items     []Item
+	HoldID    string    // order from a hold's commit
+	ExpiresAt time.Time // hold
+	Reason    string
+	Actor     string
+	Movements []Movement
+}
+
+// Movement is one change to one SKU's levels. (SKU, Seq) identifies it: Seq is the SKU's
+// movement sequence number, so folding a SKU's movements up to Seq gives its levels then.
+type Movement struct {
+	SKU       string
+	Seq       int64
+	Kind      string // sale, cancel, reserve, commit, release, expire, create, adjust, set, repair
+	Available int64  // delta
+	Reserved  int64  // delta
+	Sold      int64  // delta
+	Ref       string // order or hold id, if any
+	Reason    string
+	At        time.Time
+}
+
+// ID is the movement's deterministic ledger id.
+func (m Movement) ID() string { return m.SKU + ":" + strconv.FormatInt(m.Seq, 10) }
+
+// DecodeEvent parses an outbox entry's fields (see scripts/lua/prelude.lua).
+func DecodeEvent(streamID string, values map[string]any) (Event, error) {
+	bad := func(what string) (Event, error) {
+		return Event{}, fmt.Errorf("outbox entry %s: malformed %s", streamID, what)
+	}
+	f := strings.Split(asString(values["d"]), "\n")
+	if len(f) != 11 {
+		return bad("payload")
+	}
+	ts, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return bad("ts")
+	}
+	e := Event{
+		StreamID: streamID, Kind: asString(values["e"]), ID: f[0], UserID: f[1], At: time.UnixMilli(ts).UTC(),
+		Currency: f[3], HoldID: f[7], SKU: f[8], Reason: f[9], Actor: f[10],
+	}
+	if f[6] != "" {
+		ms, err := strconv.ParseInt(f[6], 10, 64)
+		if err != nil {
+			return bad("expiry")
+		}
+		e.ExpiresAt = time.UnixMilli(ms).UTC()
+	}
+	if e.Items, err = parseItems(f[4]); err != nil {
+		return Event{}, fmt.Errorf("outbox entry %s: %w", streamID, err)
+	}
+	kind := e.Kind
+	switch e.Kind {
+	case EventOrder:
+		kind = "sale"
+		if e.HoldID != "" {
+			kind = "commit"
+		}
+	case EventHold:
+		kind = "reserve"
+	}
+	for part := range strings.SplitSeq(f[5], ",") {
+		m := strings.Split(part, ":")
+		if len(m) != 5 {
+			return bad("movement")
+		}
+		var n [4]int64
+		for i := range n {
+			if n[i], err = strconv.ParseInt(m[i+1], 10, 64); err != nil {
+				return bad("movement")
+			}
+		}
+		e.Movements = append(e.Movements, Movement{SKU: m[0], Seq: n[0], Kind: kind,
+			Available: n[1], Reserved: n[2], Sold: n[3], Ref: e.ID, Reason: e.Reason, At: e.At})
+	}
+	return e, nil
+}

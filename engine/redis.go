@@ -1,0 +1,647 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/scripts/lua"
+)
+
+// Options tune a Redis inventory. The zero value is usable.
+type Options struct {
+	// Partition is the hash tag every key carries (default "0").
+	Partition string
+	// IdempotencyTTL is how long idempotency keys are remembered (default 25h).
+	IdempotencyTTL time.Duration
+	// RecordTTL is how long orders and holds stay readable in Redis after they are
+	// written (default 7 days); MongoDB keeps them for good.
+	RecordTTL time.Duration
+	// Batchers is how many checkout/reserve batches may be in flight at once
+	// (default 4). See batcher.
+	Batchers int
+}
+
+// Redis is the Inventory on Redis: each operation is one Lua script, so every check and
+// its write happen in one atomic step, and the same script appends the outbox entry.
+type Redis struct {
+	rdb     redis.UniversalClient
+	k       keys
+	idemTTL string // seconds, as the scripts take it
+	recTTL  string
+	batch   *batcher
+}
+
+var _ Inventory = (*Redis)(nil)
+
+var (
+	scriptTake   = redis.NewScript(lua.Take)
+	scriptSettle = redis.NewScript(lua.Settle)
+	scriptCancel = redis.NewScript(lua.Cancel)
+	scriptCreate = redis.NewScript(lua.Create)
+	scriptUpdate = redis.NewScript(lua.Update)
+	scriptAdjust = redis.NewScript(lua.Adjust)
+	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust}
+)
+
+// NewRedis returns an Inventory on rdb, which may be a client, a cluster client or a ring.
+func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
+	if opts.Partition == "" {
+		opts.Partition = "0"
+	}
+	if opts.IdempotencyTTL <= 0 {
+		opts.IdempotencyTTL = 25 * time.Hour
+	}
+	if opts.RecordTTL <= 0 {
+		opts.RecordTTL = 7 * 24 * time.Hour
+	}
+	// A replayed key must still find its record.
+	opts.RecordTTL = max(opts.RecordTTL, opts.IdempotencyTTL)
+	if opts.Batchers <= 0 {
+		opts.Batchers = 4
+	}
+	r := &Redis{
+		rdb:     rdb,
+		k:       newKeys(opts.Partition),
+		idemTTL: strconv.FormatInt(int64(opts.IdempotencyTTL/time.Second), 10),
+		recTTL:  strconv.FormatInt(int64(opts.RecordTTL/time.Second), 10),
+	}
+	r.batch = newBatcher(r, opts.Batchers)
+	return r
+}
+
+// Close stops the checkout batchers after they have served what is queued. It does not
+// close the Redis client.
+func (r *Redis) Close() { r.batch.close() }
+
+// LoadScripts puts every script into Redis's script cache. Scripts also load themselves
+// on first use (EVALSHA falls back to EVAL on NOSCRIPT); this is for readiness checks.
+func (r *Redis) LoadScripts(ctx context.Context) error {
+	for _, s := range allScripts {
+		if err := s.Load(ctx, r.rdb).Err(); err != nil {
+			return storeErr("load scripts", err)
+		}
+	}
+	return nil
+}
+
+// OutboxKey is the stream every movement is appended to.
+func (r *Redis) OutboxKey() string { return r.k.outbox() }
+
+// Client is the Redis client the inventory runs on.
+func (r *Redis) Client() redis.UniversalClient { return r.rdb }
+
+// CreateProduct implements Inventory.
+func (r *Redis) CreateProduct(ctx context.Context, p Product) (Level, error) {
+	if err := checkProduct(p); err != nil {
+		return Level{}, fmt.Errorf("create product: %w", err)
+	}
+	lv := Level{SKU: p.SKU, Available: p.Stock, Version: 1}
+	if err := r.put(ctx, "create", p, lv); err != nil {
+		return Level{}, fmt.Errorf("create product %s: %w", p.SKU, err)
+	}
+	return lv, nil
+}
+
+// Restore writes a SKU's stock record rebuilt from the durable ledger, unless Redis has
+// one already; it reports whether it wrote. Nothing goes to the outbox: the movements
+// that explain the levels are in the ledger already.
+func (r *Redis) Restore(ctx context.Context, p Product, lv Level) (bool, error) {
+	if err := checkProduct(p); err != nil {
+		return false, fmt.Errorf("restore %s: %w", p.SKU, err)
+	}
+	err := r.put(ctx, "restore", p, lv)
+	if errors.Is(err, ErrAlreadyExists) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("restore %s: %w", p.SKU, err)
+	}
+	return true, nil
+}
+
+func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error {
+	reply, err := run(ctx, r.rdb, scriptCreate,
+		[]string{r.k.outbox(), r.k.stock(p.SKU), r.k.skus()},
+		mode, p.SKU, lv.Available, lv.Reserved, lv.Sold, lv.Version,
+		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt))
+	if err != nil {
+		return err
+	}
+	if reply.status() == "exists" {
+		return ErrAlreadyExists
+	}
+	return reply.expect("ok")
+}
+
+func checkProduct(p Product) error {
+	if err := checkSKU("sku", p.SKU); err != nil {
+		return err
+	}
+	switch {
+	case p.Stock < 0:
+		return invalid("stock", "must not be negative")
+	case p.Price < 0:
+		return invalid("price", "must not be negative")
+	case !validCurrency(p.Currency):
+		return invalid("currency", "must be an ISO 4217 code such as USD")
+	case p.MaxPerUser < 0:
+		return invalid("maxPerUser", "must not be negative")
+	case p.SaleStartsAt != nil && p.SaleEndsAt != nil && !p.SaleEndsAt.After(*p.SaleStartsAt):
+		return invalid("saleEndsAt", "must be after saleStartsAt")
+	}
+	return nil
+}
+
+func validCurrency(c string) bool {
+	return len(c) == 3 && strings.ToUpper(c) == c && validToken(c, 3)
+}
+
+// UpdateProduct implements Inventory.
+func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatch) error {
+	if err := checkSKU("sku", sku); err != nil {
+		return fmt.Errorf("update product: %w", err)
+	}
+	var args []any
+	if patch.Price != nil {
+		if *patch.Price < 0 {
+			return fmt.Errorf("update product: %w", invalid("price", "must not be negative"))
+		}
+		args = append(args, "p", *patch.Price)
+	}
+	if patch.Currency != nil {
+		if !validCurrency(*patch.Currency) {
+			return fmt.Errorf("update product: %w", invalid("currency", "must be an ISO 4217 code such as USD"))
+		}
+		args = append(args, "c", *patch.Currency)
+	}
+	if patch.MaxPerUser != nil {
+		if *patch.MaxPerUser < 0 {
+			return fmt.Errorf("update product: %w", invalid("maxPerUser", "must not be negative"))
+		}
+		args = append(args, "l", *patch.MaxPerUser)
+	}
+	if patch.SaleStartsAt != nil {
+		args = append(args, "ss", unixMs(patch.SaleStartsAt))
+	}
+	if patch.SaleEndsAt != nil {
+		args = append(args, "se", unixMs(patch.SaleEndsAt))
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	reply, err := run(ctx, r.rdb, scriptUpdate, []string{r.k.stock(sku)}, args...)
+	if err == nil && reply.status() == "not_found" {
+		err = ErrNotFound
+	} else if err == nil {
+		err = reply.expect("ok")
+	}
+	if err != nil {
+		return fmt.Errorf("update product %s: %w", sku, err)
+	}
+	return nil
+}
+
+// Checkout implements Inventory.
+func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error) {
+	lines, err := checkTake(req.UserID, req.Lines, req.IdempotencyKey, req.OrderID)
+	if err != nil {
+		return Order{}, fmt.Errorf("checkout: %w", err)
+	}
+	id, fp := req.OrderID, ""
+	if req.IdempotencyKey != "" {
+		id, fp = recordID("order", req.UserID, req.IdempotencyKey), linesFingerprint("checkout", lines)
+	}
+	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines})
+	if err != nil {
+		return Order{}, fmt.Errorf("checkout: %w", err)
+	}
+	if reply.status() == "replay" {
+		o, err := r.Order(ctx, reply.str(1))
+		if err != nil {
+			return Order{}, fmt.Errorf("checkout: replay: %w", err)
+		}
+		o.Replayed = true
+		return o, nil
+	}
+	items, err := parseItems(reply.str(3))
+	if err != nil {
+		return Order{}, fmt.Errorf("checkout: %w", err)
+	}
+	return newOrder(id, req.UserID, OrderConfirmed, reply.str(2), items, reply.num(1), ""), nil
+}
+
+// Reserve implements Inventory.
+func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
+	lines, err := checkTake(req.UserID, req.Lines, req.IdempotencyKey, req.HoldID)
+	if err == nil && (req.TTL < time.Millisecond || req.TTL > time.Hour) {
+		err = invalid("ttlSeconds", "must be between 1ms and 1h")
+	}
+	if err != nil {
+		return Hold{}, fmt.Errorf("reserve: %w", err)
+	}
+	ttlMs := req.TTL.Milliseconds()
+	id, fp := req.HoldID, ""
+	if req.IdempotencyKey != "" {
+		id, fp = recordID("hold", req.UserID, req.IdempotencyKey), linesFingerprint("reserve", lines, strconv.FormatInt(ttlMs, 10))
+	}
+	reply, err := r.take(&takeReq{ctx: ctx, mode: "hold", user: req.UserID, id: id, fp: fp, holdMs: ttlMs, lines: lines})
+	if err != nil {
+		return Hold{}, fmt.Errorf("reserve: %w", err)
+	}
+	if reply.status() == "replay" {
+		h, err := r.Hold(ctx, reply.str(1))
+		if err != nil {
+			return Hold{}, fmt.Errorf("reserve: replay: %w", err)
+		}
+		h.Replayed = true
+		return h, nil
+	}
+	items, err := parseItems(reply.str(3))
+	if err != nil {
+		return Hold{}, fmt.Errorf("reserve: %w", err)
+	}
+	return Hold{
+		ID: id, UserID: req.UserID, Items: items, Currency: reply.str(2), Status: HoldActive,
+		CreatedAt: time.UnixMilli(reply.num(1)).UTC(), ExpiresAt: time.UnixMilli(reply.num(4)).UTC(),
+	}, nil
+}
+
+func checkTake(user string, lines []Line, idemKey, id string) ([]Line, error) {
+	if err := checkKey("userId", user, false); err != nil {
+		return nil, err
+	}
+	if err := checkKey("idempotencyKey", idemKey, true); err != nil {
+		return nil, err
+	}
+	if idemKey == "" || id != "" {
+		if err := checkID("id", id); err != nil {
+			return nil, err
+		}
+	}
+	return normalize(lines)
+}
+
+// take runs one request through the batcher; it answers 'ok' or 'replay' or an error.
+func (r *Redis) take(req *takeReq) (reply, error) {
+	rep, err := r.batch.submit(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := takeError(rep); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// Order implements Inventory.
+func (r *Redis) Order(ctx context.Context, id string) (Order, error) {
+	if err := checkID("id", id); err != nil {
+		return Order{}, fmt.Errorf("order: %w", err)
+	}
+	v, err := r.rdb.Get(ctx, r.k.order(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("order %s: %w", id, storeErr("read", err))
+	}
+	return parseOrder(id, v)
+}
+
+func newOrder(id, user string, status OrderStatus, currency string, items []Item, tsMs int64, holdID string) Order {
+	var total int64
+	for _, it := range items {
+		total += it.UnitPrice * it.Quantity
+	}
+	return Order{ID: id, UserID: user, Items: items, Total: total, Currency: currency, Status: status,
+		CreatedAt: time.UnixMilli(tsMs).UTC(), HoldID: holdID}
+}
+
+// Cancel implements Inventory.
+func (r *Redis) Cancel(ctx context.Context, orderID string) (Order, error) {
+	if err := checkID("id", orderID); err != nil {
+		return Order{}, fmt.Errorf("cancel: %w", err)
+	}
+	o, err := r.Order(ctx, orderID)
+	if err != nil {
+		return Order{}, fmt.Errorf("cancel: %w", err)
+	}
+	keys := []string{r.k.outbox(), r.k.order(orderID)}
+	for _, it := range o.Items {
+		keys = append(keys, r.k.stock(it.SKU), r.k.bought(it.SKU))
+	}
+	rep, err := run(ctx, r.rdb, scriptCancel, keys, orderID, o.lines)
+	if err == nil {
+		switch rep.status() {
+		case "ok":
+			o.Status = OrderCancelled
+			return o, nil
+		case "replay":
+			o.Status, o.Replayed = OrderCancelled, true
+			return o, nil
+		case "not_found":
+			err = ErrNotFound
+		default:
+			err = rep.expect("ok")
+		}
+	}
+	return Order{}, fmt.Errorf("cancel %s: %w", orderID, err)
+}
+
+// Hold implements Inventory.
+func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
+	if err := checkID("id", id); err != nil {
+		return Hold{}, fmt.Errorf("hold: %w", err)
+	}
+	v, err := r.rdb.HMGet(ctx, r.k.hold(id), "u", "st", "ts", "x", "c", "l", "o").Result()
+	if err != nil {
+		return Hold{}, fmt.Errorf("hold %s: %w", id, storeErr("read", err))
+	}
+	if v[0] == nil {
+		return Hold{}, fmt.Errorf("hold %s: %w", id, ErrNotFound)
+	}
+	items, err := parseItems(asString(v[5]))
+	if err != nil {
+		return Hold{}, fmt.Errorf("hold %s: %w", id, err)
+	}
+	ts, _ := strconv.ParseInt(asString(v[2]), 10, 64)
+	exp, _ := strconv.ParseInt(asString(v[3]), 10, 64)
+	return Hold{ID: id, UserID: asString(v[0]), Items: items, Currency: asString(v[4]),
+		Status: HoldStatus(asString(v[1])), CreatedAt: time.UnixMilli(ts).UTC(),
+		ExpiresAt: time.UnixMilli(exp).UTC(), OrderID: asString(v[6]), lines: asString(v[5])}, nil
+}
+
+// Commit implements Inventory.
+func (r *Redis) Commit(ctx context.Context, holdID, orderID string) (Order, error) {
+	if err := checkID("orderId", orderID); err != nil {
+		return Order{}, fmt.Errorf("commit: %w", err)
+	}
+	h, rep, err := r.settle(ctx, "commit", holdID, orderID)
+	if err != nil {
+		return Order{}, fmt.Errorf("commit %s: %w", holdID, err)
+	}
+	if rep.status() == "replay" {
+		o, err := r.Order(ctx, rep.str(2))
+		if err != nil {
+			return Order{}, fmt.Errorf("commit %s: replay: %w", holdID, err)
+		}
+		o.Replayed = true
+		return o, nil
+	}
+	return newOrder(orderID, h.UserID, OrderConfirmed, h.Currency, h.Items, rep.num(2), holdID), nil
+}
+
+// Release implements Inventory.
+func (r *Redis) Release(ctx context.Context, holdID string) (Hold, error) {
+	h, rep, err := r.settle(ctx, "release", holdID, "")
+	if err != nil {
+		return Hold{}, fmt.Errorf("release %s: %w", holdID, err)
+	}
+	h.Status, h.Replayed = HoldReleased, rep.status() == "replay"
+	return h, nil
+}
+
+// settle runs settle.lua on a hold; it answers 'ok' or 'replay' or an error.
+func (r *Redis) settle(ctx context.Context, mode, holdID, orderID string) (Hold, reply, error) {
+	h, err := r.Hold(ctx, holdID)
+	if err != nil {
+		return Hold{}, nil, err
+	}
+	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID)}.result()
+	if err != nil {
+		return Hold{}, nil, err
+	}
+	switch rep.status() {
+	case "ok", "replay":
+		return h, rep, nil
+	case "not_found":
+		return Hold{}, nil, ErrNotFound
+	case "expired":
+		return Hold{}, nil, ErrHoldExpired
+	case "released":
+		return Hold{}, nil, ErrHoldReleased
+	case "committed":
+		return Hold{}, nil, ErrHoldCommitted
+	}
+	return Hold{}, nil, rep.expect("ok")
+}
+
+func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string) *redis.Cmd {
+	record := r.k.hold(h.ID)
+	if orderID != "" {
+		record = r.k.order(orderID)
+	}
+	keys := make([]string, 4, 4+2*len(h.Items))
+	keys[0], keys[1], keys[2], keys[3] = r.k.outbox(), r.k.hold(h.ID), r.k.holdIndex(), record
+	for _, it := range h.Items {
+		keys = append(keys, r.k.stock(it.SKU), r.k.bought(it.SKU))
+	}
+	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, r.recTTL)
+}
+
+// ExpireHolds implements Inventory. It reads one batch of due holds and settles them in
+// two pipelined round trips; a hold that is no longer due or active is left alone.
+func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	ids, err := r.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: r.k.holdIndex(), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(time.Now().UnixMilli(), 10),
+		Count: int64(limit),
+	}).Result()
+	if err != nil || len(ids) == 0 {
+		return 0, storeErr("expire holds", err)
+	}
+	holds := make([]Hold, 0, len(ids))
+	for _, id := range ids {
+		h, err := r.Hold(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			r.rdb.ZRem(ctx, r.k.holdIndex(), id)
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("expire holds: %w", err)
+		}
+		holds = append(holds, h)
+	}
+	// Make sure EVALSHA finds the script: a pipeline cannot fall back to EVAL.
+	if err := scriptSettle.Load(ctx, r.rdb).Err(); err != nil {
+		return 0, storeErr("expire holds", err)
+	}
+	cmds := make([]*redis.Cmd, len(holds))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, h := range holds {
+			cmds[i] = r.runSettle(ctx, p, "expire", h, "")
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, storeErr("expire holds", err)
+	}
+	n := 0
+	for _, c := range cmds {
+		if rep, err := (runResult{c}).result(); err == nil && rep.status() == "ok" {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Adjust implements Inventory.
+func (r *Redis) Adjust(ctx context.Context, req AdjustRequest) (Level, error) {
+	if err := checkAdmin(req.SKU, req.Reason, req.Actor, req.IdempotencyKey); err != nil {
+		return Level{}, fmt.Errorf("adjust: %w", err)
+	}
+	if req.Delta == 0 {
+		return Level{}, fmt.Errorf("adjust: %w", invalid("delta", "must not be zero"))
+	}
+	fp := ""
+	if req.IdempotencyKey != "" {
+		fp = fingerprint("adjust", req.SKU, strconv.FormatInt(req.Delta, 10), req.Reason)
+	}
+	lv, err := r.adjust(ctx, "adjust", req.SKU, req.Reason, req.Actor, req.IdempotencyKey, fp, -1, req.Delta, 0, 0)
+	if err != nil {
+		return Level{}, fmt.Errorf("adjust %s: %w", req.SKU, err)
+	}
+	return lv, nil
+}
+
+// SetLevel implements Inventory.
+func (r *Redis) SetLevel(ctx context.Context, req SetRequest) (Level, error) {
+	if err := checkAdmin(req.SKU, req.Reason, req.Actor, ""); err != nil {
+		return Level{}, fmt.Errorf("set level: %w", err)
+	}
+	if req.Available < 0 {
+		return Level{}, fmt.Errorf("set level: %w", invalid("available", "must not be negative"))
+	}
+	if req.ExpectedVersion < 0 {
+		return Level{}, fmt.Errorf("set level: %w", invalid("expectedVersion", "must not be negative"))
+	}
+	lv, err := r.adjust(ctx, "set", req.SKU, req.Reason, req.Actor, "", "", req.ExpectedVersion, req.Available, 0, 0)
+	if err != nil {
+		return Level{}, fmt.Errorf("set level %s: %w", req.SKU, err)
+	}
+	return lv, nil
+}
+
+// Repair writes a compensating movement found by reconciliation: deltas on all three
+// levels, recorded in the ledger with its reason, applied only if the SKU's version is
+// still expectedVersion (so it cannot act on levels it did not see).
+// Errors: ErrInvalid, ErrNotFound, ErrVersionConflict, ErrInsufficientStock.
+func (r *Redis) Repair(ctx context.Context, sku string, expectedVersion, dAvailable, dReserved, dSold int64, reason string) (Level, error) {
+	if err := checkAdmin(sku, reason, "reconcile", ""); err != nil {
+		return Level{}, fmt.Errorf("repair: %w", err)
+	}
+	lv, err := r.adjust(ctx, "repair", sku, reason, "reconcile", "", "", expectedVersion, dAvailable, dReserved, dSold)
+	if err != nil {
+		return Level{}, fmt.Errorf("repair %s: %w", sku, err)
+	}
+	return lv, nil
+}
+
+func checkAdmin(sku, reason, actor, idemKey string) error {
+	if err := checkSKU("sku", sku); err != nil {
+		return err
+	}
+	if len(reason) > MaxReasonBytes || !utf8.ValidString(reason) || strings.ContainsFunc(reason, unicode.IsControl) {
+		return invalid("reason", "must be at most %d bytes of text without control characters", MaxReasonBytes)
+	}
+	if err := checkKey("actor", actor, true); err != nil {
+		return err
+	}
+	return checkKey("idempotencyKey", idemKey, true)
+}
+
+func (r *Redis) adjust(ctx context.Context, kind, sku, reason, actor, idemKey, fp string, expected, da, dr, ds int64) (Level, error) {
+	rep, err := run(ctx, r.rdb, scriptAdjust,
+		[]string{r.k.outbox(), r.k.stock(sku), r.k.idem("admin:"+actor, idemKey)},
+		kind, sku, reason, actor, fp, r.idemTTL, expected, da, dr, ds)
+	if err != nil {
+		return Level{}, err
+	}
+	switch rep.status() {
+	case "ok", "replay":
+		return Level{SKU: sku, Available: rep.num(1), Reserved: rep.num(2), Sold: rep.num(3),
+			Version: rep.num(4), Replayed: rep.status() == "replay"}, nil
+	case "not_found":
+		return Level{}, ErrNotFound
+	case "reused":
+		return Level{}, ErrIdempotencyKeyReused
+	case "version":
+		return Level{}, fmt.Errorf("%w: version is %d", ErrVersionConflict, rep.num(4))
+	case "insufficient":
+		return Level{}, fmt.Errorf("%w: %d available", ErrInsufficientStock, rep.num(1))
+	}
+	return Level{}, rep.expect("ok")
+}
+
+// Levels implements Inventory.
+func (r *Redis) Levels(ctx context.Context, skus []string) ([]Level, error) {
+	for i, sku := range skus {
+		if err := checkSKU("skus["+strconv.Itoa(i)+"]", sku); err != nil {
+			return nil, fmt.Errorf("levels: %w", err)
+		}
+	}
+	cmds := make([]*redis.SliceCmd, len(skus))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sku := range skus {
+			cmds[i] = p.HMGet(ctx, r.k.stock(sku), "a", "r", "s", "q")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("levels: %w", storeErr("read", err))
+	}
+	out := make([]Level, len(skus))
+	for i, c := range cmds {
+		v := c.Val()
+		if v[0] == nil {
+			return nil, fmt.Errorf("levels: sku %s: %w", skus[i], ErrNotFound)
+		}
+		out[i] = Level{SKU: skus[i], Available: asInt(v[0]), Reserved: asInt(v[1]), Sold: asInt(v[2]), Version: asInt(v[3])}
+	}
+	return out, nil
+}
+
+// SKUs implements Inventory.
+func (r *Redis) SKUs(ctx context.Context) ([]string, error) {
+	skus, err := r.rdb.SMembers(ctx, r.k.skus()).Result()
+	if err != nil {
+		return nil, storeErr("skus", err)
+	}
+	return skus, nil
+}
+
+// storeErr marks errors of reaching Redis as ErrUnavailable; others (a script's own
+// error reply, say) stay as they are, for the caller to treat as internal.
+func storeErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, redis.ErrClosed) ||
+		errors.Is(err, redis.ErrPoolTimeout) || strings.HasPrefix(err.Error(), "LOADING") {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func unixMs(t *time.Time) int64 {
+	if t == nil || t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}

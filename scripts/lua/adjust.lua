@@ -1,0 +1,43 @@
+-- adjust.lua: an administrative movement: adjust by a delta, set an absolute level
+-- under compare-and-set, or repair drift found by reconciliation.
+--
+-- KEYS[1]        outbox stream
+-- KEYS[2]        stock hash
+-- KEYS[3]        idempotency record of (actor, key); untouched when ARGV[5] is ''
+-- ARGV[1]        kind: 'adjust' | 'repair' (ARGV[8..10] are deltas) or
+--                'set' (ARGV[8] is the new available level)
+-- ARGV[2]        sku
+-- ARGV[3]        reason (free text, recorded in the ledger)
+-- ARGV[4]        actor (who asked)
+-- ARGV[5]        request fingerprint ('' = no idempotency key)
+-- ARGV[6]        idempotency record TTL, seconds
+-- ARGV[7]        expected version (-1 = any)
+-- ARGV[8..10]    available, reserved, sold deltas (set: ARGV[8] = new available)
+--
+-- Returns {'ok', a, r, s, q}, {'replay', a, r, s, q}, {'reused'}, {'not_found'},
+-- {'version', a, r, s, q} or {'insufficient', a, r, s, q}.
+
+local kind, fp = ARGV[1], ARGV[5]
+local lv = levels(KEYS[2])
+if fp ~= '' then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    if seen ~= fp then return {'reused'} end
+    if not lv then return {'not_found'} end
+    return {'replay', lv.a, lv.r, lv.s, lv.q}
+  end
+end
+if not lv then return {'not_found'} end
+local expected = tonumber(ARGV[7])
+if expected >= 0 and expected ~= lv.q then return {'version', lv.a, lv.r, lv.s, lv.q} end
+
+local da, dr, ds = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+if kind == 'set' then da, dr, ds = da - lv.a, 0, 0 end
+if lv.a + da < 0 or lv.r + dr < 0 or lv.s + ds < 0 then
+  return {'insufficient', lv.a, lv.r, lv.s, lv.q}
+end
+
+local m = move(KEYS[2], ARGV[2], lv, da, dr, ds)
+if fp ~= '' then redis.call('SET', KEYS[3], fp, 'EX', ARGV[6]) end
+emit(KEYS[1], kind, '', '', now_ms(), '', '', m, '', '', ARGV[2], ARGV[3], ARGV[4])
+return {'ok', lv.a, lv.r, lv.s, lv.q}

@@ -1,0 +1,31 @@
+-- cancel.lua: cancel a confirmed order; its units return to available exactly once.
+--
+-- KEYS[1]        outbox stream
+-- KEYS[2]        order record
+-- KEYS[1+2i]     stock hash of line i, in the order's line order
+-- KEYS[2+2i]     per-user purchase counter hash of line i
+-- ARGV[1]        order id
+-- ARGV[2]        the order's lines as the caller read them (guards KEYS against a stale read)
+--
+-- Returns {'ok', ts}, {'replay'} when already cancelled, {'not_found'} or {'stale'}.
+
+local rec = redis.call('GET', KEYS[2])
+if not rec then return {'not_found'} end
+local st, ts, currency, hold_id, l, fp, user = parse_order(rec)
+if l ~= ARGV[2] then return {'stale'} end
+if st == 'cancelled' then return {'replay'} end
+
+local lines, stock = parse_lines(l), {}
+for i, line in ipairs(lines) do
+  stock[i] = levels(KEYS[1 + 2 * i])
+  if not stock[i] then return {'not_found'} end
+end
+
+local now, moves = now_ms(), {}
+for i, line in ipairs(lines) do
+  moves[i] = move(KEYS[1 + 2 * i], line[1], stock[i], line[2], 0, -line[2])
+  if line[4] then redis.call('HINCRBY', KEYS[2 + 2 * i], user, -line[2]) end
+end
+redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user), 'KEEPTTL')
+emit(KEYS[1], 'cancel', ARGV[1], user, now, '', '', table.concat(moves, ','), '', '', '', '', '')
+return {'ok', now}

@@ -1,0 +1,69 @@
+-- prelude.lua: helpers prepended to every flashstock script at load time.
+--
+-- Conventions shared by all scripts:
+--   * Every key a script touches arrives in KEYS; nothing builds key names here.
+--   * A script does all of its checks before its first write (Redis does not roll back).
+--   * A script answers a flat array whose first element is a status word:
+--     'ok', 'replay', or an error word the Go side maps to a typed error.
+--   * Stock hashes hold: a (available), r (reserved), s (sold), q (movement sequence,
+--     also the compare-and-set version), p (unit price, minor units), c (currency),
+--     l (per-user lifetime limit, 0 = none), ss / se (sale window, unix ms, 0 = open).
+--   * Lines travel as "sku:qty:price" joined by ","; a line whose units count against
+--     the SKU's per-user limit ends in ":L", so giving them back is exact even if the
+--     limit changed meanwhile. Movements travel as "sku:seq:dAvailable:dReserved:dSold"
+--     joined by ",".
+--   * Outbox entries have two fields: e (the kind) and d, the payload: id, user, ts,
+--     currency, lines, movements, expiry, hold id, sku, reason, actor, separated by
+--     newlines (no field may contain one).
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- parse_lines turns "A:1:100:L,B:2:50" into {{'A',1,100,true},{'B',2,50,false}}.
+local function parse_lines(s)
+  local out = {}
+  for item in string.gmatch(s, '[^,]+') do
+    local sku, qty, price, counted = string.match(item, '^([^:]+):(%d+):(%d+)(:?L?)$')
+    out[#out + 1] = {sku, tonumber(qty), tonumber(price), counted == ':L'}
+  end
+  return out
+end
+
+-- emit appends one entry to the outbox stream.
+local function emit(stream, kind, id, user, ts, currency, lines, moves, exp, hold_id, sku, why, by)
+  redis.call('XADD', stream, '*', 'e', kind, 'd', table.concat({id, user, ts, currency, lines, moves,
+    exp, hold_id, sku, why, by}, '\n'))
+end
+
+-- move applies one movement to a stock hash whose current levels are a, r, s, q
+-- and returns the movement for the outbox.
+local function move(key, sku, lv, da, dr, ds)
+  lv.a = lv.a + da
+  lv.r = lv.r + dr
+  lv.s = lv.s + ds
+  lv.q = lv.q + 1
+  redis.call('HSET', key, 'a', lv.a, 'r', lv.r, 's', lv.s, 'q', lv.q)
+  return sku .. ':' .. lv.q .. ':' .. da .. ':' .. dr .. ':' .. ds
+end
+
+-- levels reads a stock hash; nil when the SKU does not exist.
+local function levels(key)
+  local v = redis.call('HMGET', key, 'a', 'r', 's', 'q')
+  if not v[1] then return nil end
+  return {a = tonumber(v[1]), r = tonumber(v[2]), s = tonumber(v[3]), q = tonumber(v[4])}
+end
+
+-- Orders are one string, so writing one is a single SET ... EX: status, ts, currency,
+-- hold id, lines, request fingerprint, user, separated by newlines (user last: it is the
+-- one field that may hold any printable character).
+local function order_record(status, ts, currency, hold_id, lines, fp, user)
+  return status .. '\n' .. ts .. '\n' .. currency .. '\n' .. hold_id .. '\n' .. lines .. '\n' .. fp .. '\n' .. user
+end
+
+-- parse_order returns status, ts, currency, hold id, lines, fingerprint, user.
+local function parse_order(v)
+  return string.match(v, '^(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+end
+

@@ -1,0 +1,75 @@
+-- settle.lua: end a hold by commit, release or expiry. Every transition is idempotent.
+--
+-- A hold whose expiry has passed is expired by whichever call reaches it first, so an
+-- expired hold can never be committed, even before the sweep gets to it.
+--
+-- KEYS[1]        outbox stream
+-- KEYS[2]        hold hash
+-- KEYS[3]        hold expiry index (sorted set)
+-- KEYS[4]        order record the commit creates (any same-slot key for release/expire)
+-- KEYS[3+2i]     stock hash of line i, in the hold's line order
+-- KEYS[4+2i]     per-user purchase counter hash of line i
+-- ARGV[1]        mode: 'commit', 'release' or 'expire'
+-- ARGV[2]        hold id
+-- ARGV[3]        the hold's lines as the caller read them (guards KEYS against a stale read)
+-- ARGV[4]        order id (commit)
+-- ARGV[5]        order hash TTL, seconds (commit)
+--
+-- Returns one of:
+--   {'ok', status, ts}              status after this call: committed, released or expired
+--   {'replay', status, order_id}    the hold was already settled this way
+--   {'noop', status}                expire found nothing to do
+--   {'not_found'} | {'stale'} | {'committed'} | {'released'} | {'expired'}
+
+local mode, hold_id = ARGV[1], ARGV[2]
+local h = redis.call('HMGET', KEYS[2], 'u', 'st', 'x', 'c', 'l', 'o')
+if not h[1] then return {'not_found'} end
+if h[5] ~= ARGV[3] then return {'stale'} end
+local st = h[2]
+
+if st ~= 'active' then
+  if mode == 'expire' then
+    redis.call('ZREM', KEYS[3], hold_id)
+    return {'noop', st}
+  end
+  if (mode == 'commit' and st == 'committed') or (mode == 'release' and st == 'released') then
+    return {'replay', st, h[6] or ''}
+  end
+  return {st}
+end
+
+local now = now_ms()
+local due = tonumber(h[3]) <= now
+if mode == 'expire' and not due then return {'noop', st} end
+
+local lines, stock = parse_lines(h[5]), {}
+for i, line in ipairs(lines) do
+  stock[i] = levels(KEYS[3 + 2 * i])
+  if not stock[i] then return {'not_found'} end
+end
+
+local user, moves = h[1], {}
+local new
+if due then new = 'expired' elseif mode == 'commit' then new = 'committed' else new = 'released' end
+for i, line in ipairs(lines) do
+  local sku, qty = line[1], line[2]
+  if new == 'committed' then
+    moves[i] = move(KEYS[3 + 2 * i], sku, stock[i], 0, -qty, qty)
+  else
+    moves[i] = move(KEYS[3 + 2 * i], sku, stock[i], qty, -qty, 0)
+    if line[4] then redis.call('HINCRBY', KEYS[4 + 2 * i], user, -qty) end
+  end
+end
+redis.call('ZREM', KEYS[3], hold_id)
+local m = table.concat(moves, ',')
+if new == 'committed' then
+  local order_id = ARGV[4]
+  redis.call('HSET', KEYS[2], 'st', new, 'o', order_id)
+  redis.call('SET', KEYS[4], order_record('confirmed', now, h[4], hold_id, h[5], '', user), 'EX', ARGV[5])
+  emit(KEYS[1], 'order', order_id, user, now, h[4], h[5], m, '', hold_id, '', '', '')
+else
+  redis.call('HSET', KEYS[2], 'st', new)
+  emit(KEYS[1], new == 'expired' and 'expire' or 'release', hold_id, user, now, '', '', m, '', '', '', '', '')
+end
+if due and mode ~= 'expire' then return {'expired'} end
+return {'ok', new, now}

@@ -26,14 +26,14 @@ type batcher struct {
 
 // takeReq is one checkout or reservation waiting for its batch.
 type takeReq struct {
-	ctx              context.Context
-	mode, user, id   string
-	fp               string // request fingerprint; '' without an idempotency key
-	holdMs                  int64
-	lines                   []Line
-	rep                     reply
-	err                     error
-	done                    chan struct{}
+	ctx            context.Context
+	mode, user, id string
+	fp             string // request fingerprint; '' without an idempotency key
+	holdMs         int64
+	lines          []Line
+	rep            reply
+	err            error
+	done           chan struct{}
 }
 
 const (

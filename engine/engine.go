@@ -19,7 +19,7 @@ type Line struct {
 type Item struct {
 	SKU       string `json:"sku"`
 	Quantity  int64  `json:"quantity"`
-	UnitPrice int64  `json:"unitPrice"`
+	UnitPrice int64  `json:"unitPrice" bson:"unitPrice"`
 }
 
 // OrderStatus is the state of an order.

@@ -17,7 +17,9 @@ const (
 	EventCreate  = "create"  // a SKU created with its initial stock
 	EventAdjust  = "adjust"  // an administrative delta
 	EventSet     = "set"     // an administrative compare-and-set
-	EventRepair  = "repair"  // a compensating movement written by reconciliation
+	EventDrift   = "drift"   // a change Redis showed that no movement recorded (found by reconciliation)
+	EventRepair  = "repair"  // the movement that compensates a drift
+	EventRebuild = "rebuild" // units of holds lost with Redis's data, released after a rebuild
 )
 
 // Event is one outbox entry as the scripts wrote it.
@@ -42,7 +44,7 @@ type Event struct {
 type Movement struct {
 	SKU       string
 	Seq       int64
-	Kind      string // sale, cancel, reserve, commit, release, expire, create, adjust, set, repair
+	Kind      string // sale, cancel, reserve, commit, release, expire, create, adjust, set, drift, repair, rebuild
 	Available int64  // delta
 	Reserved  int64  // delta
 	Sold      int64  // delta

@@ -97,6 +97,9 @@ func (r *Redis) LoadScripts(ctx context.Context) error {
 // OutboxKey is the stream every movement is appended to.
 func (r *Redis) OutboxKey() string { return r.k.outbox() }
 
+// DeadLetterKey is the stream where the syncer parks outbox entries it cannot decode.
+func (r *Redis) DeadLetterKey() string { return r.k.outbox() + ":dead" }
+
 // Client is the Redis client the inventory runs on.
 func (r *Redis) Client() redis.UniversalClient { return r.rdb }
 
@@ -534,17 +537,29 @@ func (r *Redis) SetLevel(ctx context.Context, req SetRequest) (Level, error) {
 	return lv, nil
 }
 
-// Repair writes a compensating movement found by reconciliation: deltas on all three
-// levels, recorded in the ledger with its reason, applied only if the SKU's version is
-// still expectedVersion (so it cannot act on levels it did not see).
+// Repair compensates drift found by reconciliation: the levels move by the given deltas
+// (expected minus live), and the ledger records both the drift and the compensation
+// (two movements, so the version grows by two). It acts only if the SKU's version is
+// still expectedVersion, so it cannot act on levels it did not see.
 // Errors: ErrInvalid, ErrNotFound, ErrVersionConflict, ErrInsufficientStock.
 func (r *Redis) Repair(ctx context.Context, sku string, expectedVersion, dAvailable, dReserved, dSold int64, reason string) (Level, error) {
+	return r.fix(ctx, "repair", sku, expectedVersion, dAvailable, dReserved, dSold, reason)
+}
+
+// ReleaseLostHolds returns a restored SKU's reserved units to available after a rebuild:
+// the holds that reserved them were lost with Redis's data and can never be settled.
+// It records one movement of kind rebuild, under compare-and-set on expectedVersion.
+func (r *Redis) ReleaseLostHolds(ctx context.Context, sku string, expectedVersion, reserved int64) (Level, error) {
+	return r.fix(ctx, "rebuild", sku, expectedVersion, reserved, -reserved, 0, "holds lost with Redis data")
+}
+
+func (r *Redis) fix(ctx context.Context, kind, sku string, expectedVersion, da, dr, ds int64, reason string) (Level, error) {
 	if err := checkAdmin(sku, reason, "reconcile", ""); err != nil {
-		return Level{}, fmt.Errorf("repair: %w", err)
+		return Level{}, fmt.Errorf("%s: %w", kind, err)
 	}
-	lv, err := r.adjust(ctx, "repair", sku, reason, "reconcile", "", "", expectedVersion, dAvailable, dReserved, dSold)
+	lv, err := r.adjust(ctx, kind, sku, reason, "reconcile", "", "", expectedVersion, da, dr, ds)
 	if err != nil {
-		return Level{}, fmt.Errorf("repair %s: %w", sku, err)
+		return Level{}, fmt.Errorf("%s %s: %w", kind, sku, err)
 	}
 	return lv, nil
 }

@@ -269,6 +269,42 @@ func (s *Store) Ledger(ctx context.Context, sku string) ([]LedgerEntry, error) {
 	return out, dbErr("ledger "+sku, cur.All(ctx, &out))
 }
 
+// FillGaps makes a SKU's ledger contiguous again after Redis lost movements that never
+// reached MongoDB: each missing sequence number below the highest one gets an entry of
+// kind "lost" with no effect, so the fold can advance over the movements that did
+// arrive. It returns the highest sequence number and how many entries it filled.
+func (s *Store) FillGaps(ctx context.Context, sku string) (last int64, filled int64, err error) {
+	cur, err := s.ledger.Find(ctx, bson.M{"sku": sku}, options.Find().SetProjection(bson.M{"seq": 1}))
+	if err != nil {
+		return 0, 0, dbErr("ledger "+sku, err)
+	}
+	var rows []struct {
+		Seq int64 `bson:"seq"`
+	}
+	if err := cur.All(ctx, &rows); err != nil {
+		return 0, 0, dbErr("ledger "+sku, err)
+	}
+	have := make(map[int64]bool, len(rows))
+	for _, r := range rows {
+		have[r.Seq] = true
+		last = max(last, r.Seq)
+	}
+	var models []mongo.WriteModel
+	now := time.Now().UTC()
+	for seq := int64(1); seq <= last; seq++ {
+		if !have[seq] {
+			e := LedgerEntry{ID: sku + ":" + strconv.FormatInt(seq, 10), SKU: sku, Seq: seq, Kind: "lost",
+				Reason: "movement lost with Redis data before it was persisted", At: now}
+			models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": e.ID}).SetUpsert(true).
+				SetUpdate(bson.M{"$setOnInsert": e}))
+		}
+	}
+	if err := bulkUpsert(ctx, s.ledger, models); err != nil {
+		return 0, 0, dbErr("fill ledger gaps "+sku, err)
+	}
+	return last, int64(len(models)), nil
+}
+
 // CountLedgerAfter counts a SKU's ledger entries beyond seq: after a rebuild, entries
 // that a gap in the sequence leaves unaccounted for.
 func (s *Store) CountLedgerAfter(ctx context.Context, sku string, seq int64) (int64, error) {

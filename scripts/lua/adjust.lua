@@ -1,10 +1,15 @@
 -- adjust.lua: an administrative movement: adjust by a delta, set an absolute level
--- under compare-and-set, or repair drift found by reconciliation.
+-- under compare-and-set, release the holds lost with Redis's data after a rebuild, or
+-- repair drift found by reconciliation.
+--
+-- A repair records two movements so that the ledger keeps explaining the levels: a
+-- 'drift' movement for the change Redis already shows that no movement recorded (not
+-- applied again), then the 'repair' movement that compensates it (applied).
 --
 -- KEYS[1]        outbox stream
 -- KEYS[2]        stock hash
 -- KEYS[3]        idempotency record of (actor, key); untouched when ARGV[5] is ''
--- ARGV[1]        kind: 'adjust' | 'repair' (ARGV[8..10] are deltas) or
+-- ARGV[1]        kind: 'adjust' | 'rebuild' | 'repair' (ARGV[8..10] are deltas) or
 --                'set' (ARGV[8] is the new available level)
 -- ARGV[2]        sku
 -- ARGV[3]        reason (free text, recorded in the ledger)
@@ -37,7 +42,13 @@ if lv.a + da < 0 or lv.r + dr < 0 or lv.s + ds < 0 then
   return {'insufficient', lv.a, lv.r, lv.s, lv.q}
 end
 
+local now = now_ms()
+if kind == 'repair' then
+  lv.q = lv.q + 1
+  emit(KEYS[1], 'drift', '', '', now, '', '', ARGV[2] .. ':' .. lv.q .. ':' .. -da .. ':' .. -dr .. ':' .. -ds,
+    '', '', ARGV[2], ARGV[3], ARGV[4])
+end
 local m = move(KEYS[2], ARGV[2], lv, da, dr, ds)
 if fp ~= '' then redis.call('SET', KEYS[3], fp, 'EX', ARGV[6]) end
-emit(KEYS[1], kind, '', '', now_ms(), '', '', m, '', '', ARGV[2], ARGV[3], ARGV[4])
+emit(KEYS[1], kind, '', '', now, '', '', m, '', '', ARGV[2], ARGV[3], ARGV[4])
 return {'ok', lv.a, lv.r, lv.s, lv.q}

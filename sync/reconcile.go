@@ -1,0 +1,243 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/store"
+)
+
+// Levels are the three stock levels of a SKU.
+type Levels struct {
+	Available int64 `json:"available" bson:"available"`
+	Reserved  int64 `json:"reserved" bson:"reserved"`
+	Sold      int64 `json:"sold" bson:"sold"`
+}
+
+func (l Levels) minus(o Levels) Levels {
+	return Levels{l.Available - o.Available, l.Reserved - o.Reserved, l.Sold - o.Sold}
+}
+
+// Drift is a SKU whose live levels differ from what its ledger implies.
+type Drift struct {
+	SKU      string `json:"sku" bson:"sku"`
+	Version  int64  `json:"version" bson:"version"` // the movement sequence both sides were compared at
+	Redis    Levels `json:"redis" bson:"redis"`
+	Expected Levels `json:"expected" bson:"expected"`
+	Delta    Levels `json:"delta" bson:"delta"` // redis minus expected
+	Repaired bool   `json:"repaired" bson:"repaired"`
+}
+
+// Report is the outcome of one reconciliation.
+type Report struct {
+	At          time.Time `json:"at" bson:"at"`
+	CheckedSKUs int       `json:"checkedSkus" bson:"checkedSkus"`
+	Drift       []Drift   `json:"drift" bson:"drift"`
+	// Repaired is true when repair was asked for and every drift was compensated.
+	Repaired bool `json:"repaired" bson:"repaired"`
+	// Behind lists SKUs whose ledger had not caught up with Redis within the wait;
+	// they were not compared, and a later run will.
+	Behind []string `json:"behind" bson:"behind"`
+	// Rebuilt lists SKUs missing from Redis that were restored from MongoDB.
+	Rebuilt []string `json:"rebuilt" bson:"rebuilt"`
+}
+
+// Clean reports whether the run found nothing to correct.
+func (r Report) Clean() bool { return len(r.Drift) == 0 && len(r.Rebuilt) == 0 }
+
+// Reconciler compares Redis with MongoDB (invariant 9). It is the one implementation
+// behind the admin endpoint, the scheduled job and `flashstock reconcile`.
+type Reconciler struct {
+	Inv   *engine.Redis
+	Store *store.Store
+	// Wait is how long to wait for the syncer when MongoDB is behind a SKU (default 10 s).
+	Wait   time.Duration
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Run checks every SKU of the catalog and of Redis. Each SKU is compared at one point:
+// its live levels and movement sequence, read together, against the ledger folded up to
+// exactly that sequence. With repair, each drift is compensated by a movement through
+// the normal script path, which the ledger records; nothing is overwritten. Missing
+// live stock is rebuilt from MongoDB first, and reported.
+func (rc *Reconciler) Run(ctx context.Context, repair bool) (Report, error) {
+	now, log := rc.now(), rc.logger()
+	rb, err := Rebuild(ctx, rc.Inv, rc.Store, log)
+	if err != nil {
+		return Report{}, err
+	}
+	rep := Report{At: now, Drift: []Drift{}, Behind: []string{}, Rebuilt: rb.Restored}
+	skus, err := rc.Inv.SKUs(ctx)
+	if err != nil {
+		return Report{}, fmt.Errorf("reconcile: %w", err)
+	}
+	slices.Sort(skus)
+	rep.CheckedSKUs = len(skus)
+	for _, sku := range skus {
+		d, ok, err := rc.check(ctx, sku)
+		if errors.Is(err, store.ErrBehind) {
+			rep.Behind = append(rep.Behind, sku)
+			continue
+		}
+		if err != nil {
+			return Report{}, fmt.Errorf("reconcile %s: %w", sku, err)
+		}
+		if !ok {
+			continue
+		}
+		if repair {
+			comp := d.Expected.minus(d.Redis)
+			_, err := rc.Inv.Repair(ctx, sku, d.Version, comp.Available, comp.Reserved, comp.Sold, "reconciliation")
+			// A version conflict means the SKU moved since it was read: it stays
+			// unrepaired in this report, and the next run compares it afresh.
+			if err != nil && !errors.Is(err, engine.ErrVersionConflict) {
+				return Report{}, fmt.Errorf("reconcile %s: %w", sku, err)
+			}
+			d.Repaired = err == nil
+		}
+		log.Warn("stock drift", "sku", sku, "version", d.Version, "redis", d.Redis, "expected", d.Expected,
+			"delta", d.Delta, "repaired", d.Repaired)
+		rep.Drift = append(rep.Drift, d)
+	}
+	rep.Repaired = repair && !slices.ContainsFunc(rep.Drift, func(d Drift) bool { return !d.Repaired })
+	if err := rc.Store.SaveReport(ctx, rep.At, rep); err != nil {
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+	return rep, nil
+}
+
+// check compares one SKU; ok is true when it drifted.
+func (rc *Reconciler) check(ctx context.Context, sku string) (Drift, bool, error) {
+	lvs, err := rc.Inv.Levels(ctx, []string{sku})
+	if err != nil {
+		return Drift{}, false, err
+	}
+	lv := lvs[0]
+	deadline := time.Now().Add(rc.wait())
+	var f store.Fold
+	for {
+		f, err = rc.Store.FoldAt(ctx, sku, lv.Version)
+		if !errors.Is(err, store.ErrBehind) || time.Now().After(deadline) {
+			break
+		}
+		sleep(ctx, 50*time.Millisecond) // the syncer is catching up
+	}
+	if err != nil {
+		return Drift{}, false, err
+	}
+	live := Levels{lv.Available, lv.Reserved, lv.Sold}
+	want := Levels{f.Available, f.Reserved, f.Sold}
+	if live == want {
+		return Drift{}, false, nil
+	}
+	return Drift{SKU: sku, Version: lv.Version, Redis: live, Expected: want, Delta: live.minus(want)}, true, nil
+}
+
+// LastReport returns the newest stored report. Errors: engine.ErrNotFound.
+func (rc *Reconciler) LastReport(ctx context.Context) (Report, error) {
+	var r Report
+	err := rc.Store.LastReport(ctx, &r)
+	return r, err
+}
+
+func (rc *Reconciler) wait() time.Duration {
+	if rc.Wait <= 0 {
+		return 10 * time.Second
+	}
+	return rc.Wait
+}
+
+func (rc *Reconciler) now() time.Time {
+	if rc.Now == nil {
+		return time.Now().UTC()
+	}
+	return rc.Now().UTC()
+}
+
+func (rc *Reconciler) logger() *slog.Logger {
+	if rc.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return rc.Logger
+}
+
+// RebuildReport says what Rebuild restored.
+type RebuildReport struct {
+	Restored []string // SKUs written back into Redis
+	// Lost counts movements that MongoDB never received (they were lost with Redis's
+	// data) and that the rebuilt levels therefore cannot account for: the gaps in the
+	// ledger. Movements lost after the last persisted one leave no trace to count.
+	Lost int64
+	// ReleasedHolds counts reserved units returned to available: their holds were lost.
+	ReleasedHolds int64
+}
+
+// Rebuild restores the live stock of every catalog SKU that Redis does not have, from
+// the MongoDB ledger, before the service takes traffic and in every reconciliation.
+// Redis losing its data is recoverable, and never hidden: the caller logs the report.
+func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.Logger) (RebuildReport, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var rep RebuildReport
+	for after := ""; ; {
+		page, err := st.Products(ctx, after, 200)
+		if err != nil {
+			return rep, fmt.Errorf("rebuild: %w", err)
+		}
+		for _, p := range page {
+			if _, err := inv.Levels(ctx, []string{p.SKU}); !errors.Is(err, engine.ErrNotFound) {
+				if err != nil {
+					return rep, fmt.Errorf("rebuild: %w", err)
+				}
+				continue
+			}
+			if err := rebuildSKU(ctx, inv, st, p, &rep); err != nil {
+				return rep, err
+			}
+		}
+		if len(page) < 200 {
+			break
+		}
+		after = page[len(page)-1].SKU
+	}
+	if len(rep.Restored) > 0 {
+		log.Warn("rebuilt live stock from MongoDB: Redis had lost it", "skus", len(rep.Restored),
+			"lost_movements", rep.Lost, "released_hold_units", rep.ReleasedHolds)
+	}
+	return rep, nil
+}
+
+func rebuildSKU(ctx context.Context, inv *engine.Redis, st *store.Store, p store.Product, rep *RebuildReport) error {
+	_, lost, err := st.FillGaps(ctx, p.SKU)
+	if err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
+	}
+	f, err := st.Advance(ctx, p.SKU, nil)
+	if err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
+	}
+	if f.Seq == 0 {
+		return nil // never had stock movements: nothing to restore
+	}
+	restored, err := inv.Restore(ctx, p.EngineProduct(0),
+		engine.Level{SKU: p.SKU, Available: f.Available, Reserved: f.Reserved, Sold: f.Sold, Version: f.Seq})
+	if err != nil || !restored {
+		return err
+	}
+	rep.Restored = append(rep.Restored, p.SKU)
+	rep.Lost += lost
+	if f.Reserved > 0 {
+		if _, err := inv.ReleaseLostHolds(ctx, p.SKU, f.Seq, f.Reserved); err != nil {
+			return fmt.Errorf("rebuild %s: %w", p.SKU, err)
+		}
+		rep.ReleasedHolds += f.Reserved
+	}
+	return nil
+}

@@ -1,0 +1,280 @@
+// Package sync moves flashstock's history from Redis to MongoDB and keeps the two
+// honest: the outbox syncer, reconciliation, the cold-start rebuild and the scheduled
+// jobs. It shadows the standard library's name; import it as stocksync.
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/store"
+)
+
+// Group is the consumer group every syncer process joins.
+const Group = "flashstock-sync"
+
+// SyncerOptions tune a Syncer. The zero value is usable.
+type SyncerOptions struct {
+	// Consumer names this process in the group (default host-pid-random). Two live
+	// syncers must not share a name.
+	Consumer string
+	// Batch is how many entries one MongoDB write takes at most (default 100).
+	Batch int
+	// Block is how long a read waits for new entries (default 1 s).
+	Block time.Duration
+	// ClaimIdle is how long an entry may sit unacknowledged with another consumer
+	// before this one takes it over (default 30 s): that consumer is presumed dead.
+	ClaimIdle time.Duration
+	// MaxBackoff caps the wait between retries while MongoDB fails (default 5 s).
+	MaxBackoff time.Duration
+	Logger     *slog.Logger
+	// beforeAck, if set, runs after a batch is written; returning false skips the
+	// acknowledgement, as a crash at that instant would (tests use it).
+	beforeAck func() bool
+}
+
+// Syncer reads the outbox stream with a consumer group and persists each entry to
+// MongoDB, acknowledging it only after the write. Redelivery is harmless because every
+// write is an idempotent upsert; any number of syncers may run at once.
+type Syncer struct {
+	rdb    redis.UniversalClient
+	stream string
+	dead   string
+	store  *store.Store
+	opts   SyncerOptions
+	log    *slog.Logger
+
+	persisted atomic.Int64
+	failures  atomic.Int64
+	lastClaim time.Time
+}
+
+// NewSyncer returns a syncer of inv's outbox into st.
+func NewSyncer(inv *engine.Redis, st *store.Store, opts SyncerOptions) *Syncer {
+	if opts.Consumer == "" {
+		host, _ := os.Hostname()
+		opts.Consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), engine.NewID()[24:])
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 100
+	}
+	if opts.Block <= 0 {
+		opts.Block = time.Second
+	}
+	if opts.ClaimIdle <= 0 {
+		opts.ClaimIdle = 30 * time.Second
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Syncer{rdb: inv.Client(), stream: inv.OutboxKey(), dead: inv.DeadLetterKey(), store: st, opts: opts,
+		log: opts.Logger.With("component", "syncer", "consumer", opts.Consumer)}
+}
+
+// Persisted counts the entries this syncer has written and acknowledged.
+func (s *Syncer) Persisted() int64 { return s.persisted.Load() }
+
+// Failures counts failed MongoDB writes (each retried).
+func (s *Syncer) Failures() int64 { return s.failures.Load() }
+
+// Run syncs until ctx ends. A batch that was read is written and acknowledged before Run
+// returns (within 10 s), so shutdown leaves nothing half done. While MongoDB fails, Run
+// retries the same batch with backoff; it never skips or drops an entry.
+func (s *Syncer) Run(ctx context.Context) error {
+	if err := s.ensureGroup(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
+	// First our own pending entries (delivered before a restart, never acknowledged),
+	// then new ones.
+	ownPending := true
+	for ctx.Err() == nil {
+		msgs, err := s.read(ctx, ownPending)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			s.log.Warn("read outbox", "err", err)
+			if strings.HasPrefix(err.Error(), "NOGROUP") {
+				// Redis lost the stream (restart without persistence): start over.
+				_ = s.ensureGroup(ctx)
+			}
+			sleep(ctx, time.Second)
+			continue
+		}
+		if ownPending && len(msgs) == 0 {
+			ownPending = false
+			continue
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		s.persist(ctx, msgs)
+	}
+	return nil
+}
+
+func (s *Syncer) ensureGroup(ctx context.Context) error {
+	err := s.rdb.XGroupCreateMkStream(ctx, s.stream, Group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("syncer: create group: %w", err)
+	}
+	return nil
+}
+
+// read returns the next batch: our own pending entries, or entries other consumers left
+// unacknowledged too long, or new entries.
+func (s *Syncer) read(ctx context.Context, ownPending bool) ([]redis.XMessage, error) {
+	if ownPending {
+		res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: Group, Consumer: s.opts.Consumer,
+			Streams: []string{s.stream, "0"}, Count: int64(s.opts.Batch)}).Result()
+		return first(res), err
+	}
+	if time.Since(s.lastClaim) >= s.opts.ClaimIdle/2 {
+		s.lastClaim = time.Now()
+		msgs, _, err := s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: s.stream, Group: Group,
+			Consumer: s.opts.Consumer, MinIdle: s.opts.ClaimIdle, Start: "0", Count: int64(s.opts.Batch)}).Result()
+		if err != nil {
+			return nil, err
+		}
+		if len(msgs) > 0 {
+			s.log.Info("claimed entries of a stale consumer", "count", len(msgs))
+			return msgs, nil
+		}
+	}
+	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: Group, Consumer: s.opts.Consumer,
+		Streams: []string{s.stream, ">"}, Count: int64(s.opts.Batch), Block: s.opts.Block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return first(res), err
+}
+
+func first(res []redis.XStream) []redis.XMessage {
+	if len(res) == 0 {
+		return nil
+	}
+	return res[0].Messages
+}
+
+// persist writes one batch and acknowledges it, retrying with backoff until it succeeds
+// or the process is stopping (then the entries stay pending for the next syncer).
+func (s *Syncer) persist(ctx context.Context, msgs []redis.XMessage) {
+	events := make([]engine.Event, 0, len(msgs))
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		ids = append(ids, m.ID)
+		e, err := engine.DecodeEvent(m.ID, m.Values)
+		if err != nil {
+			// Park it where an operator will see it rather than retry it for ever.
+			s.log.Error("undecodable outbox entry moved to the dead-letter stream", "id", m.ID, "err", err)
+			s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.dead, Values: m.Values})
+			continue
+		}
+		events = append(events, e)
+	}
+	backoff := 100 * time.Millisecond
+	for !s.writeAndAck(ctx, events, ids) {
+		if ctx.Err() != nil {
+			return // unacknowledged: redelivered to whoever syncs next
+		}
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, s.opts.MaxBackoff)
+	}
+}
+
+// writeAndAck writes one batch and acknowledges it; it reports whether the write
+// succeeded. Both finish (within 10 s) even if ctx ends meanwhile.
+func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, ids []string) bool {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.store.ApplyEvents(wctx, events); err != nil {
+		s.failures.Add(1)
+		s.log.Warn("persist batch failed; retrying", "entries", len(events), "err", err)
+		return false
+	}
+	if s.opts.beforeAck != nil && !s.opts.beforeAck() {
+		return true
+	}
+	if err := s.rdb.XAck(wctx, s.stream, Group, ids...).Err(); err != nil {
+		s.log.Warn("ack failed; entries will be redelivered", "err", err)
+		return true
+	}
+	s.persisted.Add(int64(len(ids)))
+	return true
+}
+
+// Lag is how far MongoDB is behind the outbox.
+type Lag struct {
+	Pending     int64 `json:"pending"`     // delivered to a syncer, not yet acknowledged
+	Undelivered int64 `json:"undelivered"` // not yet read by any syncer
+}
+
+// Total is every entry not yet persisted.
+func (l Lag) Total() int64 { return l.Pending + l.Undelivered }
+
+// Lag reports the group's pending and undelivered entries.
+func (s *Syncer) Lag(ctx context.Context) (Lag, error) {
+	groups, err := s.rdb.XInfoGroups(ctx, s.stream).Result()
+	if err != nil {
+		return Lag{}, fmt.Errorf("syncer lag: %w", err)
+	}
+	for _, g := range groups {
+		if g.Name == Group {
+			return Lag{Pending: g.Pending, Undelivered: max(g.Lag, 0)}, nil
+		}
+	}
+	n, err := s.rdb.XLen(ctx, s.stream).Result()
+	return Lag{Undelivered: n}, err
+}
+
+// Trim deletes outbox entries that every syncer has acknowledged: those older than the
+// oldest pending entry, or, with none pending, older than the last one delivered.
+// Undelivered entries are never touched. It returns how many it deleted.
+func (s *Syncer) Trim(ctx context.Context) (int64, error) {
+	groups, err := s.rdb.XInfoGroups(ctx, s.stream).Result()
+	if err != nil {
+		return 0, fmt.Errorf("trim outbox: %w", err)
+	}
+	minID := ""
+	for _, g := range groups {
+		if g.Name == Group {
+			minID = g.LastDeliveredID
+		}
+	}
+	if minID == "" || minID == "0-0" {
+		return 0, nil
+	}
+	p, err := s.rdb.XPending(ctx, s.stream, Group).Result()
+	if err != nil {
+		return 0, fmt.Errorf("trim outbox: %w", err)
+	}
+	if p.Count > 0 {
+		minID = p.Lower
+	}
+	n, err := s.rdb.XTrimMinID(ctx, s.stream, minID).Result()
+	if err != nil {
+		return 0, fmt.Errorf("trim outbox: %w", err)
+	}
+	return n, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -660,3 +660,35 @@ func unixMs(t *time.Time) int64 {
 	}
 	return t.UnixMilli()
 }
+
+// Price is what a unit of a SKU costs now.
+type Price struct {
+	Amount   int64
+	Currency string
+}
+
+// Prices reads the current prices of many SKUs in one round trip; unknown SKUs are
+// left out of the map.
+func (r *Redis) Prices(ctx context.Context, skus []string) (map[string]Price, error) {
+	cmds := make([]*redis.SliceCmd, len(skus))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sku := range skus {
+			cmds[i] = p.HMGet(ctx, r.k.stock(sku), "p", "c")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prices: %w", storeErr("read", err))
+	}
+	out := make(map[string]Price, len(skus))
+	for i, c := range cmds {
+		if v := c.Val(); v[0] != nil {
+			out[skus[i]] = Price{Amount: asInt(v[0]), Currency: asString(v[1])}
+		}
+	}
+	return out, nil
+}
+
+// OrderIDForKey is the id of the order a checkout with this user's idempotency key
+// creates (see CheckoutRequest).
+func OrderIDForKey(userID, key string) string { return recordID("order", userID, key) }

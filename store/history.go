@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -60,46 +61,49 @@ type orderDoc struct {
 }
 
 // ApplyEvents persists a batch of outbox events: orders, cancellations and every
-// movement, then advances the touched SKUs' folds. Every write is an idempotent upsert,
-// so applying a batch again (after a crash before the XACK) changes nothing.
+// movement, then advances the touched SKUs' folds. Applying a batch again (after a crash
+// before the XACK) changes nothing.
+//
+// Writes are inserts wherever possible, and a duplicate key means "already there": on
+// FerretDB an upsert of a new _id scans the collection, while an insert, or an update
+// of an existing _id, is an index lookup.
 func (s *Store) ApplyEvents(ctx context.Context, events []engine.Event) error {
-	var orders, ledger []mongo.WriteModel
+	var ledger []any
+	var orders []orderDoc
+	var cancels []engine.Event
 	known := map[string]map[int64]LedgerEntry{}
 	for _, e := range events {
 		switch e.Kind {
 		case engine.EventOrder:
-			var total int64
+			d := orderDoc{ID: e.ID, UserID: e.UserID, Items: e.Items, Currency: e.Currency,
+				Status: string(engine.OrderConfirmed), CreatedAt: e.At, HoldID: e.HoldID}
 			for _, it := range e.Items {
-				total += it.Quantity * it.UnitPrice
+				d.Total += it.Quantity * it.UnitPrice
 			}
-			set := bson.M{"userId": e.UserID, "items": e.Items, "total": total, "currency": e.Currency, "createdAt": e.At}
-			if e.HoldID != "" {
-				set["holdId"] = e.HoldID
-			}
-			// A cancellation may be persisted first (another syncer took it): the order's
-			// status is set only when this write creates the document.
-			orders = append(orders, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": e.ID}).SetUpsert(true).
-				SetUpdate(bson.M{"$set": set, "$setOnInsert": bson.M{"status": string(engine.OrderConfirmed)}}))
+			orders = append(orders, d)
 		case engine.EventCancel:
-			orders = append(orders, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": e.ID}).SetUpsert(true).
-				SetUpdate(bson.M{"$set": bson.M{"status": string(engine.OrderCancelled), "cancelledAt": e.At}}))
+			cancels = append(cancels, e)
 		}
 		for _, m := range e.Movements {
 			le := LedgerEntry{ID: m.ID(), SKU: m.SKU, Seq: m.Seq, Kind: m.Kind, Available: m.Available,
 				Reserved: m.Reserved, Sold: m.Sold, Ref: m.Ref, Reason: m.Reason, Actor: e.Actor, At: m.At}
-			ledger = append(ledger, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": le.ID}).SetUpsert(true).
-				SetUpdate(bson.M{"$setOnInsert": le}))
+			ledger = append(ledger, le)
 			if known[m.SKU] == nil {
 				known[m.SKU] = map[int64]LedgerEntry{}
 			}
 			known[m.SKU][m.Seq] = le
 		}
 	}
-	if err := bulkUpsert(ctx, s.ledger, ledger); err != nil {
+	if _, err := insertNew(ctx, s.ledger, ledger); err != nil {
 		return dbErr("write ledger", err)
 	}
-	if err := bulkUpsert(ctx, s.orders, orders); err != nil {
+	if err := s.putOrders(ctx, orders); err != nil {
 		return dbErr("write orders", err)
+	}
+	for _, e := range cancels {
+		if err := s.cancelOrder(ctx, e); err != nil {
+			return dbErr("write orders", err)
+		}
 	}
 	for sku, k := range known {
 		if _, err := s.Advance(ctx, sku, k); err != nil {
@@ -109,34 +113,71 @@ func (s *Store) ApplyEvents(ctx context.Context, events []engine.Event) error {
 	return nil
 }
 
-// bulkUpsert runs idempotent upserts. Two upserts of one new _id may race so that
-// one fails with a duplicate key; running the bulk again then takes the update path,
-// which is harmless for idempotent writes.
-func bulkUpsert(ctx context.Context, c *mongo.Collection, models []mongo.WriteModel) error {
-	if len(models) == 0 {
-		return nil
+// insertNew inserts docs, unordered, and returns the indexes of those whose _id existed
+// already; any other failure is an error.
+func insertNew(ctx context.Context, c *mongo.Collection, docs []any) ([]int, error) {
+	if len(docs) == 0 {
+		return nil, nil
 	}
-	var err error
-	for range 3 {
-		_, err = c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-		if !onlyDuplicateKeys(err) {
+	_, err := c.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		return nil, nil
+	}
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil {
+		return nil, err
+	}
+	dups := make([]int, 0, len(bwe.WriteErrors))
+	for _, we := range bwe.WriteErrors {
+		if we.Code != 11000 {
+			return nil, err
+		}
+		dups = append(dups, we.Index)
+	}
+	return dups, nil
+}
+
+// putOrders stores confirmed orders. An order already there (a redelivery, or a
+// cancellation that arrived first and left a stub) gets its fields set, keeping its
+// status.
+func (s *Store) putOrders(ctx context.Context, orders []orderDoc) error {
+	docs := make([]any, len(orders))
+	for i, d := range orders {
+		docs[i] = d
+	}
+	dups, err := insertNew(ctx, s.orders, docs)
+	if err != nil {
+		return err
+	}
+	for _, i := range dups {
+		d := orders[i]
+		set := bson.M{"userId": d.UserID, "items": d.Items, "total": d.Total, "currency": d.Currency, "createdAt": d.CreatedAt}
+		if d.HoldID != "" {
+			set["holdId"] = d.HoldID
+		}
+		if _, err := s.orders.UpdateOne(ctx, bson.M{"_id": d.ID}, bson.M{"$set": set}); err != nil {
 			return err
 		}
 	}
-	return err
+	return nil
 }
 
-func onlyDuplicateKeys(err error) bool {
-	var bwe mongo.BulkWriteException
-	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
-		return false
-	}
-	for _, we := range bwe.WriteErrors {
-		if we.Code != 11000 {
-			return false
+// cancelOrder marks an order cancelled; if the order has not arrived yet (another
+// syncer has it), a stub with the status waits for it.
+func (s *Store) cancelOrder(ctx context.Context, e engine.Event) error {
+	set := bson.M{"$set": bson.M{"status": string(engine.OrderCancelled), "cancelledAt": e.At}}
+	for range 3 {
+		res, err := s.orders.UpdateOne(ctx, bson.M{"_id": e.ID}, set)
+		if err != nil || res.MatchedCount == 1 {
+			return err
 		}
+		_, err = s.orders.InsertOne(ctx, orderDoc{ID: e.ID, UserID: e.UserID, Status: string(engine.OrderCancelled), CancelledAt: &e.At})
+		if !mongo.IsDuplicateKeyError(err) {
+			return err
+		}
+		// The order arrived meanwhile: update it.
 	}
-	return true
+	return fmt.Errorf("cancel %s: lost three races", e.ID)
 }
 
 // Order reads a persisted order. Errors: engine.ErrNotFound.
@@ -145,8 +186,12 @@ func (s *Store) Order(ctx context.Context, id string) (engine.Order, error) {
 	if err := s.orders.FindOne(ctx, bson.M{"_id": id}).Decode(&d); err != nil {
 		return engine.Order{}, dbErr("order "+id, err)
 	}
+	return d.order(), nil
+}
+
+func (d orderDoc) order() engine.Order {
 	return engine.Order{ID: d.ID, UserID: d.UserID, Items: d.Items, Total: d.Total, Currency: d.Currency,
-		Status: engine.OrderStatus(d.Status), CreatedAt: d.CreatedAt.UTC(), HoldID: d.HoldID}, nil
+		Status: engine.OrderStatus(d.Status), CreatedAt: d.CreatedAt.UTC(), HoldID: d.HoldID}
 }
 
 // CountOrders counts persisted orders (all, or of one status).
@@ -289,20 +334,18 @@ func (s *Store) FillGaps(ctx context.Context, sku string) (last int64, filled in
 		have[r.Seq] = true
 		last = max(last, r.Seq)
 	}
-	var models []mongo.WriteModel
+	var fill []any
 	now := time.Now().UTC()
 	for seq := int64(1); seq <= last; seq++ {
 		if !have[seq] {
-			e := LedgerEntry{ID: sku + ":" + strconv.FormatInt(seq, 10), SKU: sku, Seq: seq, Kind: "lost",
-				Reason: "movement lost with Redis data before it was persisted", At: now}
-			models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": e.ID}).SetUpsert(true).
-				SetUpdate(bson.M{"$setOnInsert": e}))
+			fill = append(fill, LedgerEntry{ID: sku + ":" + strconv.FormatInt(seq, 10), SKU: sku, Seq: seq, Kind: "lost",
+				Reason: "movement lost with Redis data before it was persisted", At: now})
 		}
 	}
-	if err := bulkUpsert(ctx, s.ledger, models); err != nil {
+	if _, err := insertNew(ctx, s.ledger, fill); err != nil {
 		return 0, 0, dbErr("fill ledger gaps "+sku, err)
 	}
-	return last, int64(len(models)), nil
+	return last, int64(len(fill)), nil
 }
 
 // CountLedgerAfter counts a SKU's ledger entries beyond seq: after a rebuild, entries
@@ -329,14 +372,12 @@ func (s *Store) SaveSnapshots(ctx context.Context, levels []engine.Level, at tim
 	if len(levels) == 0 {
 		return nil
 	}
-	models := make([]mongo.WriteModel, len(levels))
+	docs := make([]any, len(levels))
 	for i, lv := range levels {
-		snap := Snapshot{ID: lv.SKU + ":" + strconv.FormatInt(lv.Version, 10), SKU: lv.SKU, Version: lv.Version,
+		docs[i] = Snapshot{ID: lv.SKU + ":" + strconv.FormatInt(lv.Version, 10), SKU: lv.SKU, Version: lv.Version,
 			Available: lv.Available, Reserved: lv.Reserved, Sold: lv.Sold, At: at.UTC()}
-		models[i] = mongo.NewUpdateOneModel().SetFilter(bson.M{"_id": snap.ID}).SetUpsert(true).
-			SetUpdate(bson.M{"$setOnInsert": snap})
 	}
-	_, err := s.snaps.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	_, err := insertNew(ctx, s.snaps, docs)
 	return dbErr("save snapshots", err)
 }
 
@@ -352,8 +393,7 @@ func (s *Store) Snapshots(ctx context.Context, sku string) ([]Snapshot, error) {
 
 // SaveReport stores a reconciliation report under its time.
 func (s *Store) SaveReport(ctx context.Context, at time.Time, report any) error {
-	_, err := s.reps.ReplaceOne(ctx, bson.M{"_id": at.UTC().Format(time.RFC3339Nano)},
-		bson.M{"at": at.UTC(), "report": report}, options.Replace().SetUpsert(true))
+	_, err := insertNew(ctx, s.reps, []any{bson.M{"_id": at.UTC().Format(time.RFC3339Nano), "at": at.UTC(), "report": report}})
 	return dbErr("save report", err)
 }
 
@@ -367,4 +407,43 @@ func (s *Store) LastReport(ctx context.Context, into any) error {
 		return dbErr("last report", err)
 	}
 	return dbErr("last report", bson.Unmarshal(doc.Report, into))
+}
+
+// Orders lists persisted orders, newest first, of one user ("" = everyone's), after an
+// opaque cursor from a previous page. It returns the next page's cursor ("" at the end).
+// Errors: engine.ErrInvalid for a cursor it did not issue.
+func (s *Store) Orders(ctx context.Context, userID, cursor string, limit int) ([]engine.Order, string, error) {
+	filter := bson.M{}
+	if userID != "" {
+		filter["userId"] = userID
+	}
+	if cursor != "" {
+		ms, id, ok := strings.Cut(cursor, "_")
+		t, err := strconv.ParseInt(ms, 10, 64)
+		if !ok || err != nil || id == "" {
+			return nil, "", fmt.Errorf("orders: %w", &engine.ValidationError{Field: "cursor", Reason: "not a cursor this API issued"})
+		}
+		at := time.UnixMilli(t).UTC()
+		filter["$or"] = bson.A{bson.M{"createdAt": bson.M{"$lt": at}}, bson.M{"createdAt": at, "_id": bson.M{"$lt": id}}}
+	}
+	cur, err := s.orders.Find(ctx, filter, options.Find().
+		SetSort(bson.D{{Key: "createdAt", Value: -1}, {Key: "_id", Value: -1}}).SetLimit(int64(limit)+1))
+	if err != nil {
+		return nil, "", dbErr("orders", err)
+	}
+	var docs []orderDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, "", dbErr("orders", err)
+	}
+	next := ""
+	if len(docs) > limit {
+		docs = docs[:limit]
+		last := docs[limit-1]
+		next = strconv.FormatInt(last.CreatedAt.UnixMilli(), 10) + "_" + last.ID
+	}
+	out := make([]engine.Order, len(docs))
+	for i, d := range docs {
+		out[i] = d.order()
+	}
+	return out, next, nil
 }

@@ -29,7 +29,7 @@ type env struct {
 	st  *store.Store
 }
 
-func newEnv(t *testing.T, redisArgs ...string) *env {
+func newEnv(t testing.TB, redisArgs ...string) *env {
 	t.Helper()
 	if len(redisArgs) == 0 {
 		redisArgs = []string{"--save", "", "--appendonly", "no"}
@@ -60,7 +60,7 @@ func (e *env) storeBehindProxy(t *testing.T) (*store.Store, *testproxy.Proxy) {
 	return store.New(c.Database(e.st.Database().Name())), p
 }
 
-func (e *env) product(t *testing.T, sku string, stock int64) {
+func (e *env) product(t testing.TB, sku string, stock int64) {
 	t.Helper()
 	ctx := context.Background()
 	p := store.Product{SKU: sku, Name: sku, Price: 100, Currency: "USD"}
@@ -95,7 +95,7 @@ func (e *env) syncer(st *store.Store, name string, opts stocksync.SyncerOptions)
 }
 
 // run starts sy until the test ends (or stop is called) and returns stop, which waits.
-func run(t *testing.T, sy *stocksync.Syncer) (stop func()) {
+func run(t testing.TB, sy *stocksync.Syncer) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -110,9 +110,9 @@ func run(t *testing.T, sy *stocksync.Syncer) (stop func()) {
 }
 
 // waitSynced waits until no outbox entry is left unpersisted.
-func waitSynced(t *testing.T, sy *stocksync.Syncer) {
+func waitSynced(t testing.TB, sy *stocksync.Syncer) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		lag, err := sy.Lag(context.Background())
 		if err == nil && lag.Total() == 0 {

@@ -1,0 +1,181 @@
+// Package api is flashstock's HTTP interface (contract v1): a Fiber app whose handlers
+// stay thin and leave the work to engine (live stock) and store (history).
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/store"
+	stocksync "github.com/flashstock/flashstock/sync"
+)
+
+// Config holds the API's settings.
+type Config struct {
+	JWTSecret []byte
+	JWTIssuer string
+	TokenTTL  time.Duration // default 1h
+	// RateLimitPerMinute caps checkout, hold and commit requests per user per minute,
+	// across every replica (0 disables).
+	RateLimitPerMinute int
+	// RequestTimeout bounds each request (default 10 s).
+	RequestTimeout time.Duration
+	// CartTTL is how long an untouched cart lives (default 7 days).
+	CartTTL time.Duration
+}
+
+// Deps are what the API runs on.
+type Deps struct {
+	Inv        *engine.Redis
+	Store      *store.Store
+	Reconciler *stocksync.Reconciler
+	Logger     *slog.Logger
+	// Ready reports whether the process may take traffic (readiness), with details.
+	Ready func(ctx context.Context) (bool, map[string]string)
+	Now   func() time.Time
+}
+
+type server struct {
+	cfg   Config
+	inv   *engine.Redis
+	rdb   redis.UniversalClient
+	store *store.Store
+	rc    *stocksync.Reconciler
+	log   *slog.Logger
+	ready func(ctx context.Context) (bool, map[string]string)
+	now   func() time.Time
+	reqs  atomic.Uint64
+}
+
+const (
+	localPrincipal = "principal"
+	localRequestID = "requestID"
+	bodyLimit      = 64 * 1024
+)
+
+// New builds the app with every route of the contract.
+func New(cfg Config, d Deps) *fiber.App {
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = time.Hour
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.CartTTL <= 0 {
+		cfg.CartTTL = 7 * 24 * time.Hour
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
+		ready: d.Ready, now: d.Now}
+	app := fiber.New(fiber.Config{
+		AppName:               "flashstock",
+		BodyLimit:             bodyLimit,
+		DisableStartupMessage: true,
+		ErrorHandler:          s.handleError,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+	})
+	app.Use(s.requestContext)
+
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.readyz)
+
+	v1 := app.Group("/api/v1")
+	v1.Post("/auth/register", s.register)
+	v1.Post("/auth/login", s.login)
+
+	authed := v1.Group("", s.authenticate)
+	authed.Get("/auth/me", s.me)
+
+	authed.Get("/products", s.listProducts)
+	authed.Get("/products/:sku", s.getProduct)
+	authed.Post("/products", adminOnly, s.createProduct)
+	authed.Patch("/products/:sku", adminOnly, s.patchProduct)
+	authed.Get("/inventory/:sku", s.getLevel)
+	authed.Post("/inventory/:sku/adjustments", adminOnly, s.adjust)
+	authed.Put("/inventory/:sku", adminOnly, s.setLevel)
+
+	authed.Get("/cart", s.getCart)
+	authed.Put("/cart/items/:sku", s.putCartItem)
+	authed.Delete("/cart/items/:sku", s.deleteCartItem)
+	authed.Delete("/cart", s.clearCart)
+
+	authed.Post("/checkout", s.rateLimited, s.checkout)
+	authed.Post("/holds", s.rateLimited, s.createHold)
+	authed.Get("/holds/:id", s.getHold)
+	authed.Post("/holds/:id/commit", s.rateLimited, s.commitHold)
+	authed.Delete("/holds/:id", s.releaseHold)
+	authed.Get("/orders", s.listOrders)
+	authed.Get("/orders/:id", s.getOrder)
+	authed.Post("/orders/:id/cancel", s.cancelOrder)
+
+	authed.Post("/carts/bulk-checkout", adminOnly, s.bulkCheckout)
+	authed.Post("/admin/reconcile", adminOnly, s.reconcileNow)
+	authed.Get("/admin/reconcile/last", adminOnly, s.lastReconcile)
+
+	app.Use(func(*fiber.Ctx) error { return errNotFound })
+	return app
+}
+
+// requestContext gives each request an id (the caller's X-Request-Id if sane), a
+// deadline carried by c.UserContext(), and one log line.
+func (s *server) requestContext(c *fiber.Ctx) error {
+	id := c.Get(fiber.HeaderXRequestID)
+	if id == "" || len(id) > 64 || !engine.ValidKey(id) {
+		id = strconv.FormatUint(s.reqs.Add(1), 36) + "-" + engine.NewID()[24:]
+	}
+	c.Locals(localRequestID, id)
+	c.Set(fiber.HeaderXRequestID, id)
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RequestTimeout)
+	defer cancel()
+	c.SetUserContext(ctx)
+	start := time.Now()
+	err := c.Next()
+	if err != nil {
+		if herr := s.handleError(c, err); herr != nil {
+			return herr
+		}
+	}
+	s.log.Debug("request", "request_id", id, "method", c.Method(), "path", c.Path(),
+		"status", c.Response().StatusCode(), "duration_ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+func (s *server) handleError(c *fiber.Ctx, err error) error {
+	id, _ := c.Locals(localRequestID).(string)
+	p := toProblem(err, s.log, id)
+	if p.Code == "rate_limited" && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
+		c.Set(fiber.HeaderRetryAfter, "60")
+	}
+	c.Set(fiber.HeaderContentType, "application/problem+json")
+	c.Status(p.Status)
+	body, _ := json.Marshal(p)
+	return c.Send(body)
+}
+
+func (s *server) readyz(c *fiber.Ctx) error {
+	ok, detail := true, map[string]string{}
+	if s.ready != nil {
+		ok, detail = s.ready(c.UserContext())
+	}
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	return c.Status(status).JSON(fiber.Map{"ready": ok, "checks": detail})
+}

@@ -1,0 +1,157 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/store"
+)
+
+// Roles.
+const (
+	RoleCustomer = "customer"
+	RoleAdmin    = "admin"
+)
+
+// Claims are the token's claims.
+type Claims struct {
+	Role string `json:"role"`
+	jwt.RegisteredClaims
+}
+
+// Principal is the caller a verified token names.
+type Principal struct {
+	UserID string
+	Role   string
+}
+
+// IssueToken signs a token for a user.
+func IssueToken(secret []byte, issuer, userID, role string, ttl time.Duration, now time.Time) (string, error) {
+	c := Claims{Role: role, RegisteredClaims: jwt.RegisteredClaims{
+		Subject: userID, Issuer: issuer, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+}
+
+// verify checks a bearer token: HS256 only, the right issuer, not expired, a subject
+// and a known role.
+func (s *server) verify(header string) (Principal, error) {
+	raw, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || raw == "" {
+		return Principal{}, errUnauthorized
+	}
+	var c Claims
+	_, err := jwt.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return s.cfg.JWTSecret, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithIssuer(s.cfg.JWTIssuer),
+		jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
+	if err != nil || c.Subject == "" || !engine.ValidKey(c.Subject) || (c.Role != RoleCustomer && c.Role != RoleAdmin) {
+		return Principal{}, errUnauthorized
+	}
+	return Principal{UserID: c.Subject, Role: c.Role}, nil
+}
+
+// authenticate is the middleware on every /api/v1 route but register and login.
+func (s *server) authenticate(c *fiber.Ctx) error {
+	p, err := s.verify(c.Get(fiber.HeaderAuthorization))
+	if err != nil {
+		return err
+	}
+	c.Locals(localPrincipal, p)
+	return c.Next()
+}
+
+func adminOnly(c *fiber.Ctx) error {
+	if principal(c).Role != RoleAdmin {
+		return errForbidden
+	}
+	return c.Next()
+}
+
+func principal(c *fiber.Ctx) Principal {
+	p, _ := c.Locals(localPrincipal).(Principal)
+	return p
+}
+
+type credentials struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+	Name     string `json:"name"`
+}
+
+type userView struct {
+	ID    string `json:"id"`
+	Email string `json:"email,omitempty"`
+	Name  string `json:"name,omitempty"`
+	Role  string `json:"role"`
+}
+
+func (s *server) register(c *fiber.Ctx) error {
+	var in credentials
+	if _, err := decodeStrict(c.Body(), &in, false); err != nil {
+		return err
+	}
+	email := store.NormalizeEmail(in.Email)
+	switch {
+	case !validEmail(email):
+		return validation("email", "must be an email address")
+	case len(in.Password) < 8 || len(in.Password) > 72:
+		return validation("password", "must be 8 to 72 characters")
+	case len(in.Name) > 200:
+		return validation("name", "must be at most 200 characters")
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(in.Password), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	u := store.User{Email: email, ID: engine.NewID(), Name: in.Name, PasswordHash: string(hash), Role: RoleCustomer}
+	if err := s.store.CreateUser(c.UserContext(), u); err != nil {
+		return err
+	}
+	return c.Status(http.StatusCreated).JSON(userView{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role})
+}
+
+// dummyHash is compared against when the email is unknown, so login takes as long
+// either way.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("flashstock-no-such-user"), bcrypt.DefaultCost)
+
+func (s *server) login(c *fiber.Ctx) error {
+	var in credentials
+	if _, err := decodeStrict(c.Body(), &in, false); err != nil {
+		return err
+	}
+	if in.Name != "" {
+		return validation("name", "unknown field")
+	}
+	u, err := s.store.UserByEmail(c.UserContext(), in.Email)
+	hash := []byte(u.PasswordHash)
+	if errors.Is(err, engine.ErrNotFound) {
+		hash = dummyHash
+	} else if err != nil {
+		return err
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(in.Password)) != nil || u.ID == "" {
+		return problem(http.StatusUnauthorized, "unauthorized", "email or password is wrong")
+	}
+	tok, err := IssueToken(s.cfg.JWTSecret, s.cfg.JWTIssuer, u.ID, u.Role, s.cfg.TokenTTL, s.now())
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"accessToken": tok, "tokenType": "Bearer", "expiresIn": int64(s.cfg.TokenTTL / time.Second)})
+}
+
+func (s *server) me(c *fiber.Ctx) error {
+	p := principal(c)
+	return c.JSON(userView{ID: p.UserID, Role: p.Role})
+}
+
+func validEmail(s string) bool {
+	at := strings.IndexByte(s, '@')
+	return at > 0 && at < len(s)-3 && strings.Contains(s[at:], ".") && len(s) <= 254 && !strings.ContainsAny(s, " \t\r\n")
+}

@@ -1,0 +1,264 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/flashstock/flashstock/engine"
+)
+
+type itemsInput struct {
+	Items *[]engine.Line `json:"items"`
+}
+
+// placeOrder is the one checkout path: real requests and the flash-sale simulation's
+// synthetic buyers both go through it.
+func (s *server) placeOrder(ctx context.Context, user string, lines []engine.Line, key string) (engine.Order, error) {
+	return s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, OrderID: engine.NewID()})
+}
+
+func (s *server) checkout(c *fiber.Ctx) error {
+	var in itemsInput
+	present, err := decodeStrict(c.Body(), &in, true)
+	if err != nil {
+		return err
+	}
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	ctx, user := c.UserContext(), principal(c).UserID
+	fromCart := !present || in.Items == nil
+	var lines []engine.Line
+	if fromCart {
+		if lines, err = s.cartLines(c); err != nil {
+			return err
+		}
+		if len(lines) == 0 {
+			// A retry of a cart checkout finds the cart emptied by the first attempt.
+			if key != "" {
+				if o, err := s.inv.Order(ctx, engine.OrderIDForKey(user, key)); err == nil && o.UserID == user {
+					markReplay(c, true)
+					return c.Status(http.StatusCreated).JSON(o)
+				}
+			}
+			return errCartEmpty
+		}
+	} else {
+		lines = *in.Items
+	}
+	o, err := s.placeOrder(ctx, user, lines, key)
+	if err != nil {
+		return err
+	}
+	if fromCart && !o.Replayed {
+		if err := s.rdb.Del(ctx, s.cartKey(user)).Err(); err != nil {
+			s.log.Warn("empty cart after checkout", "user", user, "err", err)
+		}
+	}
+	markReplay(c, o.Replayed)
+	return c.Status(http.StatusCreated).JSON(o)
+}
+
+type holdView struct {
+	ID        string            `json:"id"`
+	Items     []engine.Item     `json:"items"`
+	Status    engine.HoldStatus `json:"status"`
+	ExpiresAt time.Time         `json:"expiresAt"`
+	CreatedAt time.Time         `json:"createdAt"`
+	OrderID   string            `json:"orderId,omitempty"`
+}
+
+func newHoldView(h engine.Hold) holdView {
+	return holdView{ID: h.ID, Items: h.Items, Status: h.Status, ExpiresAt: h.ExpiresAt, CreatedAt: h.CreatedAt, OrderID: h.OrderID}
+}
+
+func (s *server) createHold(c *fiber.Ctx) error {
+	var in struct {
+		Items      *[]engine.Line `json:"items"`
+		TTLSeconds *int64         `json:"ttlSeconds"`
+	}
+	if _, err := decodeStrict(c.Body(), &in, false); err != nil {
+		return err
+	}
+	if in.Items == nil {
+		return validation("items", "is required")
+	}
+	ttl := int64(600)
+	if in.TTLSeconds != nil {
+		ttl = *in.TTLSeconds
+	}
+	if ttl < 1 || ttl > 3600 {
+		return validation("ttlSeconds", "must be between 1 and 3600")
+	}
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	h, err := s.inv.Reserve(c.UserContext(), engine.ReserveRequest{UserID: principal(c).UserID, Lines: *in.Items,
+		TTL: time.Duration(ttl) * time.Second, IdempotencyKey: key, HoldID: engine.NewID()})
+	if err != nil {
+		return err
+	}
+	markReplay(c, h.Replayed)
+	return c.Status(http.StatusCreated).JSON(newHoldView(h))
+}
+
+// ownHold returns the caller's hold; another user's is not found.
+func (s *server) ownHold(c *fiber.Ctx) (engine.Hold, error) {
+	h, err := s.inv.Hold(c.UserContext(), c.Params("id"))
+	if errors.Is(err, engine.ErrInvalid) {
+		return h, errNotFound
+	}
+	if err != nil {
+		return h, err
+	}
+	if p := principal(c); h.UserID != p.UserID && p.Role != RoleAdmin {
+		return h, errNotFound
+	}
+	return h, nil
+}
+
+func (s *server) getHold(c *fiber.Ctx) error {
+	h, err := s.ownHold(c)
+	if err != nil {
+		return err
+	}
+	// An expired hold the sweep has not reached yet is expired all the same.
+	if h.Status == engine.HoldActive && !s.now().Before(h.ExpiresAt) {
+		h.Status = engine.HoldExpired
+	}
+	return c.JSON(newHoldView(h))
+}
+
+func (s *server) commitHold(c *fiber.Ctx) error {
+	h, err := s.ownHold(c)
+	if err != nil {
+		return err
+	}
+	if err := s.bindKey(c, "commit", h.ID); err != nil {
+		return err
+	}
+	o, err := s.inv.Commit(c.UserContext(), h.ID, engine.NewID())
+	if err != nil {
+		return err
+	}
+	markReplay(c, o.Replayed)
+	return c.Status(http.StatusCreated).JSON(o)
+}
+
+func (s *server) releaseHold(c *fiber.Ctx) error {
+	h, err := s.ownHold(c)
+	if err != nil {
+		return err
+	}
+	if h, err = s.inv.Release(c.UserContext(), h.ID); err != nil {
+		return err
+	}
+	return c.JSON(newHoldView(h))
+}
+
+// bindKey ties an Idempotency-Key to the one target it was first used on, for routes
+// that are idempotent by nature (commit, cancel): a retry with the same key and target
+// proceeds (and replays), the same key on another target is idempotency_key_reused.
+func (s *server) bindKey(c *fiber.Ctx, op, target string) error {
+	key, err := idempotencyKey(c)
+	if err != nil || key == "" {
+		return err
+	}
+	user := principal(c).UserID
+	k := "fs:idem:" + op + ":" + strconv.Itoa(len(user)) + ":" + user + ":" + key
+	ctx := c.UserContext()
+	ok, err := s.rdb.SetNX(ctx, k, target, 25*time.Hour).Result()
+	if err != nil {
+		return redisErr(err)
+	}
+	if ok {
+		return nil
+	}
+	bound, err := s.rdb.Get(ctx, k).Result()
+	if err != nil {
+		return redisErr(err)
+	}
+	if bound != target {
+		return engine.ErrIdempotencyKeyReused
+	}
+	return nil
+}
+
+// findOrder reads an order from Redis (where it is the moment checkout returns) or,
+// once Redis has let it go, from MongoDB; another user's order is not found.
+func (s *server) findOrder(c *fiber.Ctx) (engine.Order, bool, error) {
+	ctx, id := c.UserContext(), c.Params("id")
+	live := true
+	o, err := s.inv.Order(ctx, id)
+	if errors.Is(err, engine.ErrInvalid) {
+		return o, false, errNotFound
+	}
+	if errors.Is(err, engine.ErrNotFound) {
+		live = false
+		o, err = s.store.Order(ctx, id)
+	}
+	if err != nil {
+		return o, false, err
+	}
+	if p := principal(c); o.UserID != p.UserID && p.Role != RoleAdmin {
+		return o, false, errNotFound
+	}
+	return o, live, nil
+}
+
+func (s *server) getOrder(c *fiber.Ctx) error {
+	o, _, err := s.findOrder(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(o)
+}
+
+func (s *server) cancelOrder(c *fiber.Ctx) error {
+	o, live, err := s.findOrder(c)
+	if err != nil {
+		return err
+	}
+	if !live {
+		return problem(http.StatusConflict, "version_conflict", "the order is past its cancellation window")
+	}
+	if err := s.bindKey(c, "cancel", o.ID); err != nil {
+		return err
+	}
+	o, err = s.inv.Cancel(c.UserContext(), o.ID)
+	if err != nil {
+		return err
+	}
+	markReplay(c, o.Replayed)
+	return c.JSON(o)
+}
+
+func (s *server) listOrders(c *fiber.Ctx) error {
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	p := principal(c)
+	user := p.UserID
+	if p.Role == RoleAdmin {
+		user = c.Query("userId")
+	} else if q := c.Query("userId"); q != "" && q != p.UserID {
+		return errForbidden
+	}
+	orders, next, err := s.store.Orders(c.UserContext(), user, c.Query("cursor"), limit)
+	if err != nil {
+		return err
+	}
+	var nc any
+	if next != "" {
+		nc = next
+	}
+	return c.JSON(fiber.Map{"items": orders, "nextCursor": nc})
+}

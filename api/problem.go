@@ -1,0 +1,134 @@
+package api
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/flashstock/flashstock/engine"
+)
+
+// Problem is an RFC 9457 problem detail. Code is the contract's machine-readable code.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Code   string `json:"code"`
+	// Items lists the short lines of an out_of_stock refusal.
+	Items []engine.Shortage `json:"items,omitempty"`
+	// Field names the input a validation_failed refers to.
+	Field string `json:"field,omitempty"`
+	// RequestID ties the answer to the server's log lines.
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// apiError is an error raised by a handler with its contract code.
+type apiError struct {
+	status int
+	code   string
+	detail string
+	field  string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.detail }
+
+func problem(status int, code, detail string) error {
+	return &apiError{status: status, code: code, detail: detail}
+}
+
+func validation(field, detail string) error {
+	return &apiError{status: http.StatusBadRequest, code: "validation_failed", detail: detail, field: field}
+}
+
+var (
+	errUnauthorized = problem(http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+	errForbidden    = problem(http.StatusForbidden, "forbidden", "this route is for admins")
+	errNotFound     = problem(http.StatusNotFound, "not_found", "no such resource")
+	errCartEmpty    = problem(http.StatusBadRequest, "cart_empty", "the cart is empty")
+)
+
+// engineErrors is the one table from the domain's errors to HTTP.
+var engineErrors = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{engine.ErrInvalid, http.StatusBadRequest, "validation_failed"},
+	{engine.ErrNotFound, http.StatusNotFound, "not_found"},
+	{engine.ErrOutOfStock, http.StatusConflict, "out_of_stock"},
+	{engine.ErrLimitExceeded, http.StatusConflict, "purchase_limit_exceeded"},
+	{engine.ErrSaleNotActive, http.StatusConflict, "sale_not_active"},
+	{engine.ErrInsufficientStock, http.StatusConflict, "insufficient_stock"},
+	{engine.ErrVersionConflict, http.StatusConflict, "version_conflict"},
+	// Releasing a committed hold conflicts with its state; the contract has no code of
+	// its own for it.
+	{engine.ErrHoldCommitted, http.StatusConflict, "version_conflict"},
+	{engine.ErrAlreadyExists, http.StatusConflict, "already_exists"},
+	{engine.ErrHoldExpired, http.StatusGone, "hold_expired"},
+	{engine.ErrHoldReleased, http.StatusGone, "hold_released"},
+	{engine.ErrIdempotencyKeyReused, http.StatusUnprocessableEntity, "idempotency_key_reused"},
+	{engine.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+}
+
+// toProblem maps any error to the problem the client sees; internal errors are logged
+// with the request id and shown as `internal`, with no detail.
+func toProblem(err error, log *slog.Logger, reqID string) Problem {
+	p := Problem{Status: http.StatusInternalServerError, Code: "internal", RequestID: reqID}
+	var ae *apiError
+	var fe *fiber.Error
+	var ve *engine.ValidationError
+	var se *engine.StockError
+	switch {
+	case errors.As(err, &ae):
+		p.Status, p.Code, p.Detail, p.Field = ae.status, ae.code, ae.detail, ae.field
+	case errors.As(err, &fe):
+		p.Status, p.Code, p.Detail = fe.Code, fiberCode(fe.Code), fe.Message
+	default:
+		for _, m := range engineErrors {
+			if errors.Is(err, m.err) {
+				p.Status, p.Code, p.Detail = m.status, m.code, err.Error()
+				break
+			}
+		}
+	}
+	if errors.As(err, &ve) {
+		p.Field, p.Detail = ve.Field, ve.Error()
+	}
+	if errors.As(err, &se) {
+		p.Items, p.Detail = se.Short, "not enough stock for every line"
+	}
+	if p.Code == "internal" {
+		log.Error("internal error", "request_id", reqID, "err", err)
+		p.Detail = ""
+	}
+	if p.Code == "unavailable" {
+		log.Warn("dependency unavailable", "request_id", reqID, "err", err)
+		p.Detail = "a dependency is unavailable; retry shortly"
+	}
+	p.Type = "https://flashstock.dev/problems/" + p.Code
+	p.Title = http.StatusText(p.Status)
+	return p
+}
+
+func fiberCode(status int) string {
+	switch status {
+	case http.StatusRequestEntityTooLarge:
+		return "payload_too_large"
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return "not_found"
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		return "validation_failed"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusTooManyRequests:
+		return "rate_limited"
+	case http.StatusServiceUnavailable, http.StatusRequestTimeout:
+		return "unavailable"
+	}
+	return "internal"
+}

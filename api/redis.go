@@ -1,0 +1,55 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/engine"
+)
+
+type redisPipe = redis.Pipeliner
+
+// redisErr marks a failed Redis call of the API's own (carts, rate limits) as
+// unavailable.
+func redisErr(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", engine.ErrUnavailable, err)
+}
+
+// rateLimited allows RateLimitPerMinute checkout, hold and commit requests per user per
+// minute window. The counter lives in Redis, so the limit holds across replicas.
+func (s *server) rateLimited(c *fiber.Ctx) error {
+	limit := s.cfg.RateLimitPerMinute
+	if limit <= 0 {
+		return c.Next()
+	}
+	now := s.now()
+	window := now.Unix() / 60
+	key := "fs:rl:" + principal(c).UserID + ":" + strconv.FormatInt(window, 10)
+	ctx := c.UserContext()
+	var incr *redis.IntCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		incr = p.Incr(ctx, key)
+		p.Expire(ctx, key, 2*time.Minute)
+		return nil
+	})
+	if err != nil {
+		return redisErr(err)
+	}
+	if incr.Val() > int64(limit) {
+		retry := 60 - now.Unix()%60
+		c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(retry, 10))
+		return problem(http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("at most %d checkout, hold and commit requests a minute", limit))
+	}
+	return c.Next()
+}

@@ -38,3 +38,19 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
 	err := s.users.FindOne(ctx, bson.M{"_id": NormalizeEmail(email)}).Decode(&u)
 	return u, dbErr("user", err)
 }
+
+// CreateUsers stores users, skipping those whose email exists, and reports how many it
+// created.
+func (s *Store) CreateUsers(ctx context.Context, users []User) (int, error) {
+	docs := make([]any, len(users))
+	now := time.Now().UTC()
+	for i, u := range users {
+		u.Email = NormalizeEmail(u.Email)
+		if u.CreatedAt.IsZero() {
+			u.CreatedAt = now
+		}
+		docs[i] = u
+	}
+	dups, err := insertNew(ctx, s.users, docs)
+	return len(users) - len(dups), dbErr("create users", err)
+}

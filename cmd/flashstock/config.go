@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	stocksync "github.com/flashstock/flashstock/sync"
+)
+
+// Config is every setting, loaded once from the environment and a .env file (the
+// environment wins). Defaults live here and nowhere else.
+type Config struct {
+	Port               int
+	RedisURL           string
+	MongoURI           string
+	MongoDatabase      string
+	DataDir            string
+	JWTSecret          string
+	JWTIssuer          string
+	SeedDemo           bool
+	RateLimitPerMinute int
+	SoldoutCacheMs     int
+	// Role is what serve runs: all (API, syncer, scheduler), api or worker.
+	Role            string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+	Specs           stocksync.Specs
+}
+
+// Embedded reports whether Redis and MongoDB run inside this process.
+func (c Config) Embedded() bool { return c.RedisURL == "" && c.MongoURI == "" }
+
+// usageError is a bad command line or configuration: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// loadConfig reads the settings through getenv, falling back to .env in the working
+// directory. Every bad value is reported at once.
+func loadConfig(getenv func(string) string) (Config, error) {
+	dotenv, err := readDotenv(".env")
+	if err != nil {
+		return Config{}, usageError{fmt.Sprintf("read .env: %v", err)}
+	}
+	get := func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return dotenv[k]
+	}
+	var errs []string
+	bad := func(k, v, why string) { errs = append(errs, fmt.Sprintf("%s=%q: %s", k, v, why)) }
+	num := func(k string, def, lo, hi int) int {
+		v := get(k)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			bad(k, v, fmt.Sprintf("must be a whole number from %d to %d", lo, hi))
+			return def
+		}
+		return n
+	}
+	str := func(k, def string) string {
+		if v := get(k); v != "" {
+			return v
+		}
+		return def
+	}
+	c := Config{
+		Port:               num("PORT", 3000, 0, 65535),
+		RedisURL:           get("REDIS_URL"),
+		MongoURI:           get("MONGODB_URI"),
+		MongoDatabase:      str("MONGODB_DATABASE", "flashstock"),
+		DataDir:            str("DATA_DIR", "./data"),
+		JWTSecret:          get("JWT_SECRET"),
+		JWTIssuer:          str("JWT_ISSUER", "flashstock"),
+		RateLimitPerMinute: num("RATE_LIMIT_PER_MINUTE", 120, 0, 1_000_000),
+		SoldoutCacheMs:     num("SOLDOUT_CACHE_MS", 0, 0, 60_000),
+		Role:               str("ROLE", "all"),
+		LogLevel:           str("LOG_LEVEL", "info"),
+		ShutdownTimeout:    time.Duration(num("SHUTDOWN_TIMEOUT_SECONDS", 15, 1, 600)) * time.Second,
+		Specs: stocksync.Specs{
+			HoldExpiry: str("HOLD_EXPIRY_SCHEDULE", stocksync.DefaultSpecs.HoldExpiry),
+			Snapshot:   str("SNAPSHOT_SCHEDULE", stocksync.DefaultSpecs.Snapshot),
+			Reconcile:  str("RECONCILE_SCHEDULE", stocksync.DefaultSpecs.Reconcile),
+			Trim:       str("OUTBOX_TRIM_SCHEDULE", stocksync.DefaultSpecs.Trim),
+		},
+	}
+	switch v := get("SEED_DEMO"); v {
+	case "":
+		c.SeedDemo = c.Embedded()
+	case "true", "1", "yes":
+		c.SeedDemo = true
+	case "false", "0", "no":
+	default:
+		bad("SEED_DEMO", v, "must be true or false")
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		bad("REDIS_URL", c.RedisURL, "must start with redis:// or rediss://")
+	}
+	if c.MongoURI != "" && !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
+		bad("MONGODB_URI", c.MongoURI, "must start with mongodb:// or mongodb+srv://")
+	}
+	if !c.Embedded() && c.JWTSecret == "" {
+		errs = append(errs, "JWT_SECRET is required when REDIS_URL or MONGODB_URI is set (only the embedded mode generates one)")
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
+		errs = append(errs, "JWT_SECRET must be at least 32 characters")
+	}
+	if c.Role != "all" && c.Role != "api" && c.Role != "worker" {
+		bad("ROLE", c.Role, "must be all, api or worker")
+	}
+	if c.Role != "all" && c.Embedded() {
+		errs = append(errs, "ROLE="+c.Role+" needs REDIS_URL and MONGODB_URI: embedded stores live inside one process")
+	}
+	if c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error" {
+		bad("LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error")
+	}
+	for k, spec := range map[string]string{"HOLD_EXPIRY_SCHEDULE": c.Specs.HoldExpiry, "SNAPSHOT_SCHEDULE": c.Specs.Snapshot,
+		"RECONCILE_SCHEDULE": c.Specs.Reconcile, "OUTBOX_TRIM_SCHEDULE": c.Specs.Trim} {
+		if err := stocksync.ValidateSpec(spec); err != nil {
+			bad(k, spec, "must be a cron spec with seconds, e.g. \"*/10 * * * * *\"")
+		}
+	}
+	if len(errs) > 0 {
+		return c, usageError{"invalid configuration:\n  " + strings.Join(errs, "\n  ")}
+	}
+	return c, nil
+}
+
+// readDotenv reads KEY=VALUE lines (# comments, optional quotes); a missing file is empty.
+func readDotenv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok {
+			return nil, fmt.Errorf("line %d: want KEY=VALUE", n)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out[strings.TrimSpace(k)] = v
+	}
+	return out, sc.Err()
+}
+
+// masked shows a secret's presence, never its value.
+func masked(s string) string {
+	if s == "" {
+		return "(unset)"
+	}
+	return "(set, " + strconv.Itoa(len(s)) + " chars)"
+}

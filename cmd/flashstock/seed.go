@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/flashstock/flashstock/api"
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/store"
+)
+
+var demoProducts = []store.Product{
+	{SKU: "TOOTHPASTE", Name: "Toothpaste", Description: "Mint, 100 ml", Price: 399, Currency: "USD"},
+	{SKU: "SOUND-SYSTEM", Name: "Sound System", Description: "2.1 speakers", Price: 29999, Currency: "USD"},
+	{SKU: "TV", Name: "TV", Description: "55 inch 4K", Price: 49999, Currency: "USD"},
+	{SKU: "APPLE", Name: "Apple", Description: "One crisp apple", Price: 99, Currency: "USD"},
+	{SKU: "T-SHIRT", Name: "T-shirt", Description: "Cotton, one size", Price: 1999, Currency: "USD"},
+}
+
+const demoCustomers = 1000
+
+// seedDemo writes the contract's demo data; it is idempotent and leaves existing users
+// and stock alone.
+func seedDemo(ctx context.Context, d *deps, log *slog.Logger) error {
+	start := time.Now()
+	// One hash for the shared customer password, not a thousand.
+	adminHash, err := bcrypt.GenerateFromPassword([]byte("admin12345"), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	customerHash, err := bcrypt.GenerateFromPassword([]byte("customer12345"), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	users := make([]store.User, 0, demoCustomers+1)
+	users = append(users, store.User{Email: "admin@example.com", ID: "admin", Name: "Admin", PasswordHash: string(adminHash), Role: api.RoleAdmin})
+	for i := 1; i <= demoCustomers; i++ {
+		users = append(users, store.User{Email: fmt.Sprintf("customer%d@example.com", i), ID: fmt.Sprintf("customer%d", i),
+			Name: fmt.Sprintf("Customer %d", i), PasswordHash: string(customerHash), Role: api.RoleCustomer})
+	}
+	created, err := d.st.CreateUsers(ctx, users)
+	if err != nil {
+		return fmt.Errorf("seed users: %w", err)
+	}
+	products := 0
+	for _, p := range demoProducts {
+		_, err := d.inv.CreateProduct(ctx, p.EngineProduct(20))
+		if errors.Is(err, engine.ErrAlreadyExists) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("seed %s: %w", p.SKU, err)
+		}
+		if err := d.st.PutProduct(ctx, p); err != nil {
+			return fmt.Errorf("seed %s: %w", p.SKU, err)
+		}
+		products++
+	}
+	log.Info("demo data seeded", "users_created", created, "products_created", products,
+		"admin", "admin@example.com / admin12345", "customers", "customer1..1000@example.com / customer12345",
+		"ms", time.Since(start).Milliseconds())
+	return nil
+}

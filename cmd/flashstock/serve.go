@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/flashstock/flashstock/api"
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/internal/embedded"
+	"github.com/flashstock/flashstock/store"
+	stocksync "github.com/flashstock/flashstock/sync"
+)
+
+// deps are the opened dependencies; close releases them in reverse order.
+type deps struct {
+	rdb     redis.UniversalClient
+	inv     *engine.Redis
+	st      *store.Store
+	closers []func()
+}
+
+func (d *deps) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// open connects to Redis and MongoDB, or starts the embedded ones.
+func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (*deps, error) {
+	d := &deps{}
+	if cfg.RedisURL == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("embedded redis: %w", err)
+		}
+		d.closers = append(d.closers, mr.Close)
+		d.rdb = redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: 64})
+		log.Info("embedded Redis (miniredis) started in-process; it keeps nothing across restarts, live stock is rebuilt from MongoDB", "addr", mr.Addr())
+	} else {
+		o, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("REDIS_URL: %v", err)}
+		}
+		o.PoolSize = max(o.PoolSize, 128)
+		d.rdb = redis.NewClient(o)
+	}
+	d.closers = append(d.closers, func() { _ = d.rdb.Close() })
+	if err := d.rdb.Ping(ctx).Err(); err != nil {
+		d.close()
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+
+	uri := cfg.MongoURI
+	if uri == "" {
+		dir := filepath.Join(cfg.DataDir, "mongo")
+		// FerretDB logs every connection at info; only its warnings matter here.
+		flog := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		m, err := embedded.StartMongo(ctx, dir, "127.0.0.1:0", flog.With("component", "ferretdb"))
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		d.closers = append(d.closers, func() { _ = m.Close() })
+		uri = m.URI
+		log.Info("embedded MongoDB-compatible server (FerretDB on SQLite) started", "dir", dir, "uri", uri)
+	}
+	mc, err := mongo.Connect(ctx, options.Client().ApplyURI(uri).SetServerSelectionTimeout(5*time.Second))
+	if err != nil {
+		d.close()
+		return nil, fmt.Errorf("mongodb: %w", err)
+	}
+	d.closers = append(d.closers, func() { _ = mc.Disconnect(context.WithoutCancel(ctx)) })
+	d.st = store.New(mc.Database(cfg.MongoDatabase))
+	if err := d.st.Ping(ctx); err != nil {
+		d.close()
+		return nil, fmt.Errorf("mongodb: %w", err)
+	}
+	if err := d.st.EnsureIndexes(ctx); err != nil {
+		d.close()
+		return nil, err
+	}
+	d.inv = engine.NewRedis(d.rdb, engine.Options{})
+	d.closers = append(d.closers, d.inv.Close)
+	if err := d.inv.LoadScripts(ctx); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
+	log := newLogger(cfg, stdout)
+	if cfg.Embedded() && cfg.JWTSecret == "" {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		cfg.JWTSecret = hex.EncodeToString(b)
+		log.Warn("generated a JWT secret for this run (embedded mode): tokens die with the process; set JWT_SECRET to keep them")
+	}
+	log.Info("starting flashstock", "role", cfg.Role, "port", cfg.Port, "redis", redact(cfg.RedisURL),
+		"mongodb", redact(cfg.MongoURI), "database", cfg.MongoDatabase, "jwt_secret", masked(cfg.JWTSecret),
+		"rate_limit_per_minute", cfg.RateLimitPerMinute)
+	if cfg.SoldoutCacheMs > 0 {
+		log.Warn("SOLDOUT_CACHE_MS is not implemented in this version; every answer stays live")
+	}
+	start := time.Now()
+	d, err := open(ctx, cfg, log, stdout)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+
+	// Live stock first: Redis may have lost what MongoDB remembers.
+	if _, err := stocksync.Rebuild(ctx, d.inv, d.st, log); err != nil {
+		return err
+	}
+	if cfg.SeedDemo {
+		if err := seedDemo(ctx, d, log); err != nil {
+			return err
+		}
+	}
+	rc := &stocksync.Reconciler{Inv: d.inv, Store: d.st, Logger: log}
+	syncer := stocksync.NewSyncer(d.inv, d.st, stocksync.SyncerOptions{Logger: log})
+
+	var wg sync.WaitGroup
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopWork(); wg.Wait() }()
+	if cfg.Role == "all" || cfg.Role == "worker" || cfg.Role == "sync" {
+		wg.Go(func() {
+			if err := syncer.Run(workCtx); err != nil {
+				log.Error("syncer stopped", "err", err)
+			}
+		})
+	}
+	if cfg.Role == "all" || cfg.Role == "worker" {
+		sch, err := stocksync.NewScheduler(d.rdb, log, stocksync.StandardJobs(d.inv, d.st, syncer, rc, cfg.Specs)...)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		wg.Go(func() { sch.Start(workCtx) })
+	}
+	if cfg.Role != "all" && cfg.Role != "api" {
+		log.Info("worker running", "startup_ms", time.Since(start).Milliseconds())
+		<-ctx.Done()
+		log.Info("shutting down: draining the syncer")
+		return nil
+	}
+
+	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
+		RateLimitPerMinute: cfg.RateLimitPerMinute}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log,
+		Ready: func(ctx context.Context) (bool, map[string]string) { return ready(ctx, d) }})
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- app.Listener(ln) }()
+	log.Info("flashstock ready", "addr", ln.Addr().String(), "startup_ms", time.Since(start).Milliseconds(),
+		"health", "/healthz", "ready", "/readyz")
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests, then the syncer")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := app.ShutdownWithContext(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	return nil
+}
+
+// ready reports per-dependency readiness.
+func ready(ctx context.Context, d *deps) (bool, map[string]string) {
+	ok, out := true, map[string]string{"redis": "ok", "mongodb": "ok", "scripts": "ok"}
+	if err := d.rdb.Ping(ctx).Err(); err != nil {
+		ok, out["redis"] = false, err.Error()
+	}
+	if err := d.st.Ping(ctx); err != nil {
+		ok, out["mongodb"] = false, err.Error()
+	}
+	if out["redis"] == "ok" {
+		if err := d.inv.LoadScripts(ctx); err != nil {
+			ok, out["scripts"] = false, err.Error()
+		}
+	}
+	return ok, out
+}
+
+var errDrift = errors.New("drift found")
+
+// reconcile runs one reconciliation and prints its report.
+func reconcile(ctx context.Context, cfg Config, stdout io.Writer, repair bool) error {
+	if cfg.Embedded() {
+		return usageError{"reconcile needs REDIS_URL and MONGODB_URI: the embedded stores live inside the serve process (use POST /api/v1/admin/reconcile there)"}
+	}
+	log := newLogger(cfg, io.Discard)
+	d, err := open(ctx, cfg, log, io.Discard)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	rep, err := (&stocksync.Reconciler{Inv: d.inv, Store: d.st, Logger: log}).Run(ctx, repair)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return err
+	}
+	if !rep.Clean() {
+		return errDrift
+	}
+	return nil
+}
+
+func seedOnly(ctx context.Context, cfg Config, stdout io.Writer) error {
+	if cfg.Embedded() {
+		return usageError{"seed needs REDIS_URL and MONGODB_URI; the embedded mode seeds itself (SEED_DEMO)"}
+	}
+	log := newLogger(cfg, stdout)
+	d, err := open(ctx, cfg, log, stdout)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	return seedDemo(ctx, d, log)
+}
+
+// redact hides credentials in a URL for logging.
+func redact(u string) string {
+	if u == "" {
+		return "(embedded)"
+	}
+	at := -1
+	for i := len(u) - 1; i >= 0; i-- {
+		if u[i] == '@' {
+			at = i
+			break
+		}
+	}
+	scheme := 0
+	for i := 0; i+2 < len(u); i++ {
+		if u[i:i+3] == "://" {
+			scheme = i + 3
+			break
+		}
+	}
+	if at > scheme {
+		return u[:scheme] + "***@" + u[at+1:]
+	}
+	return u
+}

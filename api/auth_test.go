@@ -36,17 +36,17 @@ func TestTokensThatMustBeRefused(t *testing.T) {
 	}
 	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	cases := map[string]string{
-		"missing":          "",
-		"garbled":          "not.a.jwt",
-		"alg none":         b64(`{"alg":"none","typ":"JWT"}`) + "." + b64(`{"sub":"u1","role":"admin","iss":"flashstock","exp":9999999999}`) + ".",
-		"other secret":     sign([]byte("another-secret-another-secret-12345"), good),
-		"wrong issuer":     sign(secret, with("iss", "someone-else")),
-		"expired":          sign(secret, with("exp", now.Add(-time.Minute).Unix())),
-		"no expiry":        sign(secret, with("exp", nil)),
-		"unknown role":     sign(secret, with("role", "root")),
-		"no subject":       sign(secret, with("sub", nil)),
-		"HS384 not HS256":  func() string { s, _ := jwt.NewWithClaims(jwt.SigningMethodHS384, good).SignedString(secret); return s }(),
-		"truncated sig":    strings.TrimSuffix(sign(secret, good), "A") + "x",
+		"missing":         "",
+		"garbled":         "not.a.jwt",
+		"alg none":        b64(`{"alg":"none","typ":"JWT"}`) + "." + b64(`{"sub":"u1","role":"admin","iss":"flashstock","exp":9999999999}`) + ".",
+		"other secret":    sign([]byte("another-secret-another-secret-12345"), good),
+		"wrong issuer":    sign(secret, with("iss", "someone-else")),
+		"expired":         sign(secret, with("exp", now.Add(-time.Minute).Unix())),
+		"no expiry":       sign(secret, with("exp", nil)),
+		"unknown role":    sign(secret, with("role", "root")),
+		"no subject":      sign(secret, with("sub", nil)),
+		"HS384 not HS256": func() string { s, _ := jwt.NewWithClaims(jwt.SigningMethodHS384, good).SignedString(secret); return s }(),
+		"truncated sig":   strings.TrimSuffix(sign(secret, good), "A") + "x",
 	}
 	for name, tok := range cases {
 		r := h.do(t, "GET", "/api/v1/auth/me", tok, "")

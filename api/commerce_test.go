@@ -117,7 +117,9 @@ func TestCartAndCheckout(t *testing.T) {
 	want(t, h.do(t, "GET", "/api/v1/orders/"+id, c2, ""), 404, "not_found")
 	want(t, h.do(t, "GET", "/api/v1/orders/"+id, token(t, "root", api.RoleAdmin), ""), 200, "")
 
-	buy := func(tok, body string, hdr ...string) resp { return h.do(t, "POST", "/api/v1/checkout", tok, body, hdr...) }
+	buy := func(tok, body string, hdr ...string) resp {
+		return h.do(t, "POST", "/api/v1/checkout", tok, body, hdr...)
+	}
 	r = buy(c2, `{"items":[{"sku":"TV","quantity":2},{"sku":"APPLE","quantity":1000}]}`)
 	want(t, r, 409, "out_of_stock")
 	items := r.json(t)["items"].([]any)

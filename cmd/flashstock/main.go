@@ -4,6 +4,7 @@
 //	flashstock sync          the outbox syncer alone
 //	flashstock reconcile     compare Redis with MongoDB; exit 0 clean, 1 drift
 //	flashstock seed          write the demo data
+//	flashstock healthcheck   exit 0 if the local server answers /healthz (for containers)
 //
 // Configuration comes from the environment and a .env file; see README.md.
 package main
@@ -13,9 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -36,7 +40,7 @@ func main() {
 	}
 }
 
-const usage = `usage: flashstock [serve | sync | reconcile [--repair] | seed]`
+const usage = `usage: flashstock [serve | sync | reconcile [--repair] | seed | healthcheck]`
 
 // run is the whole program: main only wires it to the process.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -66,6 +70,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return reconcile(ctx, cfg, stdout, repair)
 	case "seed":
 		return seedOnly(ctx, cfg, stdout)
+	case "healthcheck":
+		return healthcheck(ctx, cfg)
 	}
 	return usageError{fmt.Sprintf("unknown command %q\n%s", cmd, usage)}
+}
+
+// healthcheck asks the server on this host's PORT whether it is alive.
+func healthcheck(ctx context.Context, cfg Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(cfg.Port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthz answered %d", res.StatusCode)
+	}
+	return nil
 }

@@ -1,0 +1,19 @@
+# syntax=docker/dockerfile:1
+# Build: a static binary (FerretDB's SQLite is pure Go, so no cgo).
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/flashstock ./cmd/flashstock
+
+# Run: distroless, non-root.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/flashstock /flashstock
+USER nonroot:nonroot
+WORKDIR /home/nonroot
+ENV PORT=3000
+EXPOSE 3000
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["/flashstock", "healthcheck"]
+ENTRYPOINT ["/flashstock"]
+CMD ["serve"]

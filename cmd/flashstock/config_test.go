@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func env(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+
+// inTempDir runs the test in an empty directory, so no stray .env is read.
+func inTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	return dir
+}
+
+func TestConfigDefaultsAreTheEmbeddedMode(t *testing.T) {
+	inTempDir(t)
+	c, err := loadConfig(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Embedded() || !c.SeedDemo || c.Port != 3000 || c.RateLimitPerMinute != 120 || c.JWTIssuer != "flashstock" ||
+		c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.SoldoutCacheMs != 0 || c.Role != "all" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestConfigRefusesBadValues(t *testing.T) {
+	inTempDir(t)
+	secret := strings.Repeat("s", 32)
+	cases := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"port not a number", map[string]string{"PORT": "http"}, "PORT"},
+		{"port too big", map[string]string{"PORT": "70000"}, "PORT"},
+		{"external redis without a secret", map[string]string{"REDIS_URL": "redis://localhost:6379"}, "JWT_SECRET is required"},
+		{"external mongo without a secret", map[string]string{"MONGODB_URI": "mongodb://localhost"}, "JWT_SECRET is required"},
+		{"short secret", map[string]string{"JWT_SECRET": "short"}, "at least 32"},
+		{"redis url scheme", map[string]string{"REDIS_URL": "localhost:6379", "JWT_SECRET": secret}, "REDIS_URL"},
+		{"mongo uri scheme", map[string]string{"MONGODB_URI": "localhost", "JWT_SECRET": secret}, "MONGODB_URI"},
+		{"seed flag", map[string]string{"SEED_DEMO": "maybe"}, "SEED_DEMO"},
+		{"negative rate limit", map[string]string{"RATE_LIMIT_PER_MINUTE": "-1"}, "RATE_LIMIT_PER_MINUTE"},
+		{"sold-out cache", map[string]string{"SOLDOUT_CACHE_MS": "soon"}, "SOLDOUT_CACHE_MS"},
+		{"role", map[string]string{"ROLE": "boss"}, "ROLE"},
+		{"split role when embedded", map[string]string{"ROLE": "api"}, "needs REDIS_URL"},
+		{"log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"schedule", map[string]string{"SNAPSHOT_SCHEDULE": "every minute"}, "SNAPSHOT_SCHEDULE"},
+	}
+	for _, tc := range cases {
+		_, err := loadConfig(env(tc.env))
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want a usage error mentioning %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestConfigReadsDotenvBelowTheEnvironment(t *testing.T) {
+	dir := inTempDir(t)
+	dotenv := "# comment\nPORT=4000\nexport JWT_ISSUER=\"from-file\"\nRATE_LIMIT_PER_MINUTE=10\n"
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(env(map[string]string{"RATE_LIMIT_PER_MINUTE": "99"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 4000 || c.JWTIssuer != "from-file" || c.RateLimitPerMinute != 99 {
+		t.Fatalf("got port %d issuer %q limit %d", c.Port, c.JWTIssuer, c.RateLimitPerMinute)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte("NOT A PAIR\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var ue usageError
+	if _, err := loadConfig(env(nil)); !errors.As(err, &ue) {
+		t.Fatalf("malformed .env: got %v", err)
+	}
+}
+
+func TestRunRefusesUnknownCommandsAndBadConfig(t *testing.T) {
+	inTempDir(t)
+	var ue usageError
+	if err := run(t.Context(), []string{"dance"}, env(nil), os.Stdout); !errors.As(err, &ue) {
+		t.Fatalf("unknown command: got %v", err)
+	}
+	if err := run(t.Context(), []string{"serve"}, env(map[string]string{"PORT": "x"}), os.Stdout); !errors.As(err, &ue) {
+		t.Fatalf("bad config: got %v", err)
+	}
+	if err := run(t.Context(), []string{"reconcile"}, env(nil), os.Stdout); !errors.As(err, &ue) {
+		t.Fatalf("reconcile in embedded mode: got %v", err)
+	}
+}
+
+func TestRedactHidesCredentials(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://:pw@host:6379/0":        "redis://***@host:6379/0",
+		"mongodb://user:p@ss@db:27017/x": "mongodb://***@db:27017/x",
+		"redis://host:6379":              "redis://host:6379",
+		"":                               "(embedded)",
+	} {
+		if got := redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

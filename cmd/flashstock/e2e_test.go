@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+)
+
+// proc is the real binary running in embedded mode.
+type proc struct {
+	cmd      *exec.Cmd
+	base     string
+	mongoURI string
+	logs     *strings.Builder
+}
+
+func startBinary(t *testing.T, bin, dataDir string) *proc {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "serve")
+	cmd.Dir = dataDir
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "DATA_DIR="+dataDir, "JWT_SECRET="+strings.Repeat("e", 40))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &strings.Builder{}}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			p.logs.WriteString(line + "\n")
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil {
+				if u, ok := m["uri"].(string); ok {
+					p.mongoURI = u
+				}
+				if m["msg"] == "flashstock ready" {
+					close(ready)
+				}
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the binary did not get ready:\n%s", p.logs)
+	}
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+func (p *proc) stop(t *testing.T) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Errorf("the binary did not stop on SIGINT")
+	}
+}
+
+func (p *proc) call(t *testing.T, method, path, tok, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, p.base+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return res.StatusCode, m
+}
+
+func (p *proc) login(t *testing.T, email, password string) string {
+	t.Helper()
+	st, m := p.call(t, "POST", "/api/v1/auth/login", "", `{"email":"`+email+`","password":"`+password+`"}`)
+	if st != 200 {
+		t.Fatalf("login %s: %d %v", email, st, m)
+	}
+	return m["accessToken"].(string)
+}
+
+func TestBinaryEmbeddedModeSurvivesARestart(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "flashstock")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	p := startBinary(t, bin, data)
+	admin := p.login(t, "admin@example.com", "admin12345")
+	cust := p.login(t, "customer7@example.com", "customer12345")
+	if st, m := p.call(t, "GET", "/api/v1/auth/me", admin, ""); st != 200 || m["role"] != "admin" {
+		t.Fatalf("admin me: %d %v", st, m)
+	}
+	st, order := p.call(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"TV","quantity":2},{"sku":"APPLE","quantity":1}]}`)
+	if st != 201 {
+		t.Fatalf("checkout: %d %v", st, order)
+	}
+	id := order["id"].(string)
+
+	// The syncer puts the order into MongoDB (the embedded FerretDB).
+	mc, err := mongo.Connect(context.Background(), options.Client().ApplyURI(p.mongoURI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Disconnect(context.Background())
+	var doc bson.M
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err = mc.Database("flashstock").Collection("orders").FindOne(context.Background(), bson.M{"_id": id}).Decode(&doc)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || doc["userId"] != "customer7" || doc["status"] != "confirmed" || doc["total"].(int64) != 2*49999+99 {
+		t.Fatalf("order in MongoDB: %v, %v", doc, err)
+	}
+	mc.Disconnect(context.Background())
+	p.stop(t)
+
+	// Restart on the same data: Redis is rebuilt from MongoDB, the order is still there.
+	p = startBinary(t, bin, data)
+	if !strings.Contains(p.logs.String(), "rebuilt live stock from MongoDB") {
+		t.Fatalf("no rebuild log line:\n%s", p.logs)
+	}
+	cust = p.login(t, "customer7@example.com", "customer12345")
+	if st, m := p.call(t, "GET", "/api/v1/inventory/TV", cust, ""); st != 200 || m["available"].(float64) != 18 || m["sold"].(float64) != 2 {
+		t.Fatalf("TV after restart: %d %v", st, m)
+	}
+	if st, m := p.call(t, "GET", "/api/v1/orders/"+id, cust, ""); st != 200 || m["status"] != "confirmed" {
+		t.Fatalf("order after restart: %d %v", st, m)
+	}
+	if st, m := p.call(t, "GET", "/api/v1/orders", cust, ""); st != 200 || len(m["items"].([]any)) != 1 {
+		t.Fatalf("order list after restart: %d %v", st, m)
+	}
+}

@@ -1,7 +1,10 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/flashstock/flashstock/api"
@@ -86,5 +89,23 @@ func TestHealthAndUnknownRoutes(t *testing.T) {
 	}
 	if r := h.do(t, "GET", "/api/v1/cart", "", ""); r.header.Get("X-Request-Id") == "" || r.json(t)["requestId"] == nil {
 		t.Fatalf("error without a request id: %v %s", r.header, r.body)
+	}
+}
+
+// With Redis gone, requests get 503 unavailable (no internals), and the log line for it
+// carries the request id the client saw.
+func TestRedisDownIsUnavailableAndLoggedWithTheRequestID(t *testing.T) {
+	var logs bytes.Buffer
+	h := newHarnessLogging(t, api.Config{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	h.product(t, "A", 1, "")
+	h.srv.Stop()
+	r := h.do(t, "POST", "/api/v1/checkout", token(t, "c", api.RoleCustomer), `{"items":[{"sku":"A","quantity":1}]}`)
+	want(t, r, 503, "unavailable")
+	if strings.Contains(string(r.body), "127.0.0.1") || strings.Contains(string(r.body), "dial") {
+		t.Fatalf("internals leaked: %s", r.body)
+	}
+	id := r.header.Get("X-Request-Id")
+	if id == "" || !strings.Contains(logs.String(), `"request_id":"`+id+`"`) {
+		t.Fatalf("no log line with request id %q:\n%s", id, logs.String())
 	}
 }

@@ -59,6 +59,7 @@ type server struct {
 const (
 	localPrincipal = "principal"
 	localRequestID = "requestID"
+	localLogger    = "logger"
 	bodyLimit      = 64 * 1024
 )
 
@@ -140,6 +141,7 @@ func (s *server) requestContext(c *fiber.Ctx) error {
 		id = strconv.FormatUint(s.reqs.Add(1), 36) + "-" + engine.NewID()[24:]
 	}
 	c.Locals(localRequestID, id)
+	c.Locals(localLogger, s.log.With("request_id", id))
 	c.Set(fiber.HeaderXRequestID, id)
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RequestTimeout)
 	defer cancel()
@@ -151,14 +153,14 @@ func (s *server) requestContext(c *fiber.Ctx) error {
 			return herr
 		}
 	}
-	s.log.Debug("request", "request_id", id, "method", c.Method(), "path", c.Path(),
+	reqLog(c, s.log).Debug("request", "method", c.Method(), "path", c.Path(),
 		"status", c.Response().StatusCode(), "duration_ms", time.Since(start).Milliseconds())
 	return nil
 }
 
 func (s *server) handleError(c *fiber.Ctx, err error) error {
 	id, _ := c.Locals(localRequestID).(string)
-	p := toProblem(err, s.log, id)
+	p := toProblem(err, reqLog(c, s.log), id)
 	if p.Code == "rate_limited" && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
 		c.Set(fiber.HeaderRetryAfter, "60")
 	}
@@ -178,4 +180,12 @@ func (s *server) readyz(c *fiber.Ctx) error {
 		status = http.StatusServiceUnavailable
 	}
 	return c.Status(status).JSON(fiber.Map{"ready": ok, "checks": detail})
+}
+
+// reqLog is the request's logger: every line it writes carries the request id.
+func reqLog(c *fiber.Ctx, fallback *slog.Logger) *slog.Logger {
+	if l, ok := c.Locals(localLogger).(*slog.Logger); ok {
+		return l
+	}
+	return fallback
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -36,11 +37,17 @@ type harness struct {
 	inv *engine.Redis
 	st  *store.Store
 	rdb *redis.Client
+	srv *testredis.Server
 }
 
 func newHarness(t testing.TB, cfg api.Config) *harness {
 	t.Helper()
-	_, rdb := testredis.Start(t)
+	return newHarnessLogging(t, cfg, nil)
+}
+
+func newHarnessLogging(t testing.TB, cfg api.Config, log *slog.Logger) *harness {
+	t.Helper()
+	srv, rdb := testredis.Start(t)
 	inv := engine.NewRedis(rdb, engine.Options{})
 	t.Cleanup(inv.Close)
 	st := store.New(testmongo.Database(t))
@@ -48,8 +55,9 @@ func newHarness(t testing.TB, cfg api.Config) *harness {
 		t.Fatal(err)
 	}
 	cfg.JWTSecret, cfg.JWTIssuer = secret, issuer
-	app := api.New(cfg, api.Deps{Inv: inv, Store: st, Reconciler: &stocksync.Reconciler{Inv: inv, Store: st, Wait: time.Second}})
-	return &harness{app: app, inv: inv, st: st, rdb: rdb}
+	app := api.New(cfg, api.Deps{Inv: inv, Store: st, Logger: log,
+		Reconciler: &stocksync.Reconciler{Inv: inv, Store: st, Wait: time.Second}})
+	return &harness{app: app, inv: inv, st: st, rdb: rdb, srv: srv}
 }
 
 func token(t testing.TB, user, role string) string {

@@ -58,7 +58,7 @@ func (s *server) checkout(c *fiber.Ctx) error {
 	}
 	if fromCart && !o.Replayed {
 		if err := s.rdb.Del(ctx, s.cartKey(user)).Err(); err != nil {
-			s.log.Warn("empty cart after checkout", "user", user, "err", err)
+			reqLog(c, s.log).Warn("empty cart after checkout", "user", user, "err", err)
 		}
 	}
 	markReplay(c, o.Replayed)

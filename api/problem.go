@@ -74,7 +74,7 @@ var engineErrors = []struct {
 }
 
 // toProblem maps any error to the problem the client sees; internal errors are logged
-// with the request id and shown as `internal`, with no detail.
+// (log carries the request id) and shown as `internal`, with no detail.
 func toProblem(err error, log *slog.Logger, reqID string) Problem {
 	p := Problem{Status: http.StatusInternalServerError, Code: "internal", RequestID: reqID}
 	var ae *apiError
@@ -101,11 +101,11 @@ func toProblem(err error, log *slog.Logger, reqID string) Problem {
 		p.Items, p.Detail = se.Short, "not enough stock for every line"
 	}
 	if p.Code == "internal" {
-		log.Error("internal error", "request_id", reqID, "err", err)
+		log.Error("internal error", "err", err)
 		p.Detail = ""
 	}
 	if p.Code == "unavailable" {
-		log.Warn("dependency unavailable", "request_id", reqID, "err", err)
+		log.Warn("dependency unavailable", "err", err)
 		p.Detail = "a dependency is unavailable; retry shortly"
 	}
 	p.Type = "https://flashstock.dev/problems/" + p.Code

@@ -6,7 +6,7 @@ PKGS    ?= ./...
 BENCH   ?= .
 TIMEOUT ?= 15m
 
-.PHONY: all build run test test-race bench lint fmt deps
+.PHONY: all build run test test-race bench bench-ratio lint fmt deps
 
 all: lint test
 
@@ -26,6 +26,17 @@ test-race: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime 3s ./engine/ ./sync/
+
+# The issue-2 figure: hot-SKU checkout against redis-benchmark's trivial EVALSHA,
+# interleaved (RUNS pairs), so each ratio compares two figures from the same moment.
+RUNS ?= 5
+bench-ratio: deps
+	@$(GO) test -c -o bin/engine.test ./engine/
+	@for i in $$(seq $(RUNS)); do \
+	  ./bin/engine.test -test.run '^$$' -test.bench 'CheckoutHotSKU|RedisBenchmarkCeiling' -test.benchtime 3s \
+	    | awk '/ops\/s/ { for (i = 1; i <= NF; i++) if ($$i == "ops/s") v[n++] = $$(i-1) } \
+	           END { printf "checkout %7.0f ops/s   ceiling %7.0f ops/s   ratio %.2f\n", v[0], v[1], v[0]/v[1] }'; \
+	done
 
 lint:
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; \

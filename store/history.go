@@ -348,13 +348,6 @@ func (s *Store) FillGaps(ctx context.Context, sku string) (last int64, filled in
 	return last, int64(len(fill)), nil
 }
 
-// CountLedgerAfter counts a SKU's ledger entries beyond seq: after a rebuild, entries
-// that a gap in the sequence leaves unaccounted for.
-func (s *Store) CountLedgerAfter(ctx context.Context, sku string, seq int64) (int64, error) {
-	n, err := s.ledger.CountDocuments(ctx, bson.M{"sku": sku, "seq": bson.M{"$gt": seq}})
-	return n, dbErr("ledger "+sku, err)
-}
-
 // Snapshot is a SKU's live levels at a moment, for history and audits.
 type Snapshot struct {
 	ID        string    `bson:"_id"` // sku:version

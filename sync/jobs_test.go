@@ -1,0 +1,92 @@
+package sync_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	stocksync "github.com/flashstock/flashstock/sync"
+)
+
+// Trim deletes acknowledged entries only: entries pending with a (crashed) syncer and
+// entries no syncer has read yet stay.
+func TestTrimDeletesOnlyAcknowledgedEntries(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 1000)
+	e.buy(t, 30, "A")
+	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
+	stop := run(t, sy)
+	waitSynced(t, sy)
+	stop()
+
+	// 10 entries delivered to a syncer that dies before acknowledging them.
+	e.buy(t, 10, "A")
+	var opts stocksync.SyncerOptions
+	opts.Batch = 10
+	var once sync.Once
+	crashed := make(chan struct{})
+	var stopCrash func()
+	stocksync.SetBeforeAck(&opts, func() bool {
+		once.Do(func() { go stopCrash(); close(crashed) })
+		return false
+	})
+	stopCrash = run(t, e.syncer(e.st, "crash", opts))
+	<-crashed
+	stopCrash()
+	// 5 entries nobody has read.
+	e.buy(t, 5, "A")
+
+	before, _ := e.rdb.XLen(ctx, e.inv.OutboxKey()).Result()
+	n, err := sy.Trim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := e.rdb.XLen(ctx, e.inv.OutboxKey()).Result()
+	// 1 creation + 30 orders were acknowledged: all of them go.
+	if n != 31 || after != before-31 || after != 15 {
+		t.Fatalf("trim deleted %d (len %d → %d), want 31 deleted and 15 left", n, before, after)
+	}
+	lag, err := sy.Lag(ctx)
+	if err != nil || lag.Pending != 10 || lag.Undelivered != 5 {
+		t.Fatalf("lag after trim: %+v, %v; want 10 pending, 5 undelivered", lag, err)
+	}
+	// Everything left still reaches MongoDB.
+	b := e.syncer(e.st, "b", stocksync.SyncerOptions{ClaimIdle: 50 * time.Millisecond})
+	run(t, b)
+	waitSynced(t, b)
+	if n, _ := e.st.CountOrders(ctx, ""); n != 45 {
+		t.Fatalf("orders in MongoDB: %d, want 45", n)
+	}
+}
+
+func TestSnapshotStoresEachVersionOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	e.product(t, "B", 20)
+	e.buy(t, 3, "A")
+	at := time.Now()
+	for range 2 {
+		if err := stocksync.Snapshot(ctx, e.inv, e.st, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snaps, err := e.st.Snapshots(ctx, "A")
+	if err != nil || len(snaps) != 1 || snaps[0].Available != 7 || snaps[0].Sold != 3 || snaps[0].Version != 4 {
+		t.Fatalf("A snapshots: %+v, %v", snaps, err)
+	}
+	e.buy(t, 1, "A")
+	if err := stocksync.Snapshot(ctx, e.inv, e.st, at.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	snaps, _ = e.st.Snapshots(ctx, "A")
+	if len(snaps) != 2 || snaps[0].Available != 6 {
+		t.Fatalf("A snapshots after a sale: %+v", snaps)
+	}
+	// B did not move: its version is the same, so it is not stored again.
+	if snaps, _ := e.st.Snapshots(ctx, "B"); len(snaps) != 1 || snaps[0].Available != 20 {
+		t.Fatalf("B snapshots: %+v", snaps)
+	}
+}

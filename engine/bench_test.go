@@ -18,7 +18,7 @@ import (
 
 // benchParallelism × GOMAXPROCS goroutines drive each parallel benchmark: enough
 // concurrent buyers to keep Redis busy, as a flash sale would.
-const benchParallelism = 32
+const benchParallelism = 128
 
 func benchInventory(b *testing.B, skus ...string) *engine.Redis {
 	b.Helper()

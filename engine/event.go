@@ -22,9 +22,9 @@ const (
 	EventRebuild = "rebuild" // units of holds lost with Redis's data, released after a rebuild
 )
 
-// Event is one outbox entry as the scripts wrote it.
+// Event is one outbox event as the scripts wrote it. An outbox entry holds one or more.
 type Event struct {
-	StreamID  string // the entry's id in the outbox stream
+	StreamID  string // the id of the outbox entry that holds the event
 	Kind      string // one of the Event* constants
 	ID        string // order or hold id (order, cancel, hold, release, expire)
 	SKU       string // create, adjust, set, repair
@@ -56,21 +56,42 @@ type Movement struct {
 // ID is the movement's deterministic ledger id.
 func (m Movement) ID() string { return m.SKU + ":" + strconv.FormatInt(m.Seq, 10) }
 
-// DecodeEvent parses an outbox entry's fields (see scripts/lua/prelude.lua).
-func DecodeEvent(streamID string, values map[string]any) (Event, error) {
+// DecodeEntry parses an outbox entry: one or more events, in fields "0", "1", ... (see
+// scripts/lua/prelude.lua). Every event carries the entry's id as StreamID.
+func DecodeEntry(streamID string, values map[string]any) ([]Event, error) {
+	if len(values) == 0 {
+		return nil, fmt.Errorf("outbox entry %s: no events", streamID)
+	}
+	out := make([]Event, len(values))
+	for i := range out {
+		v, ok := values[strconv.Itoa(i)]
+		if !ok {
+			return nil, fmt.Errorf("outbox entry %s: no event %d", streamID, i)
+		}
+		e, err := decodeEvent(streamID, asString(v))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+func decodeEvent(streamID, raw string) (Event, error) {
 	bad := func(what string) (Event, error) {
 		return Event{}, fmt.Errorf("outbox entry %s: malformed %s", streamID, what)
 	}
-	f := strings.Split(asString(values["d"]), "\n")
-	if len(f) != 11 {
-		return bad("payload")
+	f := strings.Split(raw, "\n")
+	if len(f) != 12 {
+		return bad("event")
 	}
+	kind, f := f[0], f[1:]
 	ts, err := strconv.ParseInt(f[2], 10, 64)
 	if err != nil {
 		return bad("ts")
 	}
 	e := Event{
-		StreamID: streamID, Kind: asString(values["e"]), ID: f[0], UserID: f[1], At: time.UnixMilli(ts).UTC(),
+		StreamID: streamID, Kind: kind, ID: f[0], UserID: f[1], At: time.UnixMilli(ts).UTC(),
 		Currency: f[3], HoldID: f[7], SKU: f[8], Reason: f[9], Actor: f[10],
 	}
 	if f[6] != "" {
@@ -83,15 +104,15 @@ func DecodeEvent(streamID string, values map[string]any) (Event, error) {
 	if e.Items, err = parseItems(f[4]); err != nil {
 		return Event{}, fmt.Errorf("outbox entry %s: %w", streamID, err)
 	}
-	kind := e.Kind
+	mkind := e.Kind
 	switch e.Kind {
 	case EventOrder:
-		kind = "sale"
+		mkind = "sale"
 		if e.HoldID != "" {
-			kind = "commit"
+			mkind = "commit"
 		}
 	case EventHold:
-		kind = "reserve"
+		mkind = "reserve"
 	}
 	for part := range strings.SplitSeq(f[5], ",") {
 		m := strings.Split(part, ":")
@@ -104,7 +125,7 @@ func DecodeEvent(streamID string, values map[string]any) (Event, error) {
 				return bad("movement")
 			}
 		}
-		e.Movements = append(e.Movements, Movement{SKU: m[0], Seq: n[0], Kind: kind,
+		e.Movements = append(e.Movements, Movement{SKU: m[0], Seq: n[0], Kind: mkind,
 			Available: n[1], Reserved: n[2], Sold: n[3], Ref: e.ID, Reason: e.Reason, At: e.At})
 	}
 	return e, nil

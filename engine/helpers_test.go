@@ -82,11 +82,13 @@ func events(tb testing.TB, inv *engine.Redis) []engine.Event {
 	if err != nil {
 		tb.Fatalf("read outbox: %v", err)
 	}
-	out := make([]engine.Event, len(msgs))
-	for i, m := range msgs {
-		if out[i], err = engine.DecodeEvent(m.ID, m.Values); err != nil {
+	var out []engine.Event
+	for _, m := range msgs {
+		evs, err := engine.DecodeEntry(m.ID, m.Values)
+		if err != nil {
 			tb.Fatal(err)
 		}
+		out = append(out, evs...)
 	}
 	return out
 }

@@ -23,8 +23,9 @@ type Options struct {
 	Partition string
 	// IdempotencyTTL is how long idempotency keys are remembered (default 25h).
 	IdempotencyTTL time.Duration
-	// RecordTTL is how long orders and holds stay readable in Redis after they are
-	// written (default 7 days); MongoDB keeps them for good.
+	// RecordTTL is how long orders and holds stay readable in Redis (default 7 days):
+	// holds from when they are placed, orders from when the syncer has persisted them
+	// (see RetireOrders). MongoDB keeps them for good.
 	RecordTTL time.Duration
 	// Batchers is how many checkout/reserve batches may be in flight at once
 	// (default 4). See batcher.
@@ -96,6 +97,23 @@ func (r *Redis) LoadScripts(ctx context.Context) error {
 
 // OutboxKey is the stream every movement is appended to.
 func (r *Redis) OutboxKey() string { return r.k.outbox() }
+
+// RetireOrders gives order records their TTL (RecordTTL) once MongoDB has them: a
+// checkout writes its record without one, so that it (and the idempotency key it
+// carries) cannot expire before the order is durable. The syncer calls it.
+func (r *Redis) RetireOrders(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	ttl, _ := strconv.ParseInt(r.recTTL, 10, 64)
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Expire(ctx, r.k.order(id), time.Duration(ttl)*time.Second)
+		}
+		return nil
+	})
+	return storeErr("retire orders", err)
+}
 
 // DeadLetterKey is the stream where the syncer parks outbox entries it cannot decode.
 func (r *Redis) DeadLetterKey() string { return r.k.outbox() + ":dead" }

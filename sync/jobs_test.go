@@ -90,3 +90,23 @@ func TestSnapshotStoresEachVersionOnce(t *testing.T) {
 		t.Fatalf("B snapshots: %+v", snaps)
 	}
 }
+
+// A checkout's order record has no TTL until MongoDB has the order; then it gets the
+// record TTL, so neither it nor its idempotency key can expire before it is durable.
+func TestOrderRecordsExpireOnlyOnceDurable(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	ids := e.buy(t, 3, "A")
+	key := "fs:{0}:o:" + ids[0]
+	if ttl, err := e.rdb.TTL(ctx, key).Result(); err != nil || ttl != -1 {
+		t.Fatalf("TTL before the order is persisted: %v, %v; want none (-1)", ttl, err)
+	}
+	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
+	run(t, sy)
+	waitSynced(t, sy)
+	ttl, err := e.rdb.TTL(ctx, key).Result()
+	if err != nil || ttl < 6*24*time.Hour || ttl > 7*24*time.Hour {
+		t.Fatalf("TTL after the order is persisted: %v, %v; want about 7 days", ttl, err)
+	}
+}

@@ -46,6 +46,7 @@ type SyncerOptions struct {
 // MongoDB, acknowledging it only after the write. Redelivery is harmless because every
 // write is an idempotent upsert; any number of syncers may run at once.
 type Syncer struct {
+	inv    *engine.Redis
 	rdb    redis.UniversalClient
 	stream string
 	dead   string
@@ -79,7 +80,7 @@ func NewSyncer(inv *engine.Redis, st *store.Store, opts SyncerOptions) *Syncer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{rdb: inv.Client(), stream: inv.OutboxKey(), dead: inv.DeadLetterKey(), store: st, opts: opts,
+	return &Syncer{inv: inv, rdb: inv.Client(), stream: inv.OutboxKey(), dead: inv.DeadLetterKey(), store: st, opts: opts,
 		log: opts.Logger.With("component", "syncer", "consumer", opts.Consumer)}
 }
 
@@ -175,14 +176,14 @@ func (s *Syncer) persist(ctx context.Context, msgs []redis.XMessage) {
 	ids := make([]string, 0, len(msgs))
 	for _, m := range msgs {
 		ids = append(ids, m.ID)
-		e, err := engine.DecodeEvent(m.ID, m.Values)
+		evs, err := engine.DecodeEntry(m.ID, m.Values)
 		if err != nil {
 			// Park it where an operator will see it rather than retry it for ever.
 			s.log.Error("undecodable outbox entry moved to the dead-letter stream", "id", m.ID, "err", err)
 			s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.dead, Values: m.Values})
 			continue
 		}
-		events = append(events, e)
+		events = append(events, evs...)
 	}
 	backoff := 100 * time.Millisecond
 	for !s.writeAndAck(ctx, events, ids) {
@@ -203,6 +204,16 @@ func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, ids []s
 		s.failures.Add(1)
 		s.log.Warn("persist batch failed; retrying", "entries", len(events), "err", err)
 		return false
+	}
+	var orders []string
+	for _, e := range events {
+		if e.Kind == engine.EventOrder {
+			orders = append(orders, e.ID)
+		}
+	}
+	// MongoDB has the orders: their Redis records may now expire.
+	if err := s.inv.RetireOrders(wctx, orders); err != nil {
+		s.log.Warn("set order record TTLs; they are set again on redelivery", "err", err)
 	}
 	if s.opts.beforeAck != nil && !s.opts.beforeAck() {
 		return true

@@ -12,9 +12,9 @@
 --     the SKU's per-user limit ends in ":L", so giving them back is exact even if the
 --     limit changed meanwhile. Movements travel as "sku:seq:dAvailable:dReserved:dSold"
 --     joined by ",".
---   * Outbox entries have two fields: e (the kind) and d, the payload: id, user, ts,
---     currency, lines, movements, expiry, hold id, sku, reason, actor, separated by
---     newlines (no field may contain one).
+--   * An outbox entry holds one or more events, in fields named 0, 1, 2, ... in order.
+--     An event is its kind, then id, user, ts, currency, lines, movements, expiry, hold
+--     id, sku, reason, actor, separated by newlines (no field may contain one).
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -31,10 +31,15 @@ local function parse_lines(s)
   return out
 end
 
--- emit appends one entry to the outbox stream.
-local function emit(stream, kind, id, user, ts, currency, lines, moves, exp, hold_id, sku, why, by)
-  redis.call('XADD', stream, '*', 'e', kind, 'd', table.concat({id, user, ts, currency, lines, moves,
-    exp, hold_id, sku, why, by}, '\n'))
+-- event formats one outbox event: its kind, then the payload fields, newline-separated.
+local function event(kind, id, user, ts, currency, lines, moves, exp, hold_id, sku, why, by)
+  return kind .. '\n' .. id .. '\n' .. user .. '\n' .. ts .. '\n' .. currency .. '\n' .. lines .. '\n' ..
+    moves .. '\n' .. exp .. '\n' .. hold_id .. '\n' .. sku .. '\n' .. why .. '\n' .. by
+end
+
+-- emit appends one entry holding one event to the outbox stream.
+local function emit(stream, ...)
+  redis.call('XADD', stream, '*', '0', event(...))
 end
 
 -- move applies one movement to a stock hash whose current levels are a, r, s, q

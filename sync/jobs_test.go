@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	stocksync "github.com/flashstock/flashstock/sync"
 )
 
@@ -108,5 +110,31 @@ func TestOrderRecordsExpireOnlyOnceDurable(t *testing.T) {
 	ttl, err := e.rdb.TTL(ctx, key).Result()
 	if err != nil || ttl < 6*24*time.Hour || ttl > 7*24*time.Hour {
 		t.Fatalf("TTL after the order is persisted: %v, %v; want about 7 days", ttl, err)
+	}
+}
+
+// An entry the syncer cannot decode is parked in the dead-letter stream and
+// acknowledged; the entries around it are persisted as usual.
+func TestUndecodableEntryGoesToTheDeadLetterStream(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	e.buy(t, 2, "A")
+	if err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: e.inv.OutboxKey(), Values: []any{"0", "order\nnot enough fields"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ids := e.buy(t, 2, "A")
+	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
+	run(t, sy)
+	waitSynced(t, sy)
+	dead, err := e.rdb.XRange(ctx, e.inv.DeadLetterKey(), "-", "+").Result()
+	if err != nil || len(dead) != 1 || dead[0].Values["0"] != "order\nnot enough fields" {
+		t.Fatalf("dead letters: %+v, %v", dead, err)
+	}
+	if n, _ := e.st.CountOrders(ctx, ""); n != 4 {
+		t.Fatalf("orders: %d, want 4", n)
+	}
+	if _, err := e.st.Order(ctx, ids[1]); err != nil {
+		t.Fatal(err)
 	}
 }

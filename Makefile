@@ -6,7 +6,7 @@ PKGS    ?= ./...
 BENCH   ?= .
 TIMEOUT ?= 15m
 
-.PHONY: all build run test test-race bench bench-ratio lint fmt deps
+.PHONY: all build run test test-race bench bench-ratio lint check-alerts fmt deps
 
 all: lint test
 
@@ -43,6 +43,15 @@ lint:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+
+# Alert rules: syntax and unit tests with promtool (Debian package prometheus).
+check-alerts:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; \
+	  $$SUDO service prometheus stop >/dev/null 2>&1 || true; }
+	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -8,13 +8,17 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/metrics"
 	"github.com/flashstock/flashstock/store"
 	stocksync "github.com/flashstock/flashstock/sync"
 )
@@ -39,6 +43,8 @@ type Deps struct {
 	Store      *store.Store
 	Reconciler *stocksync.Reconciler
 	Logger     *slog.Logger
+	// Metrics, if set, is instrumented and served at /metrics.
+	Metrics *metrics.Metrics
 	// Ready reports whether the process may take traffic (readiness), with details.
 	Ready func(ctx context.Context) (bool, map[string]string)
 	Now   func() time.Time
@@ -54,6 +60,7 @@ type server struct {
 	ready func(ctx context.Context) (bool, map[string]string)
 	now   func() time.Time
 	reqs  atomic.Uint64
+	m     *metrics.Metrics
 }
 
 const (
@@ -81,7 +88,7 @@ func New(cfg Config, d Deps) *fiber.App {
 		d.Now = time.Now
 	}
 	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
-		ready: d.Ready, now: d.Now}
+		ready: d.Ready, now: d.Now, m: d.Metrics}
 	app := fiber.New(fiber.Config{
 		AppName:               "flashstock",
 		BodyLimit:             bodyLimit,
@@ -95,6 +102,10 @@ func New(cfg Config, d Deps) *fiber.App {
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
+	if d.Metrics != nil {
+		h := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}))
+		app.Get("/metrics", func(c *fiber.Ctx) error { h(c.Context()); return nil })
+	}
 
 	v1 := app.Group("/api/v1")
 	v1.Post("/auth/register", s.register)
@@ -153,9 +164,39 @@ func (s *server) requestContext(c *fiber.Ctx) error {
 			return herr
 		}
 	}
+	elapsed := time.Since(start)
+	s.observe(c, err, elapsed)
 	reqLog(c, s.log).Debug("request", "method", c.Method(), "path", c.Path(),
-		"status", c.Response().StatusCode(), "duration_ms", time.Since(start).Milliseconds())
+		"status", c.Response().StatusCode(), "duration_ms", elapsed.Milliseconds())
 	return nil
+}
+
+// operations are the routes whose outcomes flashstock_checkout_attempts_total counts.
+var operations = map[string]string{
+	"POST /api/v1/checkout":            "checkout",
+	"POST /api/v1/holds":               "hold",
+	"POST /api/v1/holds/:id/commit":    "commit",
+	"POST /api/v1/carts/bulk-checkout": "simulation",
+}
+
+func (s *server) observe(c *fiber.Ctx, err error, elapsed time.Duration) {
+	if s.m == nil {
+		return
+	}
+	// Fiber's strings point into buffers it reuses; labels outlive the request.
+	method, route, status := strings.Clone(c.Method()), strings.Clone(c.Route().Path), c.Response().StatusCode()
+	s.m.HTTP.WithLabelValues(method, route, strconv.Itoa(status)).Observe(elapsed.Seconds())
+	outcome := "ok"
+	if err != nil {
+		outcome = classify(err).Code
+	}
+	if op := operations[method+" "+route]; op != "" {
+		s.m.Checkouts.WithLabelValues(op, outcome).Inc()
+	}
+	switch outcome {
+	case "out_of_stock", "insufficient_stock", "version_conflict":
+		s.m.Conflicts.WithLabelValues(outcome).Inc()
+	}
 }
 
 func (s *server) handleError(c *fiber.Ctx, err error) error {

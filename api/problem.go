@@ -76,7 +76,22 @@ var engineErrors = []struct {
 // toProblem maps any error to the problem the client sees; internal errors are logged
 // (log carries the request id) and shown as `internal`, with no detail.
 func toProblem(err error, log *slog.Logger, reqID string) Problem {
-	p := Problem{Status: http.StatusInternalServerError, Code: "internal", RequestID: reqID}
+	p := classify(err)
+	p.RequestID = reqID
+	if p.Code == "internal" {
+		log.Error("internal error", "err", err)
+		p.Detail = ""
+	}
+	if p.Code == "unavailable" {
+		log.Warn("dependency unavailable", "err", err)
+		p.Detail = "a dependency is unavailable; retry shortly"
+	}
+	return p
+}
+
+// classify is the one mapping from errors to problems. It has no side effects.
+func classify(err error) Problem {
+	p := Problem{Status: http.StatusInternalServerError, Code: "internal"}
 	var ae *apiError
 	var fe *fiber.Error
 	var ve *engine.ValidationError
@@ -99,14 +114,6 @@ func toProblem(err error, log *slog.Logger, reqID string) Problem {
 	}
 	if errors.As(err, &se) {
 		p.Items, p.Detail = se.Short, "not enough stock for every line"
-	}
-	if p.Code == "internal" {
-		log.Error("internal error", "err", err)
-		p.Detail = ""
-	}
-	if p.Code == "unavailable" {
-		log.Warn("dependency unavailable", "err", err)
-		p.Detail = "a dependency is unavailable; retry shortly"
 	}
 	p.Type = "https://flashstock.dev/problems/" + p.Code
 	p.Title = http.StatusText(p.Status)

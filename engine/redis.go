@@ -710,3 +710,26 @@ func (r *Redis) Prices(ctx context.Context, skus []string) (map[string]Price, er
 // OrderIDForKey is the id of the order a checkout with this user's idempotency key
 // creates (see CheckoutRequest).
 func OrderIDForKey(userID, key string) string { return recordID("order", userID, key) }
+
+// ActiveHolds counts holds not yet committed, released or expired by the sweep.
+func (r *Redis) ActiveHolds(ctx context.Context) (int64, error) {
+	n, err := r.rdb.ZCard(ctx, r.k.holdIndex()).Result()
+	return n, storeErr("active holds", err)
+}
+
+// AvailableAll reads every SKU's available units.
+func (r *Redis) AvailableAll(ctx context.Context) (map[string]int64, error) {
+	skus, err := r.SKUs(ctx)
+	if err != nil || len(skus) == 0 {
+		return map[string]int64{}, err
+	}
+	levels, err := r.Levels(ctx, skus)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(levels))
+	for _, lv := range levels {
+		out[lv.SKU] = lv.Available
+	}
+	return out, nil
+}

@@ -51,11 +51,15 @@ func ValidateSpec(spec string) error {
 
 // StandardJobs are flashstock's scheduled jobs: hold expiry, stock snapshot,
 // reconciliation (report only; repairs are an operator's call) and outbox trim.
-func StandardJobs(inv *engine.Redis, st *store.Store, sy *Syncer, rc *Reconciler, specs Specs) []Job {
+// onExpired, if set, hears how many holds each sweep expired.
+func StandardJobs(inv *engine.Redis, st *store.Store, sy *Syncer, rc *Reconciler, specs Specs, onExpired func(int)) []Job {
 	return []Job{
 		{Name: "hold-expiry", Spec: specs.HoldExpiry, Timeout: 30 * time.Second, Run: func(ctx context.Context) error {
 			for {
 				n, err := inv.ExpireHolds(ctx, 500)
+				if onExpired != nil && n > 0 {
+					onExpired(n)
+				}
 				if err != nil || n < 500 {
 					return err
 				}

@@ -25,6 +25,9 @@ type Config struct {
 	SeedDemo           bool
 	RateLimitPerMinute int
 	SoldoutCacheMs     int
+	// LowStockThreshold is the available level at or below which a SKU is reported as
+	// low on stock (metric flashstock_stock_low).
+	LowStockThreshold int
 	// Role is what serve runs: all (API, syncer, scheduler), api or worker.
 	Role            string
 	LogLevel        string
@@ -83,6 +86,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		JWTIssuer:          str("JWT_ISSUER", "flashstock"),
 		RateLimitPerMinute: num("RATE_LIMIT_PER_MINUTE", 120, 0, 1_000_000),
 		SoldoutCacheMs:     num("SOLDOUT_CACHE_MS", 0, 0, 60_000),
+		LowStockThreshold:  num("LOW_STOCK_THRESHOLD", 5, 0, 1_000_000_000),
 		Role:               str("ROLE", "all"),
 		LogLevel:           str("LOG_LEVEL", "info"),
 		ShutdownTimeout:    time.Duration(num("SHUTDOWN_TIMEOUT_SECONDS", 15, 1, 600)) * time.Second,

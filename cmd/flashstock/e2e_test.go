@@ -157,6 +157,11 @@ func TestBinaryEmbeddedModeSurvivesARestart(t *testing.T) {
 	if err != nil || doc["userId"] != "customer7" || doc["status"] != "confirmed" || doc["total"].(int64) != 2*49999+99 {
 		t.Fatalf("order in MongoDB: %v, %v", doc, err)
 	}
+	// A refusal too, so the conflict counter has a series.
+	if st, _ := p.call(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"TV","quantity":1000}]}`); st != 409 {
+		t.Fatalf("oversized checkout: %d", st)
+	}
+	checkMetrics(t, p)
 	mc.Disconnect(context.Background())
 	p.stop(t)
 
@@ -174,5 +179,35 @@ func TestBinaryEmbeddedModeSurvivesARestart(t *testing.T) {
 	}
 	if st, m := p.call(t, "GET", "/api/v1/orders", cust, ""); st != 200 || len(m["items"].([]any)) != 1 {
 		t.Fatalf("order list after restart: %d %v", st, m)
+	}
+}
+
+// checkMetrics reads /metrics and checks the series operators alert on are there.
+func checkMetrics(t *testing.T, p *proc) {
+	t.Helper()
+	res, err := http.Get(p.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	body := string(b)
+	for _, series := range []string{
+		`flashstock_checkout_attempts_total{operation="checkout",outcome="ok"} 1`,
+		`flashstock_checkout_attempts_total{operation="checkout",outcome="out_of_stock"} 1`,
+		`flashstock_stock_conflicts_total{code="out_of_stock"} 1`,
+		`flashstock_stock_available{sku="TV"} 18`,
+		`flashstock_stock_low{sku="TV"} 0`,
+		`flashstock_holds_active 0`,
+		`flashstock_outbox_lag_entries`,
+		`flashstock_syncer_errors_total 0`,
+		`flashstock_http_request_duration_seconds_count{method="POST",route="/api/v1/checkout",status="201"} 1`,
+		`flashstock_redis_command_duration_seconds_bucket{command="evalsha"`,
+		`flashstock_mongodb_command_duration_seconds_bucket{command="insert",result="ok"`,
+		`flashstock_holds_expired_total 0`,
+	} {
+		if !strings.Contains(body, series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
 	}
 }

@@ -23,12 +23,14 @@ import (
 	"github.com/flashstock/flashstock/api"
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/internal/embedded"
+	"github.com/flashstock/flashstock/metrics"
 	"github.com/flashstock/flashstock/store"
 	stocksync "github.com/flashstock/flashstock/sync"
 )
 
 // deps are the opened dependencies; close releases them in reverse order.
 type deps struct {
+	m       *metrics.Metrics
 	rdb     redis.UniversalClient
 	inv     *engine.Redis
 	st      *store.Store
@@ -49,7 +51,7 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 
 // open connects to Redis and MongoDB, or starts the embedded ones.
 func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (*deps, error) {
-	d := &deps{}
+	d := &deps{m: metrics.New()}
 	if cfg.RedisURL == "" {
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
@@ -66,6 +68,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 		o.PoolSize = max(o.PoolSize, 128)
 		d.rdb = redis.NewClient(o)
 	}
+	d.rdb.AddHook(d.m.RedisHook())
 	d.closers = append(d.closers, func() { _ = d.rdb.Close() })
 	if err := d.rdb.Ping(ctx).Err(); err != nil {
 		d.close()
@@ -86,7 +89,8 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 		uri = m.URI
 		log.Info("embedded MongoDB-compatible server (FerretDB on SQLite) started", "dir", dir, "uri", uri)
 	}
-	mc, err := mongo.Connect(ctx, options.Client().ApplyURI(uri).SetServerSelectionTimeout(5*time.Second))
+	mc, err := mongo.Connect(ctx, options.Client().ApplyURI(uri).SetServerSelectionTimeout(5*time.Second).
+		SetMonitor(d.m.MongoMonitor()))
 	if err != nil {
 		d.close()
 		return nil, fmt.Errorf("mongodb: %w", err)
@@ -154,7 +158,8 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		})
 	}
 	if cfg.Role == "all" || cfg.Role == "worker" {
-		sch, err := stocksync.NewScheduler(d.rdb, log, stocksync.StandardJobs(d.inv, d.st, syncer, rc, cfg.Specs)...)
+		jobs := stocksync.StandardJobs(d.inv, d.st, syncer, rc, cfg.Specs, func(n int) { d.m.HoldsExpired.Add(float64(n)) })
+		sch, err := stocksync.NewScheduler(d.rdb, log, jobs...)
 		if err != nil {
 			return usageError{err.Error()}
 		}
@@ -167,8 +172,24 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		return nil
 	}
 
+	var redisMemory func(context.Context) (int64, int64, error)
+	if cfg.RedisURL != "" { // miniredis has no memory figures
+		redisMemory = metrics.RedisMemoryFrom(d.rdb)
+	}
+	d.m.RegisterState(metrics.State{
+		RedisMemory: redisMemory,
+		Levels:      d.inv.AvailableAll,
+		ActiveHolds: d.inv.ActiveHolds,
+		OutboxLag: func(ctx context.Context) (int64, error) {
+			lag, err := syncer.Lag(ctx)
+			return lag.Total(), err
+		},
+		SyncerErrors: syncer.Failures,
+		LowStock:     int64(cfg.LowStockThreshold),
+		Logger:       log,
+	})
 	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
-		RateLimitPerMinute: cfg.RateLimitPerMinute}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log,
+		RateLimitPerMinute: cfg.RateLimitPerMinute}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m,
 		Ready: func(ctx context.Context) (bool, map[string]string) { return ready(ctx, d) }})
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {

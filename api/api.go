@@ -107,6 +107,8 @@ func New(cfg Config, d Deps) *fiber.App {
 		app.Get("/metrics", func(c *fiber.Ctx) error { h(c.Context()); return nil })
 	}
 
+	mountDocs(app)
+
 	v1 := app.Group("/api/v1")
 	v1.Post("/auth/register", s.register)
 	v1.Post("/auth/login", s.login)

@@ -72,7 +72,7 @@ func (rc *Reconciler) Run(ctx context.Context, repair bool) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	rep := Report{At: now, Drift: []Drift{}, Behind: []string{}, Rebuilt: rb.Restored}
+	rep := Report{At: now, Drift: []Drift{}, Behind: []string{}, Rebuilt: append([]string{}, rb.Restored...)}
 	skus, err := rc.Inv.SKUs(ctx)
 	if err != nil {
 		return Report{}, fmt.Errorf("reconcile: %w", err)

@@ -198,7 +198,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- app.Listener(ln) }()
 	log.Info("flashstock ready", "addr", ln.Addr().String(), "startup_ms", time.Since(start).Milliseconds(),
-		"health", "/healthz", "ready", "/readyz")
+		"swagger_ui", "/api", "openapi", "/api/openapi.json", "metrics", "/metrics", "health", "/healthz", "ready", "/readyz")
 
 	select {
 	case err := <-served:

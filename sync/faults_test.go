@@ -307,3 +307,26 @@ func TestLockIsReleasedOnlyByItsOwner(t *testing.T) {
 		t.Fatalf("after the owner released: %v", err)
 	}
 }
+
+// A stock hash lost on its own (its index entry survives) is rebuilt too, and only it.
+func TestRebuildRestoresASingleLostSKU(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	e.product(t, "B", 10)
+	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
+	run(t, sy)
+	e.buy(t, 4, "A")
+	waitSynced(t, sy)
+	if err := e.rdb.Del(ctx, "fs:{0}:s:A").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := stocksync.Rebuild(ctx, e.inv, e.st, nil)
+	if err != nil || len(rep.Restored) != 1 || rep.Restored[0] != "A" {
+		t.Fatalf("rebuild: %+v, %v", rep, err)
+	}
+	lv, err := e.inv.Levels(ctx, []string{"A", "B"})
+	if err != nil || lv[0].Available != 6 || lv[0].Sold != 4 || lv[0].Version != 5 || lv[1].Available != 10 {
+		t.Fatalf("levels after rebuild: %+v, %v", lv, err)
+	}
+}

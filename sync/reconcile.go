@@ -186,16 +186,17 @@ func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 		log = slog.New(slog.DiscardHandler)
 	}
 	var rep RebuildReport
+	present, err := liveSKUs(ctx, inv)
+	if err != nil {
+		return rep, fmt.Errorf("rebuild: %w", err)
+	}
 	for after := ""; ; {
 		page, err := st.Products(ctx, after, 200)
 		if err != nil {
 			return rep, fmt.Errorf("rebuild: %w", err)
 		}
 		for _, p := range page {
-			if _, err := inv.Levels(ctx, []string{p.SKU}); !errors.Is(err, engine.ErrNotFound) {
-				if err != nil {
-					return rep, fmt.Errorf("rebuild: %w", err)
-				}
+			if present[p.SKU] {
 				continue
 			}
 			if err := rebuildSKU(ctx, inv, st, p, &rep); err != nil {
@@ -212,6 +213,34 @@ func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 			"lost_movements", rep.Lost, "released_hold_units", rep.ReleasedHolds)
 	}
 	return rep, nil
+}
+
+// liveSKUs returns the SKUs whose stock hash Redis has: the SKU index, confirmed by one
+// pipelined read of the hashes (SKU by SKU only when some are missing).
+func liveSKUs(ctx context.Context, inv *engine.Redis) (map[string]bool, error) {
+	skus, err := inv.SKUs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	present := make(map[string]bool, len(skus))
+	_, err = inv.Levels(ctx, skus)
+	if err == nil {
+		for _, sku := range skus {
+			present[sku] = true
+		}
+		return present, nil
+	}
+	if !errors.Is(err, engine.ErrNotFound) {
+		return nil, err
+	}
+	for _, sku := range skus {
+		_, err := inv.Levels(ctx, []string{sku})
+		if err != nil && !errors.Is(err, engine.ErrNotFound) {
+			return nil, err
+		}
+		present[sku] = err == nil
+	}
+	return present, nil
 }
 
 func rebuildSKU(ctx context.Context, inv *engine.Redis, st *store.Store, p store.Product, rep *RebuildReport) error {

@@ -5,7 +5,6 @@ package testredis
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -109,6 +108,3 @@ func freePort(tb testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
-
-// String names the server in failure messages.
-func (s *Server) String() string { return fmt.Sprintf("redis-server %s", s.Addr) }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
@@ -99,6 +100,8 @@ func New(cfg Config, d Deps) *fiber.App {
 		IdleTimeout:           2 * time.Minute,
 	})
 	app.Use(s.requestContext)
+	// A panic in a handler becomes an internal error for that request, not a crash.
+	app.Use(recover.New())
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)

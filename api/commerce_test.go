@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flashstock/flashstock/api"
+	stocksync "github.com/flashstock/flashstock/sync"
 )
 
 func TestProductsAndInventory(t *testing.T) {
@@ -310,5 +312,85 @@ func TestRateLimit(t *testing.T) {
 	want(t, h.do(t, "GET", "/api/v1/cart", c1, ""), 200, "")
 	if got := h.available(t, "A"); got != 96 {
 		t.Fatalf("available: %v", got)
+	}
+}
+
+func TestCartLinesAndClearing(t *testing.T) {
+	h := newHarness(t, api.Config{})
+	c1 := token(t, "c1", api.RoleCustomer)
+	h.product(t, "A", 10, "")
+	h.product(t, "B", 10, "")
+	want(t, h.do(t, "PUT", "/api/v1/cart/items/A", c1, `{"quantity":2}`), 200, "")
+	want(t, h.do(t, "PUT", "/api/v1/cart/items/B", c1, `{"quantity":1}`), 200, "")
+	r := h.do(t, "DELETE", "/api/v1/cart/items/A", c1, "")
+	want(t, r, 200, "")
+	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["sku"] != "B" {
+		t.Fatalf("after removing A: %s", r.body)
+	}
+	r = h.do(t, "PUT", "/api/v1/cart/items/B", c1, `{"quantity":0}`)
+	if items := r.json(t)["items"].([]any); len(items) != 0 {
+		t.Fatalf("quantity 0 removes the line: %s", r.body)
+	}
+	want(t, h.do(t, "PUT", "/api/v1/cart/items/A", c1, `{"quantity":3}`), 200, "")
+	if r := h.do(t, "DELETE", "/api/v1/cart", c1, ""); r.status != 204 || len(r.body) != 0 {
+		t.Fatalf("clear: %d %s", r.status, r.body)
+	}
+	if r := h.do(t, "GET", "/api/v1/cart", c1, ""); len(r.json(t)["items"].([]any)) != 0 {
+		t.Fatalf("after clearing: %s", r.body)
+	}
+	if got := h.available(t, "A"); got != 10 {
+		t.Fatalf("a cart took stock: %v", got)
+	}
+}
+
+func TestOrderListsFromMongoDB(t *testing.T) {
+	h := newHarness(t, api.Config{})
+	c1, c2, admin := token(t, "c1", api.RoleCustomer), token(t, "c2", api.RoleCustomer), token(t, "root", api.RoleAdmin)
+	h.product(t, "A", 100, "")
+	for _, tok := range []string{c1, c1, c1, c2} {
+		want(t, h.do(t, "POST", "/api/v1/checkout", tok, `{"items":[{"sku":"A","quantity":1}]}`), 201, "")
+	}
+	sy := stocksync.NewSyncer(h.inv, h.st, stocksync.SyncerOptions{Block: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sy.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := h.st.CountOrders(ctx, ""); n < 4 && time.Now().Before(deadline); n, _ = h.st.CountOrders(ctx, "") {
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	r := h.do(t, "GET", "/api/v1/orders?limit=2", c1, "")
+	want(t, r, 200, "")
+	page := r.json(t)
+	cursor, _ := page["nextCursor"].(string)
+	if len(page["items"].([]any)) != 2 || cursor == "" {
+		t.Fatalf("page 1: %s", r.body)
+	}
+	r = h.do(t, "GET", "/api/v1/orders?limit=2&cursor="+cursor, c1, "")
+	if p2 := r.json(t); len(p2["items"].([]any)) != 1 || p2["nextCursor"] != nil {
+		t.Fatalf("page 2: %s", r.body)
+	}
+	want(t, h.do(t, "GET", "/api/v1/orders?userId=c2", c1, ""), 403, "forbidden")
+	want(t, h.do(t, "GET", "/api/v1/orders?cursor=garbage", c1, ""), 400, "validation_failed")
+	if r := h.do(t, "GET", "/api/v1/orders", admin, ""); len(r.json(t)["items"].([]any)) != 4 {
+		t.Fatalf("admin, all: %s", r.body)
+	}
+	r = h.do(t, "GET", "/api/v1/orders?userId=c2", admin, "")
+	if items := r.json(t)["items"].([]any); len(items) != 1 || items[0].(map[string]any)["userId"] != "c2" {
+		t.Fatalf("admin, c2's: %s", r.body)
+	}
+}
+
+// A corrupt record is an internal error: 500, code internal, nothing about the cause.
+func TestInternalErrorsLeakNothing(t *testing.T) {
+	h := newHarness(t, api.Config{})
+	if err := h.rdb.Set(context.Background(), "fs:{0}:o:broken", "not an order", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := h.do(t, "GET", "/api/v1/orders/broken", token(t, "root", api.RoleAdmin), "")
+	want(t, r, 500, "internal")
+	if m := r.json(t); m["detail"] != nil || strings.Contains(string(r.body), "malformed") {
+		t.Fatalf("internal error leaked: %s", r.body)
 	}
 }

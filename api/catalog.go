@@ -75,23 +75,15 @@ func (s *server) listProducts(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"items": items, "nextCursor": nc})
 }
 
-// levels reads live levels; a SKU missing from Redis shows zeros.
+// levels reads live levels in one round trip; a SKU missing from Redis shows zeros.
 func (s *server) levels(c *fiber.Ctx, skus []string) ([]engine.Level, error) {
-	out := make([]engine.Level, len(skus))
-	if len(skus) == 0 {
-		return out, nil
-	}
-	lv, err := s.inv.Levels(c.UserContext(), skus)
-	if err == nil {
-		return lv, nil
-	}
-	if !errors.Is(err, engine.ErrNotFound) {
+	found, err := s.inv.Lookup(c.UserContext(), skus)
+	if err != nil {
 		return nil, err
 	}
+	out := make([]engine.Level, len(skus))
 	for i, sku := range skus {
-		if l, err := s.inv.Levels(c.UserContext(), []string{sku}); err == nil {
-			out[i] = l[0]
-		}
+		out[i] = found[sku]
 	}
 	return out, nil
 }

@@ -300,3 +300,18 @@ func TestLimitCountsOnlyUnitsTakenUnderALimit(t *testing.T) {
 		checkLedger(t, inv)
 	})
 }
+
+func TestLookupReportsOnlyWhatExists(t *testing.T) {
+	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
+		ctx := context.Background()
+		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 4})
+		found, err := inv.Lookup(ctx, []string{"A", "MISSING"})
+		if err != nil || len(found) != 1 || found["A"].Available != 4 {
+			t.Fatalf("lookup: %+v, %v", found, err)
+		}
+		_, err = inv.Levels(ctx, []string{"A", "MISSING"})
+		wantErr(t, err, engine.ErrNotFound)
+		_, err = inv.Lookup(ctx, []string{"bad sku"})
+		wantErr(t, err, engine.ErrInvalid)
+	})
+}

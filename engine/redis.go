@@ -620,9 +620,27 @@ func (r *Redis) adjust(ctx context.Context, kind, sku, reason, actor, idemKey, f
 
 // Levels implements Inventory.
 func (r *Redis) Levels(ctx context.Context, skus []string) ([]Level, error) {
+	found, err := r.Lookup(ctx, skus)
+	if err != nil {
+		return nil, fmt.Errorf("levels: %w", err)
+	}
+	out := make([]Level, len(skus))
+	for i, sku := range skus {
+		lv, ok := found[sku]
+		if !ok {
+			return nil, fmt.Errorf("levels: sku %s: %w", sku, ErrNotFound)
+		}
+		out[i] = lv
+	}
+	return out, nil
+}
+
+// Lookup reads the levels of many SKUs in one round trip; SKUs without a stock record
+// are absent from the map. Errors: ErrInvalid.
+func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, error) {
 	for i, sku := range skus {
 		if err := checkSKU("skus["+strconv.Itoa(i)+"]", sku); err != nil {
-			return nil, fmt.Errorf("levels: %w", err)
+			return nil, err
 		}
 	}
 	cmds := make([]*redis.SliceCmd, len(skus))
@@ -633,15 +651,13 @@ func (r *Redis) Levels(ctx context.Context, skus []string) ([]Level, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("levels: %w", storeErr("read", err))
+		return nil, storeErr("read", err)
 	}
-	out := make([]Level, len(skus))
+	out := make(map[string]Level, len(skus))
 	for i, c := range cmds {
-		v := c.Val()
-		if v[0] == nil {
-			return nil, fmt.Errorf("levels: sku %s: %w", skus[i], ErrNotFound)
+		if v := c.Val(); v[0] != nil {
+			out[skus[i]] = Level{SKU: skus[i], Available: asInt(v[0]), Reserved: asInt(v[1]), Sold: asInt(v[2]), Version: asInt(v[3])}
 		}
-		out[i] = Level{SKU: skus[i], Available: asInt(v[0]), Reserved: asInt(v[1]), Sold: asInt(v[2]), Version: asInt(v[3])}
 	}
 	return out, nil
 }
@@ -723,13 +739,13 @@ func (r *Redis) AvailableAll(ctx context.Context) (map[string]int64, error) {
 	if err != nil || len(skus) == 0 {
 		return map[string]int64{}, err
 	}
-	levels, err := r.Levels(ctx, skus)
+	found, err := r.Lookup(ctx, skus)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]int64, len(levels))
-	for _, lv := range levels {
-		out[lv.SKU] = lv.Available
+	out := make(map[string]int64, len(found))
+	for sku, lv := range found {
+		out[sku] = lv.Available
 	}
 	return out, nil
 }

@@ -216,29 +216,19 @@ func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 }
 
 // liveSKUs returns the SKUs whose stock hash Redis has: the SKU index, confirmed by one
-// pipelined read of the hashes (SKU by SKU only when some are missing).
+// pipelined read of the hashes (an index entry can outlive its hash).
 func liveSKUs(ctx context.Context, inv *engine.Redis) (map[string]bool, error) {
 	skus, err := inv.SKUs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	present := make(map[string]bool, len(skus))
-	_, err = inv.Levels(ctx, skus)
-	if err == nil {
-		for _, sku := range skus {
-			present[sku] = true
-		}
-		return present, nil
-	}
-	if !errors.Is(err, engine.ErrNotFound) {
+	found, err := inv.Lookup(ctx, skus)
+	if err != nil {
 		return nil, err
 	}
-	for _, sku := range skus {
-		_, err := inv.Levels(ctx, []string{sku})
-		if err != nil && !errors.Is(err, engine.ErrNotFound) {
-			return nil, err
-		}
-		present[sku] = err == nil
+	present := make(map[string]bool, len(found))
+	for sku := range found {
+		present[sku] = true
 	}
 	return present, nil
 }

@@ -144,7 +144,7 @@ func (s *server) commitHold(c *fiber.Ctx) error {
 	if err := s.bindKey(c, "commit", h.ID); err != nil {
 		return err
 	}
-	o, err := s.inv.Commit(c.UserContext(), h.ID, engine.NewID())
+	o, err := s.inv.CommitHold(c.UserContext(), h, engine.NewID())
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (s *server) releaseHold(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if h, err = s.inv.Release(c.UserContext(), h.ID); err != nil {
+	if h, err = s.inv.ReleaseHold(c.UserContext(), h); err != nil {
 		return err
 	}
 	return c.JSON(newHoldView(h))
@@ -232,7 +232,7 @@ func (s *server) cancelOrder(c *fiber.Ctx) error {
 	if err := s.bindKey(c, "cancel", o.ID); err != nil {
 		return err
 	}
-	o, err = s.inv.Cancel(c.UserContext(), o.ID)
+	o, err = s.inv.CancelOrder(c.UserContext(), o)
 	if err != nil {
 		return err
 	}

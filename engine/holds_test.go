@@ -231,3 +231,26 @@ func TestAdjustAndCompareAndSet(t *testing.T) {
 		}
 	})
 }
+
+// The record-taking variants read the record themselves when not given one that Hold or
+// Order returned.
+func TestSettleVariantsAcceptAnyRecord(t *testing.T) {
+	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
+		ctx := context.Background()
+		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 5, Price: 2})
+		reserve(t, inv, "h1", time.Minute, engine.Line{SKU: "A", Quantity: 2})
+		reserve(t, inv, "h2", time.Minute, engine.Line{SKU: "A", Quantity: 1})
+		o, err := inv.CommitHold(ctx, engine.Hold{ID: "h1"}, "o1")
+		if err != nil || o.Total != 4 {
+			t.Fatalf("commit by id only: %+v, %v", o, err)
+		}
+		if _, err := inv.ReleaseHold(ctx, engine.Hold{ID: "h2"}); err != nil {
+			t.Fatalf("release by id only: %v", err)
+		}
+		if c, err := inv.CancelOrder(ctx, engine.Order{ID: "o1"}); err != nil || c.Status != engine.OrderCancelled {
+			t.Fatalf("cancel by id only: %+v, %v", c, err)
+		}
+		wantLevel(t, inv, "A", 5, 0, 0)
+		checkLedger(t, inv)
+	})
+}

@@ -350,18 +350,24 @@ func newOrder(id, user string, status OrderStatus, currency string, items []Item
 
 // Cancel implements Inventory.
 func (r *Redis) Cancel(ctx context.Context, orderID string) (Order, error) {
-	if err := checkID("id", orderID); err != nil {
-		return Order{}, fmt.Errorf("cancel: %w", err)
-	}
 	o, err := r.Order(ctx, orderID)
 	if err != nil {
 		return Order{}, fmt.Errorf("cancel: %w", err)
 	}
-	keys := []string{r.k.outbox(), r.k.order(orderID)}
+	return r.CancelOrder(ctx, o)
+}
+
+// CancelOrder cancels an order the caller has just read with Order (for example to
+// check its owner), saving the second read Cancel would make. Errors as Cancel.
+func (r *Redis) CancelOrder(ctx context.Context, o Order) (Order, error) {
+	if o.lines == "" {
+		return r.Cancel(ctx, o.ID) // not read through Order: read it
+	}
+	keys := []string{r.k.outbox(), r.k.order(o.ID)}
 	for _, it := range o.Items {
 		keys = append(keys, r.k.stock(it.SKU), r.k.bought(it.SKU))
 	}
-	rep, err := run(ctx, r.rdb, scriptCancel, keys, orderID, o.lines)
+	rep, err := run(ctx, r.rdb, scriptCancel, keys, o.ID, o.lines)
 	if err == nil {
 		switch rep.status() {
 		case "ok":
@@ -376,7 +382,7 @@ func (r *Redis) Cancel(ctx context.Context, orderID string) (Order, error) {
 			err = rep.expect("ok")
 		}
 	}
-	return Order{}, fmt.Errorf("cancel %s: %w", orderID, err)
+	return Order{}, fmt.Errorf("cancel %s: %w", o.ID, err)
 }
 
 // Hold implements Inventory.
@@ -404,57 +410,79 @@ func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 
 // Commit implements Inventory.
 func (r *Redis) Commit(ctx context.Context, holdID, orderID string) (Order, error) {
+	h, err := r.Hold(ctx, holdID)
+	if err != nil {
+		return Order{}, fmt.Errorf("commit: %w", err)
+	}
+	return r.CommitHold(ctx, h, orderID)
+}
+
+// CommitHold commits a hold the caller has just read with Hold (for example to check
+// its owner), saving the second read Commit would make. Errors as Commit.
+func (r *Redis) CommitHold(ctx context.Context, h Hold, orderID string) (Order, error) {
 	if err := checkID("orderId", orderID); err != nil {
 		return Order{}, fmt.Errorf("commit: %w", err)
 	}
-	h, rep, err := r.settle(ctx, "commit", holdID, orderID)
+	rep, err := r.settle(ctx, "commit", h, orderID)
 	if err != nil {
-		return Order{}, fmt.Errorf("commit %s: %w", holdID, err)
+		return Order{}, fmt.Errorf("commit %s: %w", h.ID, err)
 	}
 	if rep.status() == "replay" {
 		o, err := r.Order(ctx, rep.str(2))
 		if err != nil {
-			return Order{}, fmt.Errorf("commit %s: replay: %w", holdID, err)
+			return Order{}, fmt.Errorf("commit %s: replay: %w", h.ID, err)
 		}
 		o.Replayed = true
 		return o, nil
 	}
-	return newOrder(orderID, h.UserID, OrderConfirmed, h.Currency, h.Items, rep.num(2), holdID), nil
+	return newOrder(orderID, h.UserID, OrderConfirmed, h.Currency, h.Items, rep.num(2), h.ID), nil
 }
 
 // Release implements Inventory.
 func (r *Redis) Release(ctx context.Context, holdID string) (Hold, error) {
-	h, rep, err := r.settle(ctx, "release", holdID, "")
+	h, err := r.Hold(ctx, holdID)
 	if err != nil {
-		return Hold{}, fmt.Errorf("release %s: %w", holdID, err)
+		return Hold{}, fmt.Errorf("release: %w", err)
+	}
+	return r.ReleaseHold(ctx, h)
+}
+
+// ReleaseHold releases a hold the caller has just read with Hold. Errors as Release.
+func (r *Redis) ReleaseHold(ctx context.Context, h Hold) (Hold, error) {
+	rep, err := r.settle(ctx, "release", h, "")
+	if err != nil {
+		return Hold{}, fmt.Errorf("release %s: %w", h.ID, err)
 	}
 	h.Status, h.Replayed = HoldReleased, rep.status() == "replay"
 	return h, nil
 }
 
-// settle runs settle.lua on a hold; it answers 'ok' or 'replay' or an error.
-func (r *Redis) settle(ctx context.Context, mode, holdID, orderID string) (Hold, reply, error) {
-	h, err := r.Hold(ctx, holdID)
-	if err != nil {
-		return Hold{}, nil, err
+// settle runs settle.lua on a hold read through Hold; it answers 'ok' or 'replay' or
+// an error.
+func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string) (reply, error) {
+	if h.lines == "" { // not read through Hold: read it
+		var err error
+		if h, err = r.Hold(ctx, h.ID); err != nil {
+			return nil, err
+		}
 	}
 	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID)}.result()
 	if err != nil {
-		return Hold{}, nil, err
+		return nil, err
 	}
 	switch rep.status() {
 	case "ok", "replay":
-		return h, rep, nil
+		return rep, nil
 	case "not_found":
-		return Hold{}, nil, ErrNotFound
+		return nil, ErrNotFound
 	case "expired":
-		return Hold{}, nil, ErrHoldExpired
+		return nil, ErrHoldExpired
 	case "released":
-		return Hold{}, nil, ErrHoldReleased
+		return nil, ErrHoldReleased
 	case "committed":
-		return Hold{}, nil, ErrHoldCommitted
+		return nil, ErrHoldCommitted
 	}
-	return Hold{}, nil, rep.expect("ok")
+	return nil, rep.expect("ok")
 }
 
 func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string) *redis.Cmd {

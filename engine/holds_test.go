@@ -244,8 +244,8 @@ func TestSettleVariantsAcceptAnyRecord(t *testing.T) {
 		if err != nil || o.Total != 4 {
 			t.Fatalf("commit by id only: %+v, %v", o, err)
 		}
-		if _, err := inv.ReleaseHold(ctx, engine.Hold{ID: "h2"}); err != nil {
-			t.Fatalf("release by id only: %v", err)
+		if r, err := inv.ReleaseHold(ctx, engine.Hold{ID: "h2"}); err != nil || r.UserID != "u" || len(r.Items) != 1 || r.Status != engine.HoldReleased {
+			t.Fatalf("release by id only: %+v, %v", r, err)
 		}
 		if c, err := inv.CancelOrder(ctx, engine.Order{ID: "o1"}); err != nil || c.Status != engine.OrderCancelled {
 			t.Fatalf("cancel by id only: %+v, %v", c, err)

@@ -423,7 +423,7 @@ func (r *Redis) CommitHold(ctx context.Context, h Hold, orderID string) (Order, 
 	if err := checkID("orderId", orderID); err != nil {
 		return Order{}, fmt.Errorf("commit: %w", err)
 	}
-	rep, err := r.settle(ctx, "commit", h, orderID)
+	h, rep, err := r.settle(ctx, "commit", h, orderID)
 	if err != nil {
 		return Order{}, fmt.Errorf("commit %s: %w", h.ID, err)
 	}
@@ -449,7 +449,7 @@ func (r *Redis) Release(ctx context.Context, holdID string) (Hold, error) {
 
 // ReleaseHold releases a hold the caller has just read with Hold. Errors as Release.
 func (r *Redis) ReleaseHold(ctx context.Context, h Hold) (Hold, error) {
-	rep, err := r.settle(ctx, "release", h, "")
+	h, rep, err := r.settle(ctx, "release", h, "")
 	if err != nil {
 		return Hold{}, fmt.Errorf("release %s: %w", h.ID, err)
 	}
@@ -457,32 +457,32 @@ func (r *Redis) ReleaseHold(ctx context.Context, h Hold) (Hold, error) {
 	return h, nil
 }
 
-// settle runs settle.lua on a hold read through Hold; it answers 'ok' or 'replay' or
-// an error.
-func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string) (reply, error) {
+// settle runs settle.lua on a hold, reading it first unless it came from Hold; it
+// returns the hold it acted on and 'ok' or 'replay', or an error.
+func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string) (Hold, reply, error) {
 	if h.lines == "" { // not read through Hold: read it
 		var err error
 		if h, err = r.Hold(ctx, h.ID); err != nil {
-			return nil, err
+			return Hold{}, nil, err
 		}
 	}
 	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID)}.result()
 	if err != nil {
-		return nil, err
+		return Hold{}, nil, err
 	}
 	switch rep.status() {
 	case "ok", "replay":
-		return rep, nil
+		return h, rep, nil
 	case "not_found":
-		return nil, ErrNotFound
+		return Hold{}, nil, ErrNotFound
 	case "expired":
-		return nil, ErrHoldExpired
+		return Hold{}, nil, ErrHoldExpired
 	case "released":
-		return nil, ErrHoldReleased
+		return Hold{}, nil, ErrHoldReleased
 	case "committed":
-		return nil, ErrHoldCommitted
+		return Hold{}, nil, ErrHoldCommitted
 	}
-	return nil, rep.expect("ok")
+	return Hold{}, nil, rep.expect("ok")
 }
 
 func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string) *redis.Cmd {

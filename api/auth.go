@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"net/mail"
 	"strings"
 	"time"
 
@@ -151,7 +152,9 @@ func (s *server) me(c *fiber.Ctx) error {
 	return c.JSON(userView{ID: p.UserID, Role: p.Role})
 }
 
+// validEmail accepts a bare address (no display name) of at most 254 characters whose
+// domain has a dot.
 func validEmail(s string) bool {
-	at := strings.IndexByte(s, '@')
-	return at > 0 && at < len(s)-3 && strings.Contains(s[at:], ".") && len(s) <= 254 && !strings.ContainsAny(s, " \t\r\n")
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Address == s && a.Name == "" && len(s) <= 254 && strings.Contains(s[strings.LastIndexByte(s, '@'):], ".")
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashstock/flashstock/engine"
 )
@@ -106,7 +107,7 @@ func (s *server) putCartItem(c *fiber.Ctx) error {
 			return validation("sku", "a cart holds at most 100 lines")
 		}
 	}
-	_, err = s.rdb.TxPipelined(ctx, func(p redisPipe) error {
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if *in.Quantity == 0 {
 			p.HDel(ctx, key, sku)
 		} else {

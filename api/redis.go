@@ -14,8 +14,6 @@ import (
 	"github.com/flashstock/flashstock/engine"
 )
 
-type redisPipe = redis.Pipeliner
-
 // redisErr marks a failed Redis call of the API's own (carts, rate limits) as
 // unavailable.
 func redisErr(err error) error {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -272,27 +273,14 @@ func seedOnly(ctx context.Context, cfg Config, stdout io.Writer) error {
 	return seedDemo(ctx, d, log)
 }
 
-// redact hides credentials in a URL for logging.
-func redact(u string) string {
-	if u == "" {
+// redact hides the password in a URL for logging.
+func redact(raw string) string {
+	if raw == "" {
 		return "(embedded)"
 	}
-	at := -1
-	for i := len(u) - 1; i >= 0; i-- {
-		if u[i] == '@' {
-			at = i
-			break
-		}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
 	}
-	scheme := 0
-	for i := 0; i+2 < len(u); i++ {
-		if u[i:i+3] == "://" {
-			scheme = i + 3
-			break
-		}
-	}
-	if at > scheme {
-		return u[:scheme] + "***@" + u[at+1:]
-	}
-	return u
+	return u.Redacted()
 }

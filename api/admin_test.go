@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/flashstock/flashstock/api"
-	stocksync "github.com/flashstock/flashstock/sync"
 )
 
 // The simulation's report agrees with the stock measured before and after.
@@ -46,13 +45,8 @@ func TestReconcileEndpoints(t *testing.T) {
 	admin := token(t, "root", api.RoleAdmin)
 	want(t, h.do(t, "GET", "/api/v1/admin/reconcile/last", admin, ""), 404, "not_found")
 	h.product(t, "A", 10, "")
-	sy := stocksync.NewSyncer(h.inv, h.st, stocksync.SyncerOptions{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sy.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	h.rdb.HIncrBy(ctx, "fs:{0}:s:A", "a", 3) // drift by hand
+	h.runSyncer(t)
+	h.rdb.HIncrBy(context.Background(), "fs:{0}:s:A", "a", 3) // drift by hand
 	r := h.do(t, "POST", "/api/v1/admin/reconcile", admin, "")
 	want(t, r, 200, "")
 	m := r.json(t)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/flashstock/flashstock/api"
-	stocksync "github.com/flashstock/flashstock/sync"
 )
 
 func TestProductsAndInventory(t *testing.T) {
@@ -315,6 +314,20 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// The limit is one counter in Redis: two API replicas share each user's allowance.
+func TestRateLimitHoldsAcrossReplicas(t *testing.T) {
+	a := newHarness(t, api.Config{RateLimitPerMinute: 3})
+	b := a.replica()
+	c1 := token(t, "c1", api.RoleCustomer)
+	a.product(t, "A", 100, "")
+	buy := `{"items":[{"sku":"A","quantity":1}]}`
+	want(t, a.do(t, "POST", "/api/v1/checkout", c1, buy), 201, "")
+	want(t, b.do(t, "POST", "/api/v1/checkout", c1, buy), 201, "")
+	want(t, a.do(t, "POST", "/api/v1/checkout", c1, buy), 201, "")
+	want(t, b.do(t, "POST", "/api/v1/checkout", c1, buy), 429, "rate_limited")
+	want(t, a.do(t, "POST", "/api/v1/checkout", c1, buy), 429, "rate_limited")
+}
+
 func TestCartLinesAndClearing(t *testing.T) {
 	h := newHarness(t, api.Config{})
 	c1 := token(t, "c1", api.RoleCustomer)
@@ -350,11 +363,8 @@ func TestOrderListsFromMongoDB(t *testing.T) {
 	for _, tok := range []string{c1, c1, c1, c2} {
 		want(t, h.do(t, "POST", "/api/v1/checkout", tok, `{"items":[{"sku":"A","quantity":1}]}`), 201, "")
 	}
-	sy := stocksync.NewSyncer(h.inv, h.st, stocksync.SyncerOptions{Block: 50 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sy.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	h.runSyncer(t)
+	ctx := context.Background()
 	deadline := time.Now().Add(10 * time.Second)
 	for n, _ := h.st.CountOrders(ctx, ""); n < 4 && time.Now().Before(deadline); n, _ = h.st.CountOrders(ctx, "") {
 		time.Sleep(20 * time.Millisecond)

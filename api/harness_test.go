@@ -38,6 +38,7 @@ type harness struct {
 	st  *store.Store
 	rdb *redis.Client
 	srv *testredis.Server
+	cfg api.Config
 }
 
 func newHarness(t testing.TB, cfg api.Config) *harness {
@@ -57,7 +58,25 @@ func newHarnessLogging(t testing.TB, cfg api.Config, log *slog.Logger) *harness 
 	cfg.JWTSecret, cfg.JWTIssuer = secret, issuer
 	app := api.New(cfg, api.Deps{Inv: inv, Store: st, Logger: log,
 		Reconciler: &stocksync.Reconciler{Inv: inv, Store: st, Wait: time.Second}})
-	return &harness{app: app, inv: inv, st: st, rdb: rdb, srv: srv}
+	return &harness{app: app, inv: inv, st: st, rdb: rdb, srv: srv, cfg: cfg}
+}
+
+// replica is another API process on the same Redis and MongoDB.
+func (h *harness) replica() *harness {
+	r := *h
+	r.app = api.New(h.cfg, api.Deps{Inv: h.inv, Store: h.st, Reconciler: &stocksync.Reconciler{Inv: h.inv, Store: h.st}})
+	return &r
+}
+
+// runSyncer persists the outbox to MongoDB until the test ends.
+func (h *harness) runSyncer(t testing.TB) *stocksync.Syncer {
+	t.Helper()
+	sy := stocksync.NewSyncer(h.inv, h.st, stocksync.SyncerOptions{Block: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sy.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return sy
 }
 
 func token(t testing.TB, user, role string) string {

@@ -133,8 +133,7 @@ func TestRedisLostRebuildsFromMongo(t *testing.T) {
 		t.Fatalf("rebuilt levels: got %+v, want %+v and %+v", after, wantA, before[1])
 	}
 	// The release of the lost hold is itself a movement that reaches the ledger.
-	sy2 := e.syncer(e.st, "s2", stocksync.SyncerOptions{})
-	run(t, sy2)
+	sy2 := e.started(t, "s2")
 	waitSynced(t, sy2)
 	e.wantFoldMatches(t, "A")
 	e.wantFoldMatches(t, "B")
@@ -155,8 +154,7 @@ func TestRedisRestartWithAOFLosesNothing(t *testing.T) {
 	e.product(t, "A", 100)
 	ids := e.buy(t, 40, "A")
 	e.srv.Restart()
-	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
-	run(t, sy)
+	sy := e.started(t, "s")
 	waitSynced(t, sy)
 	e.wantOrders(t, ids)
 	e.wantFoldMatches(t, "A")
@@ -169,8 +167,7 @@ func TestReconcileFindsAndRepairsDrift(t *testing.T) {
 	ctx := context.Background()
 	e.product(t, "A", 100)
 	e.product(t, "B", 100)
-	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
-	run(t, sy)
+	sy := e.started(t, "s")
 	e.buy(t, 10, "A")
 	e.buy(t, 3, "B")
 	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st}
@@ -314,8 +311,7 @@ func TestRebuildRestoresASingleLostSKU(t *testing.T) {
 	ctx := context.Background()
 	e.product(t, "A", 10)
 	e.product(t, "B", 10)
-	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
-	run(t, sy)
+	sy := e.started(t, "s")
 	e.buy(t, 4, "A")
 	waitSynced(t, sy)
 	if err := e.rdb.Del(ctx, "fs:{0}:s:A").Err(); err != nil {

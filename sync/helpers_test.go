@@ -94,6 +94,13 @@ func (e *env) syncer(st *store.Store, name string, opts stocksync.SyncerOptions)
 	return stocksync.NewSyncer(e.inv, st, opts)
 }
 
+// started makes a syncer of e's outbox into e's store and runs it until the test ends.
+func (e *env) started(t testing.TB, name string) *stocksync.Syncer {
+	sy := e.syncer(e.st, name, stocksync.SyncerOptions{})
+	run(t, sy)
+	return sy
+}
+
 // run starts sy until the test ends (or stop is called) and returns stop, which waits.
 func run(t testing.TB, sy *stocksync.Syncer) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -104,8 +104,7 @@ func TestOrderRecordsExpireOnlyOnceDurable(t *testing.T) {
 	if ttl, err := e.rdb.TTL(ctx, key).Result(); err != nil || ttl != -1 {
 		t.Fatalf("TTL before the order is persisted: %v, %v; want none (-1)", ttl, err)
 	}
-	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
-	run(t, sy)
+	sy := e.started(t, "s")
 	waitSynced(t, sy)
 	ttl, err := e.rdb.TTL(ctx, key).Result()
 	if err != nil || ttl < 6*24*time.Hour || ttl > 7*24*time.Hour {
@@ -124,8 +123,7 @@ func TestUndecodableEntryGoesToTheDeadLetterStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := e.buy(t, 2, "A")
-	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
-	run(t, sy)
+	sy := e.started(t, "s")
 	waitSynced(t, sy)
 	dead, err := e.rdb.XRange(ctx, e.inv.DeadLetterKey(), "-", "+").Result()
 	if err != nil || len(dead) != 1 || dead[0].Values["0"] != "order\nnot enough fields" {

@@ -124,3 +124,32 @@ func runParallel(b *testing.B, op func(ctx context.Context, id string) error) {
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
 }
+
+// BenchmarkCheckoutRedisTime runs the hot-SKU checkout and reports what Redis itself
+// spent inside the script per checkout (INFO commandstats, evalsha usec) and how many
+// checkouts each script call carried: the figures the batching work was steered by.
+func BenchmarkCheckoutRedisTime(b *testing.B) {
+	inv := benchInventory(b, "HOT")
+	ctx := context.Background()
+	if err := inv.Client().ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	lines := []engine.Line{{SKU: "HOT", Quantity: 1}}
+	runParallel(b, func(ctx context.Context, id string) error {
+		_, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u" + id[len(id)-3:], Lines: lines, IdempotencyKey: id, OrderID: id})
+		return err
+	})
+	b.StopTimer()
+	stats, err := inv.Client().Info(ctx, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := regexp.MustCompile(`cmdstat_evalsha:calls=(\d+),usec=(\d+)`).FindStringSubmatch(stats)
+	if m == nil {
+		b.Fatalf("no evalsha in commandstats:\n%s", stats)
+	}
+	calls, _ := strconv.ParseFloat(m[1], 64)
+	usec, _ := strconv.ParseFloat(m[2], 64)
+	b.ReportMetric(usec/float64(b.N), "redis-us/checkout")
+	b.ReportMetric(float64(b.N)/calls, "checkouts/call")
+}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -253,4 +254,23 @@ func TestSettleVariantsAcceptAnyRecord(t *testing.T) {
 		wantLevel(t, inv, "A", 5, 0, 0)
 		checkLedger(t, inv)
 	})
+}
+
+// LoadScripts refills a script cache that Redis lost (SCRIPT FLUSH, or a restart).
+func TestLoadScriptsRefillsTheCache(t *testing.T) {
+	inv := realRedis(t)
+	ctx := context.Background()
+	if err := inv.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := inv.Client().ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := inv.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := inv.Client().Info(ctx, "memory").Result()
+	if err != nil || !strings.Contains(n, "number_of_cached_scripts:6") {
+		t.Fatalf("cached scripts after reload: %v\n%s", err, n)
+	}
 }

@@ -84,10 +84,23 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 // close the Redis client.
 func (r *Redis) Close() { r.batch.close() }
 
-// LoadScripts puts every script into Redis's script cache. Scripts also load themselves
-// on first use (EVALSHA falls back to EVAL on NOSCRIPT); this is for readiness checks.
+// LoadScripts makes sure every script is in Redis's script cache: one SCRIPT EXISTS,
+// and SCRIPT LOAD only for those missing (a restarted Redis has an empty cache).
+// Scripts also load themselves on first use (EVALSHA falls back to EVAL on NOSCRIPT);
+// this is for readiness checks.
 func (r *Redis) LoadScripts(ctx context.Context) error {
-	for _, s := range allScripts {
+	hashes := make([]string, len(allScripts))
+	for i, s := range allScripts {
+		hashes[i] = s.Hash()
+	}
+	exists, err := r.rdb.ScriptExists(ctx, hashes...).Result()
+	if err != nil {
+		return storeErr("load scripts", err)
+	}
+	for i, s := range allScripts {
+		if exists[i] {
+			continue
+		}
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
 			return storeErr("load scripts", err)
 		}

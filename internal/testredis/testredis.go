@@ -4,24 +4,17 @@
 package testredis
 
 import (
-	"context"
-	"net"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/internal/redisserver"
 )
 
 // Server is a redis-server process owned by one test.
 type Server struct {
-	tb   testing.TB
-	Addr string
-	dir  string
-	args []string
-	cmd  *exec.Cmd
+	tb testing.TB
+	*redisserver.Server
 }
 
 // Start starts a redis-server with no persistence and returns a client to it. Both are
@@ -35,17 +28,13 @@ func Start(tb testing.TB) (*Server, *redis.Client) {
 // "--appendonly", "yes" to survive Restart).
 func StartWith(tb testing.TB, args ...string) (*Server, *redis.Client) {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
+	rs, err := redisserver.Start(tb.TempDir(), args...)
 	if err != nil {
-		tb.Fatalf("redis-server is not on PATH (run `make test`, which installs it): %v", err)
+		tb.Fatal(err)
 	}
-	s := &Server{tb: tb, dir: tb.TempDir(), args: args}
-	s.Addr = "127.0.0.1:" + strconv.Itoa(freePort(tb))
-	s.start(bin)
+	s := &Server{tb: tb, Server: rs}
 	tb.Cleanup(s.Stop)
-	c := s.Client()
-	tb.Cleanup(func() { c.Close() })
-	return s, c
+	return s, s.Client()
 }
 
 // Client returns a new client to the server, closed when the test ends.
@@ -55,56 +44,11 @@ func (s *Server) Client() *redis.Client {
 	return c
 }
 
-func (s *Server) start(bin string) {
-	s.tb.Helper()
-	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--dir", s.dir,
-		"--logfile", filepath.Join(s.dir, "redis.log")}, s.args...)
-	s.cmd = exec.Command(bin, args...)
-	if err := s.cmd.Start(); err != nil {
-		s.tb.Fatalf("start redis-server: %v", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := c.Ping(context.Background()).Err()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			s.tb.Fatalf("redis-server on %s did not answer: %v", s.Addr, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// Stop kills the server. It is safe to call more than once.
-func (s *Server) Stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
-
 // Restart kills the server and starts it again on the same port and directory: with
 // "--appendonly yes" it comes back with its data; without persistence, empty.
 func (s *Server) Restart() {
 	s.tb.Helper()
-	s.Stop()
-	bin, _ := exec.LookPath("redis-server")
-	s.start(bin)
-}
-
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("find a free port: %v", err)
+	if err := s.Server.Restart(); err != nil {
+		s.tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

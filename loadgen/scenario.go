@@ -1,0 +1,143 @@
+package loadgen
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/flashstock/flashstock/engine"
+)
+
+// The scenarios.
+const (
+	// Hot: every buyer takes one unit of one SKU. Stock defaults to the number of
+	// buyers, so the sale sells out exactly with the last buyer and every refusal is false.
+	Hot = "hot"
+	// Cart: carts of 2–4 distinct SKUs out of 8, 1–2 units each; stock runs short near
+	// the end, so some carts are refused whole.
+	Cart = "cart"
+	// Holds: reserve one unit, then commit the hold (one attempt is both).
+	Holds = "holds"
+	// Storm: a small stock sells out at once, then the rest of the buyers hit the sold-out
+	// SKU while a canceller returns sold units: every returned unit must be sold again,
+	// and no refusal may come while a unit is on the shelf.
+	Storm = "storm"
+)
+
+// Scenarios lists every scenario, in the order a suite runs them.
+var Scenarios = []string{Hot, Cart, Holds, Storm}
+
+// Config says what to run: one scenario against one target.
+type Config struct {
+	Scenario string
+	// Buyers is how many attempts to make (closed model), or the cap in the open model.
+	Buyers int
+	// Concurrency is how many attempts may be in flight at once.
+	Concurrency int
+	// Rate, if > 0, selects the open model: attempts start at this many per second,
+	// whether or not earlier ones have finished (up to Concurrency in flight), and
+	// latency is measured from each attempt's scheduled start, so a stalled target
+	// cannot hide its queue (no coordinated omission).
+	Rate float64
+	// Duration bounds an open-model run (Buyers = Rate × Duration when Buyers is 0).
+	Duration time.Duration
+	// Stock is the units per SKU (0: the scenario's default).
+	Stock int64
+	// Users is how many distinct buyer identities take turns (0: one per buyer).
+	Users int
+	// CancelEvery is the storm's cancellation interval (default 5 ms).
+	CancelEvery time.Duration
+	// RunID makes SKU names and idempotency keys unique to this run (default: the time).
+	RunID string
+	// Seed makes the carts' random choices repeatable.
+	Seed uint64
+}
+
+func (c *Config) defaults() error {
+	if !slices.Contains(Scenarios, c.Scenario) {
+		return fmt.Errorf("unknown scenario %q (want one of %v)", c.Scenario, Scenarios)
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 256
+	}
+	if c.Rate > 0 && c.Buyers <= 0 {
+		if c.Duration <= 0 {
+			return fmt.Errorf("the open model needs a duration or a number of buyers")
+		}
+		c.Buyers = int(c.Rate * c.Duration.Seconds())
+	}
+	if c.Buyers <= 0 {
+		return fmt.Errorf("buyers must be positive")
+	}
+	if c.Users <= 0 || c.Users > c.Buyers {
+		c.Users = c.Buyers
+	}
+	if c.Stock <= 0 {
+		switch c.Scenario {
+		case Hot, Holds:
+			c.Stock = int64(c.Buyers)
+		case Cart:
+			c.Stock = int64(c.Buyers) / 2
+		case Storm:
+			c.Stock = min(100, int64(c.Buyers))
+		}
+	}
+	if c.CancelEvery <= 0 {
+		c.CancelEvery = 5 * time.Millisecond
+	}
+	if c.RunID == "" {
+		c.RunID = strconv.FormatInt(time.Now().UnixNano()%1e12, 36)
+	}
+	return nil
+}
+
+// Model names the load model for the report.
+func (c *Config) Model() string {
+	if c.Rate > 0 {
+		return fmt.Sprintf("open %.0f/s", c.Rate)
+	}
+	return fmt.Sprintf("closed c=%d", c.Concurrency)
+}
+
+// plan is a scenario made concrete: its SKUs and what each buyer asks for.
+type plan struct {
+	skus  []string
+	stock map[string]int64
+	lines [][]engine.Line // per buyer; nil means lines1 for every buyer
+	one   []engine.Line
+}
+
+func (p *plan) linesFor(buyer int) []engine.Line {
+	if p.lines == nil {
+		return p.one
+	}
+	return p.lines[buyer]
+}
+
+func newPlan(c Config) plan {
+	sku := func(name string) string { return "B" + c.RunID + "-" + name }
+	p := plan{stock: map[string]int64{}}
+	switch c.Scenario {
+	case Cart:
+		for i := range 8 {
+			p.skus = append(p.skus, sku("C"+strconv.Itoa(i)))
+		}
+		rng := rand.New(rand.NewPCG(c.Seed, 0x5eed))
+		p.lines = make([][]engine.Line, c.Buyers)
+		for b := range p.lines {
+			n := 2 + rng.IntN(3)
+			for _, i := range rng.Perm(len(p.skus))[:n] {
+				p.lines[b] = append(p.lines[b], engine.Line{SKU: p.skus[i], Quantity: 1 + rng.Int64N(2)})
+			}
+		}
+	default:
+		p.skus = []string{sku(c.Scenario)}
+		p.one = []engine.Line{{SKU: p.skus[0], Quantity: 1}}
+	}
+	for _, s := range p.skus {
+		p.stock[s] = c.Stock
+	}
+	return p
+}

@@ -168,7 +168,7 @@ func (r *Result) check(p plan, workers []worker, returns []ret, before, after ma
 	r.Unaccounted = taken - (r.UnitsSold - r.UnitsReturned)
 
 	// Successes and returns in time order, for the second test.
-	single := p.lines == nil
+	single := !p.cart
 	var sales []attempt
 	var refusals []attempt
 	for _, w := range workers {

@@ -69,7 +69,7 @@ func TestBaselines(t *testing.T) {
 			if r.Successes+r.Refusals["out_of_stock"]+r.Refusals["conflict"] != 4000 || r.Successes > 1000 {
 				t.Fatalf("%+v", r)
 			}
-			if target.Name() == "ceiling" && (r.Successes != 1000 || r.FalseRefusals != 0) {
+			if target.Name() == "ceiling-go" && (r.Successes != 1000 || r.FalseRefusals != 0) {
 				t.Fatalf("ceiling sold %d with %d false refusals", r.Successes, r.FalseRefusals)
 			}
 			// Every seed-style give-up that left stock behind is counted as false.

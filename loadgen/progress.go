@@ -9,7 +9,8 @@ import (
 
 // startBar redraws a one-line progress bar on w every 100 ms until the returned stop is
 // called, which draws the final state and ends the line. A nil w draws nothing.
-func startBar(w io.Writer, label string, total int64, c *live, start time.Time) (stop func()) {
+// The bar fills by attempts, or by time when the run is bounded by a duration.
+func startBar(w io.Writer, label string, buyers int, d time.Duration, c *live, start time.Time) (stop func()) {
 	if w == nil {
 		return func() {}
 	}
@@ -22,28 +23,30 @@ func startBar(w io.Writer, label string, total int64, c *live, start time.Time) 
 		for {
 			select {
 			case <-done:
-				fmt.Fprintf(w, "\r%s\n", bar(label, total, c, time.Since(start)))
+				fmt.Fprintf(w, "\r%s\n", bar(label, buyers, d, c, time.Since(start)))
 				return
 			case <-t.C:
-				fmt.Fprintf(w, "\r%s", bar(label, total, c, time.Since(start)))
+				fmt.Fprintf(w, "\r%s", bar(label, buyers, d, c, time.Since(start)))
 			}
 		}
 	}()
 	return func() { close(done); <-finished }
 }
 
-func bar(label string, total int64, c *live, elapsed time.Duration) string {
+func bar(label string, buyers int, d time.Duration, c *live, elapsed time.Duration) string {
 	const width = 30
 	n := c.done.Load()
-	filled := 0
-	if total > 0 {
-		filled = int(min(n, total) * width / total)
+	frac := float64(n) / float64(max(buyers, 1))
+	if d > 0 {
+		frac = max(frac, elapsed.Seconds()/d.Seconds())
 	}
+	frac = min(frac, 1)
+	filled := int(frac * width)
 	rate := 0.0
 	if s := elapsed.Seconds(); s > 0 {
 		rate = float64(n) / s
 	}
-	return fmt.Sprintf("%-22s [%s%s] %3d%% %9d/%d %8.0f/s  ok %d  refused %d  errors %d  ",
+	return fmt.Sprintf("%-20s [%s%s] %3.0f%% %9d done %8.0f/s  ok %d  refused %d  errors %d  ",
 		label, strings.Repeat("#", filled), strings.Repeat(".", width-filled),
-		n*100/max(total, 1), n, total, rate, c.ok.Load(), c.refused.Load(), c.failed.Load())
+		frac*100, n, rate, c.ok.Load(), c.refused.Load(), c.failed.Load())
 }

@@ -15,6 +15,7 @@ type Report struct {
 	Machine string    `json:"machine,omitempty"`
 	Results []*Result `json:"results"`
 	Ratios  []Ratio   `json:"ratios,omitempty"`
+	Soak    *Soak     `json:"soak,omitempty"`
 	Notes   []string  `json:"notes,omitempty"`
 }
 
@@ -97,6 +98,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+	}
+	if s := r.Soak; s != nil {
+		fmt.Fprintf(w, "\nserver memory during the soak (%s, %d requests):\n", s.Result.Model, s.Result.Attempts)
+		for _, m := range s.Samples {
+			fmt.Fprintf(w, "  %6.0f s  %9d requests  RSS %6.1f MiB  heap in use %6.1f MiB\n",
+				m.AtSeconds, m.Requests, m.RSSBytes/(1<<20), m.HeapBytes/(1<<20))
+		}
+		fmt.Fprintf(w, "  RSS slope over the second half: %+.0f KiB per million requests\n", s.GrowthPerMillionRequests/1024)
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note:", n)

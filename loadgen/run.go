@@ -67,7 +67,14 @@ func Run(ctx context.Context, target Target, cfg Config, progress io.Writer) (*R
 		start   = time.Now()
 	)
 	since := func() int64 { return int64(time.Since(start)) }
-	stopBar := startBar(progress, target.Name()+" "+cfg.Scenario, int64(cfg.Buyers), &counts, start)
+	deadline := int64(0)
+	if cfg.Rate == 0 {
+		deadline = int64(cfg.Duration)
+	}
+	if cfg.onStart != nil {
+		cfg.onStart(counts.done.Load)
+	}
+	stopBar := startBar(progress, target.Name()+" "+cfg.Scenario, cfg.Buyers, cfg.Duration, &counts, start)
 	for w := range workers {
 		wg.Add(1)
 		go func(w *worker) {
@@ -75,7 +82,7 @@ func Run(ctx context.Context, target Target, cfg Config, progress io.Writer) (*R
 			w.failures = map[string]error{}
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
-				if i >= int64(cfg.Buyers) {
+				if i >= int64(cfg.Buyers) || (deadline > 0 && since() >= deadline) {
 					return
 				}
 				begin := since()

@@ -41,7 +41,8 @@ type Config struct {
 	// latency is measured from each attempt's scheduled start, so a stalled target
 	// cannot hide its queue (no coordinated omission).
 	Rate float64
-	// Duration bounds an open-model run (Buyers = Rate × Duration when Buyers is 0).
+	// Duration bounds the run: in the open model Buyers defaults to Rate × Duration; in
+	// the closed model buyers stop coming when it is up (Buyers, if set, still caps them).
 	Duration time.Duration
 	// Stock is the units per SKU (0: the scenario's default).
 	Stock int64
@@ -53,6 +54,9 @@ type Config struct {
 	RunID string
 	// Seed makes the carts' random choices repeatable.
 	Seed uint64
+
+	// onStart, if set, is given the count of finished attempts when the run starts.
+	onStart func(done func() int64)
 }
 
 func (c *Config) defaults() error {
@@ -68,11 +72,14 @@ func (c *Config) defaults() error {
 		}
 		c.Buyers = int(c.Rate * c.Duration.Seconds())
 	}
+	if c.Buyers <= 0 && c.Duration > 0 {
+		c.Buyers = 1 << 30
+	}
 	if c.Buyers <= 0 {
 		return fmt.Errorf("buyers must be positive")
 	}
 	if c.Users <= 0 || c.Users > c.Buyers {
-		c.Users = c.Buyers
+		c.Users = min(c.Buyers, 1_000_000)
 	}
 	if c.Stock <= 0 {
 		switch c.Scenario {
@@ -105,32 +112,33 @@ func (c *Config) Model() string {
 type plan struct {
 	skus  []string
 	stock map[string]int64
-	lines [][]engine.Line // per buyer; nil means lines1 for every buyer
-	one   []engine.Line
+	one   []engine.Line // every buyer's lines, unless cart
+	cart  bool
+	seed  uint64
 }
 
+// linesFor is what buyer asks for: the same for every call with the same buyer.
 func (p *plan) linesFor(buyer int) []engine.Line {
-	if p.lines == nil {
+	if !p.cart {
 		return p.one
 	}
-	return p.lines[buyer]
+	rng := rand.New(rand.NewPCG(p.seed, uint64(buyer)))
+	n := 2 + rng.IntN(3)
+	lines := make([]engine.Line, 0, n)
+	for _, i := range rng.Perm(len(p.skus))[:n] {
+		lines = append(lines, engine.Line{SKU: p.skus[i], Quantity: 1 + rng.Int64N(2)})
+	}
+	return lines
 }
 
 func newPlan(c Config) plan {
 	sku := func(name string) string { return "B" + c.RunID + "-" + name }
-	p := plan{stock: map[string]int64{}}
+	p := plan{stock: map[string]int64{}, seed: c.Seed}
 	switch c.Scenario {
 	case Cart:
+		p.cart = true
 		for i := range 8 {
 			p.skus = append(p.skus, sku("C"+strconv.Itoa(i)))
-		}
-		rng := rand.New(rand.NewPCG(c.Seed, 0x5eed))
-		p.lines = make([][]engine.Line, c.Buyers)
-		for b := range p.lines {
-			n := 2 + rng.IntN(3)
-			for _, i := range rng.Perm(len(p.skus))[:n] {
-				p.lines[b] = append(p.lines[b], engine.Line{SKU: p.skus[i], Quantity: 1 + rng.Int64N(2)})
-			}
 		}
 	default:
 		p.skus = []string{sku(c.Scenario)}

@@ -5,6 +5,7 @@
 //	flashstock reconcile     compare Redis with MongoDB; exit 0 clean, 1 drift
 //	flashstock seed          write the demo data
 //	flashstock healthcheck   exit 0 if the local server answers /healthz (for containers)
+//	flashstock bench         the load tool (flashstock bench -h)
 //
 // Configuration comes from the environment and a .env file; see README.md.
 package main
@@ -40,7 +41,7 @@ func main() {
 	}
 }
 
-const usage = `usage: flashstock [serve | sync | reconcile [--repair] | seed | healthcheck]`
+const usage = `usage: flashstock [serve | sync | reconcile [--repair] | seed | healthcheck | bench [flags]]`
 
 // run is the whole program: main only wires it to the process.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -51,6 +52,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if cmd == "help" || cmd == "-h" || cmd == "--help" {
 		fmt.Fprintln(stdout, usage)
 		return nil
+	}
+	if cmd == "bench" {
+		// The load tool is a client: it needs none of the server's configuration.
+		return bench(ctx, args, getenv, stdout)
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {

@@ -62,6 +62,9 @@ type server struct {
 	now   func() time.Time
 	reqs  atomic.Uint64
 	m     *metrics.Metrics
+	// idPrefix starts every request id this process makes; a counter ends it.
+	idPrefix string
+	tokens   *tokenCache
 }
 
 const (
@@ -89,7 +92,7 @@ func New(cfg Config, d Deps) *fiber.App {
 		d.Now = time.Now
 	}
 	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
-		ready: d.Ready, now: d.Now, m: d.Metrics}
+		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewID()[24:] + "-", tokens: newTokenCache(1 << 16)}
 	app := fiber.New(fiber.Config{
 		AppName:               "flashstock",
 		BodyLimit:             bodyLimit,
@@ -154,10 +157,11 @@ func New(cfg Config, d Deps) *fiber.App {
 func (s *server) requestContext(c *fiber.Ctx) error {
 	id := c.Get(fiber.HeaderXRequestID)
 	if id == "" || len(id) > 64 || !engine.ValidKey(id) {
-		id = strconv.FormatUint(s.reqs.Add(1), 36) + "-" + engine.NewID()[24:]
+		id = s.idPrefix + strconv.FormatUint(s.reqs.Add(1), 36)
+	} else {
+		id = strings.Clone(id) // c.Get points into a buffer fasthttp reuses
 	}
 	c.Locals(localRequestID, id)
-	c.Locals(localLogger, s.log.With("request_id", id))
 	c.Set(fiber.HeaderXRequestID, id)
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.RequestTimeout)
 	defer cancel()
@@ -171,8 +175,10 @@ func (s *server) requestContext(c *fiber.Ctx) error {
 	}
 	elapsed := time.Since(start)
 	s.observe(c, err, elapsed)
-	reqLog(c, s.log).Debug("request", "method", c.Method(), "path", c.Path(),
-		"status", c.Response().StatusCode(), "duration_ms", elapsed.Milliseconds())
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		reqLog(c, s.log).Debug("request", "method", c.Method(), "path", c.Path(),
+			"status", c.Response().StatusCode(), "duration_ms", elapsed.Milliseconds())
+	}
 	return nil
 }
 
@@ -228,10 +234,17 @@ func (s *server) readyz(c *fiber.Ctx) error {
 	return c.Status(status).JSON(fiber.Map{"ready": ok, "checks": detail})
 }
 
-// reqLog is the request's logger: every line it writes carries the request id.
-func reqLog(c *fiber.Ctx, fallback *slog.Logger) *slog.Logger {
+// reqLog is the request's logger: every line it writes carries the request id. It is
+// made on first use, since most requests log nothing.
+func reqLog(c *fiber.Ctx, base *slog.Logger) *slog.Logger {
 	if l, ok := c.Locals(localLogger).(*slog.Logger); ok {
 		return l
 	}
-	return fallback
+	id, ok := c.Locals(localRequestID).(string)
+	if !ok {
+		return base
+	}
+	l := base.With("request_id", id)
+	c.Locals(localLogger, l)
+	return l
 }

@@ -48,6 +48,10 @@ func (s *server) verify(header string) (Principal, error) {
 	if !ok || raw == "" {
 		return Principal{}, errUnauthorized
 	}
+	now := s.now()
+	if p, ok := s.tokens.get(raw, now); ok {
+		return p, nil
+	}
 	var c Claims
 	_, err := jwt.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return s.cfg.JWTSecret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithIssuer(s.cfg.JWTIssuer),
@@ -55,7 +59,13 @@ func (s *server) verify(header string) (Principal, error) {
 	if err != nil || c.Subject == "" || !engine.ValidKey(c.Subject) || (c.Role != RoleCustomer && c.Role != RoleAdmin) {
 		return Principal{}, errUnauthorized
 	}
-	return Principal{UserID: c.Subject, Role: c.Role}, nil
+	p := Principal{UserID: strings.Clone(c.Subject), Role: c.Role}
+	e := cachedToken{p: p, expires: c.ExpiresAt.Time}
+	if c.NotBefore != nil {
+		e.notBefore = c.NotBefore.Time
+	}
+	s.tokens.put(strings.Clone(raw), e)
+	return p, nil
 }
 
 // authenticate is the middleware on every /api/v1 route but register and login.

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/base64"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +97,41 @@ func TestRegisterLoginAndRoles(t *testing.T) {
 	am, bm := a.json(t), b.json(t)
 	if am["detail"] != bm["detail"] || am["title"] != bm["title"] || len(am) != len(bm) {
 		t.Fatalf("login answers differ:\n%s\n%s", a.body, b.body)
+	}
+}
+
+// Verified tokens are remembered, but only the exact token, and only while it is valid.
+func TestTokenCacheKeepsTheRules(t *testing.T) {
+	h := newHarness(t, api.Config{})
+	now := time.Now()
+	clock := &now
+	app := api.New(h.cfg, api.Deps{Inv: h.inv, Store: h.st, Now: func() time.Time { return *clock }})
+	tok, err := api.IssueToken(secret, issuer, "u1", api.RoleCustomer, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := func(tok string) int {
+		req := httptest.NewRequest("GET", "/api/v1/auth/me", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := app.Test(req, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for range 3 {
+		if got := me(tok); got != 200 {
+			t.Fatalf("valid token: %d", got)
+		}
+	}
+	// A cached token's look-alike with another signature is not the cached token.
+	if got := me(tok[:len(tok)-2] + "AA"); got != 401 {
+		t.Fatalf("tampered signature after caching: %d", got)
+	}
+	later := now.Add(time.Hour + time.Second)
+	clock = &later
+	if got := me(tok); got != 401 {
+		t.Fatalf("expired token served from the cache: %d", got)
 	}
 }

@@ -19,7 +19,11 @@ type itemsInput struct {
 // placeOrder is the one checkout path: real requests and the flash-sale simulation's
 // synthetic buyers both go through it.
 func (s *server) placeOrder(ctx context.Context, user string, lines []engine.Line, key string) (engine.Order, error) {
-	return s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, OrderID: engine.NewID()})
+	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key}
+	if key == "" { // with a key, the key names the order
+		req.OrderID = engine.NewID()
+	}
+	return s.inv.Checkout(ctx, req)
 }
 
 func (s *server) checkout(c *fiber.Ctx) error {

@@ -29,8 +29,10 @@ type Config struct {
 	// low on stock (metric flashstock_stock_low).
 	LowStockThreshold int
 	// Role is what serve runs: all (API, syncer, scheduler), api or worker.
-	Role            string
-	LogLevel        string
+	Role     string
+	LogLevel string
+	// PprofAddr, if set, serves net/http/pprof on that address (keep it on loopback).
+	PprofAddr       string
 	ShutdownTimeout time.Duration
 	Specs           stocksync.Specs
 }
@@ -89,6 +91,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		LowStockThreshold:  num("LOW_STOCK_THRESHOLD", 5, 0, 1_000_000_000),
 		Role:               str("ROLE", "all"),
 		LogLevel:           str("LOG_LEVEL", "info"),
+		PprofAddr:          str("PPROF_ADDR", ""),
 		ShutdownTimeout:    time.Duration(num("SHUTDOWN_TIMEOUT_SECONDS", 15, 1, 600)) * time.Second,
 		Specs: stocksync.Specs{
 			HoldExpiry: str("HOLD_EXPIRY_SCHEDULE", stocksync.DefaultSpecs.HoldExpiry),

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -128,6 +130,9 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		"rate_limit_per_minute", cfg.RateLimitPerMinute)
 	if cfg.SoldoutCacheMs > 0 {
 		log.Warn("SOLDOUT_CACHE_MS is not implemented in this version; every answer stays live")
+	}
+	if cfg.PprofAddr != "" {
+		go servePprof(cfg.PprofAddr, log)
 	}
 	start := time.Now()
 	d, err := open(ctx, cfg, log, stdout)
@@ -283,4 +288,20 @@ func redact(raw string) string {
 		return "(unparseable URL)"
 	}
 	return u.Redacted()
+}
+
+// servePprof serves the runtime profiles (net/http/pprof) for `go tool pprof`, on their
+// own listener so that they are never exposed with the API.
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("pprof listening", "addr", addr)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("pprof", "err", err)
+	}
 }

@@ -4,7 +4,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -218,8 +217,7 @@ func (s *server) handleError(c *fiber.Ctx, err error) error {
 	}
 	c.Set(fiber.HeaderContentType, "application/problem+json")
 	c.Status(p.Status)
-	body, _ := json.Marshal(p)
-	return c.Send(body)
+	return c.Send(appendProblem(make([]byte, 0, 256), &p))
 }
 
 func (s *server) readyz(c *fiber.Ctx) error {

@@ -26,9 +26,21 @@ func (s *server) placeOrder(ctx context.Context, user string, lines []engine.Lin
 	return s.inv.Checkout(ctx, req)
 }
 
+// decodeItems reads an optional {"items":[…]} body: the plain form the fast parser
+// takes, anything else through the strict decoder.
+func decodeItems(body []byte) (in itemsInput, present bool, err error) {
+	if lines, ok, plain := parseItems(body); plain {
+		if ok {
+			in.Items = &lines
+		}
+		return in, true, nil
+	}
+	present, err = decodeStrict(body, &in, true)
+	return in, present, err
+}
+
 func (s *server) checkout(c *fiber.Ctx) error {
-	var in itemsInput
-	present, err := decodeStrict(c.Body(), &in, true)
+	in, present, err := decodeItems(c.Body())
 	if err != nil {
 		return err
 	}
@@ -66,7 +78,13 @@ func (s *server) checkout(c *fiber.Ctx) error {
 		}
 	}
 	markReplay(c, o.Replayed)
-	return c.Status(http.StatusCreated).JSON(o)
+	return sendOrder(c, http.StatusCreated, &o)
+}
+
+// sendOrder answers with an order, encoded without reflection.
+func sendOrder(c *fiber.Ctx, status int, o *engine.Order) error {
+	c.Status(status).Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(appendOrder(make([]byte, 0, 320), o))
 }
 
 type holdView struct {
@@ -153,7 +171,7 @@ func (s *server) commitHold(c *fiber.Ctx) error {
 		return err
 	}
 	markReplay(c, o.Replayed)
-	return c.Status(http.StatusCreated).JSON(o)
+	return sendOrder(c, http.StatusCreated, &o)
 }
 
 func (s *server) releaseHold(c *fiber.Ctx) error {

@@ -53,7 +53,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, benchUsage); fs.PrintDefaults() }
-	fs.StringVar(&f.targets, "target", "ceiling,seed-style,engine", "comma-separated targets: engine, http, seed-style, ceiling (redis-benchmark), ceiling-pipelined, ceiling-go")
+	fs.StringVar(&f.targets, "target", "ceiling,seed-style,engine", "comma-separated targets: engine, http, wrk (hot only), seed-style, ceiling (redis-benchmark), ceiling-pipelined, ceiling-go")
 	fs.StringVar(&f.scenarios, "scenario", strings.Join(loadgen.Scenarios, ","), "comma-separated scenarios: hot, cart, holds, storm")
 	fs.StringVar(&f.url, "url", "", "server for the http target (default http://127.0.0.1:$PORT)")
 	fs.StringVar(&f.redisURL, "redis", "", "Redis for the engine and baselines (default: a private redis-server for this run)")
@@ -136,13 +136,21 @@ func benchRuns(ctx context.Context, f benchFlags, progress io.Writer) (*loadgen.
 	rep := &loadgen.Report{Machine: machine()}
 	for _, name := range strings.Split(f.targets, ",") {
 		switch name = strings.TrimSpace(name); name {
-		case "http":
+		case "http", "wrk":
 			h, err := loadgen.NewHTTP(ctx, f.url, loadgen.HTTPOptions{Secret: []byte(f.secret), Issuer: f.issuer, Users: f.users, Conns: f.conc})
 			if err != nil {
 				return nil, err
 			}
 			defer h.Close()
-			targets = append(targets, h)
+			if name == "http" {
+				targets = append(targets, h)
+				continue
+			}
+			r, err := h.Wrk(ctx, loadgen.WrkConfig{Threads: 2, Conns: f.conc, Duration: max(f.duration, 5*time.Second)})
+			if err != nil {
+				return rep, err
+			}
+			rep.Results = append(rep.Results, r)
 		case "engine", "seed-style", "ceiling", "ceiling-pipelined", "ceiling-go":
 			if rdb == nil {
 				c, stop, err := benchRedis(f.redisURL, f.conc)

@@ -166,14 +166,12 @@ func (s *server) requestContext(c *fiber.Ctx) error {
 	defer cancel()
 	c.SetUserContext(ctx)
 	start := time.Now()
-	err := c.Next()
-	if err != nil {
-		if herr := s.handleError(c, err); herr != nil {
-			return herr
-		}
+	outcome := "ok"
+	if err := c.Next(); err != nil {
+		outcome = s.writeProblem(c, err)
 	}
 	elapsed := time.Since(start)
-	s.observe(c, err, elapsed)
+	s.observe(c, outcome, elapsed)
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		reqLog(c, s.log).Debug("request", "method", c.Method(), "path", c.Path(),
 			"status", c.Response().StatusCode(), "duration_ms", elapsed.Milliseconds())
@@ -189,17 +187,14 @@ var operations = map[string]string{
 	"POST /api/v1/carts/bulk-checkout": "simulation",
 }
 
-func (s *server) observe(c *fiber.Ctx, err error, elapsed time.Duration) {
+// observe counts a finished request; outcome is "ok" or the problem's code.
+func (s *server) observe(c *fiber.Ctx, outcome string, elapsed time.Duration) {
 	if s.m == nil {
 		return
 	}
 	// Fiber's strings point into buffers it reuses; labels outlive the request.
 	method, route, status := strings.Clone(c.Method()), strings.Clone(c.Route().Path), c.Response().StatusCode()
 	s.m.HTTP.WithLabelValues(method, route, strconv.Itoa(status)).Observe(elapsed.Seconds())
-	outcome := "ok"
-	if err != nil {
-		outcome = classify(err).Code
-	}
 	if op := operations[method+" "+route]; op != "" {
 		s.m.Checkouts.WithLabelValues(op, outcome).Inc()
 	}
@@ -209,15 +204,23 @@ func (s *server) observe(c *fiber.Ctx, err error, elapsed time.Duration) {
 	}
 }
 
+// handleError is Fiber's error handler, for errors raised outside requestContext.
 func (s *server) handleError(c *fiber.Ctx, err error) error {
+	s.writeProblem(c, err)
+	return nil
+}
+
+// writeProblem answers with the problem err maps to and returns its code.
+func (s *server) writeProblem(c *fiber.Ctx, err error) string {
 	id, _ := c.Locals(localRequestID).(string)
-	p := toProblem(err, reqLog(c, s.log), id)
+	p := toProblem(err, func() *slog.Logger { return reqLog(c, s.log) }, id)
 	if p.Code == "rate_limited" && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
 		c.Set(fiber.HeaderRetryAfter, "60")
 	}
 	c.Set(fiber.HeaderContentType, "application/problem+json")
 	c.Status(p.Status)
-	return c.Send(appendProblem(make([]byte, 0, 256), &p))
+	_ = c.Send(appendProblem(make([]byte, 0, 256), &p))
+	return p.Code
 }
 
 func (s *server) readyz(c *fiber.Ctx) error {

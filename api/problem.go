@@ -75,15 +75,15 @@ var engineErrors = []struct {
 
 // toProblem maps any error to the problem the client sees; internal errors are logged
 // (log carries the request id) and shown as `internal`, with no detail.
-func toProblem(err error, log *slog.Logger, reqID string) Problem {
+func toProblem(err error, log func() *slog.Logger, reqID string) Problem {
 	p := classify(err)
 	p.RequestID = reqID
 	if p.Code == "internal" {
-		log.Error("internal error", "err", err)
+		log().Error("internal error", "err", err)
 		p.Detail = ""
 	}
 	if p.Code == "unavailable" {
-		log.Warn("dependency unavailable", "err", err)
+		log().Warn("dependency unavailable", "err", err)
 		p.Detail = "a dependency is unavailable; retry shortly"
 	}
 	return p
@@ -97,6 +97,9 @@ func classify(err error) Problem {
 	var ve *engine.ValidationError
 	var se *engine.StockError
 	switch {
+	case errors.As(err, &se):
+		// The refusal a sold-out storm answers most: no message formatting.
+		p.Status, p.Code, p.Items, p.Detail = http.StatusConflict, "out_of_stock", se.Short, "not enough stock for every line"
 	case errors.As(err, &ae):
 		p.Status, p.Code, p.Detail, p.Field = ae.status, ae.code, ae.detail, ae.field
 	case errors.As(err, &fe):
@@ -111,9 +114,6 @@ func classify(err error) Problem {
 	}
 	if errors.As(err, &ve) {
 		p.Field, p.Detail = ve.Field, ve.Error()
-	}
-	if errors.As(err, &se) {
-		p.Items, p.Detail = se.Short, "not enough stock for every line"
 	}
 	p.Type = "https://flashstock.dev/problems/" + p.Code
 	p.Title = http.StatusText(p.Status)

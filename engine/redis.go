@@ -30,6 +30,13 @@ type Options struct {
 	// Batchers is how many checkout/reserve batches may be in flight at once
 	// (default 4). See batcher.
 	Batchers int
+	// SoldOutFor, if positive, lets this process refuse a SKU it has seen sold out for
+	// that long without asking Redis, unless stock comes back first (see soldOut).
+	// 0, the default, keeps every answer live.
+	SoldOutFor time.Duration
+	// QuietRestock stops this process publishing the SKUs whose stock came back. Only
+	// for deployments where no process uses SoldOutFor.
+	QuietRestock bool
 }
 
 // Redis is the Inventory on Redis: each operation is one Lua script, so every check and
@@ -40,6 +47,9 @@ type Redis struct {
 	idemTTL string // seconds, as the scripts take it
 	recTTL  string
 	batch   *batcher
+	// soldOut is nil unless Options.SoldOutFor is set.
+	soldOut        *soldOut
+	publishRestock bool
 }
 
 var _ Inventory = (*Redis)(nil)
@@ -77,12 +87,21 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 		recTTL:  strconv.FormatInt(int64(opts.RecordTTL/time.Second), 10),
 	}
 	r.batch = newBatcher(r, opts.Batchers)
+	r.publishRestock = !opts.QuietRestock
+	if opts.SoldOutFor > 0 {
+		r.soldOut = newSoldOut(context.Background(), rdb, r.k.restockChannel(), opts.SoldOutFor)
+	}
 	return r
 }
 
-// Close stops the checkout batchers after they have served what is queued. It does not
-// close the Redis client.
-func (r *Redis) Close() { r.batch.close() }
+// Close stops the checkout batchers after they have served what is queued, and the
+// sold-out listener. It does not close the Redis client.
+func (r *Redis) Close() {
+	r.batch.close()
+	if r.soldOut != nil {
+		r.soldOut.close()
+	}
+}
 
 // LoadScripts makes sure every script is in Redis's script cache: one SCRIPT EXISTS,
 // and SCRIPT LOAD only for those missing (a restarted Redis has an empty cache).
@@ -174,7 +193,13 @@ func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error
 	if reply.status() == "exists" {
 		return ErrAlreadyExists
 	}
-	return reply.expect("ok")
+	if err := reply.expect("ok"); err != nil {
+		return err
+	}
+	if lv.Available > 0 {
+		r.restocked(ctx, p.SKU)
+	}
+	return nil
 }
 
 func checkProduct(p Product) error {
@@ -257,7 +282,7 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 	}
 	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines})
 	if err != nil {
-		return Order{}, fmt.Errorf("checkout: %w", err)
+		return Order{}, opError("checkout", err)
 	}
 	if reply.status() == "replay" {
 		o, err := r.Order(ctx, reply.str(1))
@@ -290,7 +315,7 @@ func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
 	}
 	reply, err := r.take(&takeReq{ctx: ctx, mode: "hold", user: req.UserID, id: id, fp: fp, holdMs: ttlMs, lines: lines})
 	if err != nil {
-		return Hold{}, fmt.Errorf("reserve: %w", err)
+		return Hold{}, opError("reserve", err)
 	}
 	if reply.status() == "replay" {
 		h, err := r.Hold(ctx, reply.str(1))
@@ -325,13 +350,31 @@ func checkTake(user string, lines []Line, idemKey, id string) ([]Line, error) {
 	return normalize(lines)
 }
 
+// opError names the operation in err, except for a stock refusal: it already says
+// what happened, and a sold-out storm returns it so often that formatting it twice
+// would be most of the refusal's cost.
+func opError(op string, err error) error {
+	if _, ok := err.(*StockError); ok {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
 // take runs one request through the batcher; it answers 'ok' or 'replay' or an error.
 func (r *Redis) take(req *takeReq) (reply, error) {
+	if r.soldOut != nil {
+		if err := r.soldOut.refuse(req.lines); err != nil {
+			return nil, err
+		}
+	}
 	rep, err := r.batch.submit(req)
 	if err != nil {
 		return nil, err
 	}
 	if err := takeError(rep); err != nil {
+		if r.soldOut != nil {
+			r.soldOut.mark(err)
+		}
 		return nil, err
 	}
 	return rep, nil
@@ -385,6 +428,7 @@ func (r *Redis) CancelOrder(ctx context.Context, o Order) (Order, error) {
 		switch rep.status() {
 		case "ok":
 			o.Status = OrderCancelled
+			r.restocked(ctx, itemSKUs(o.Items)...)
 			return o, nil
 		case "replay":
 			o.Status, o.Replayed = OrderCancelled, true
@@ -485,6 +529,9 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string)
 	}
 	switch rep.status() {
 	case "ok", "replay":
+		if mode != "commit" && rep.status() == "ok" {
+			r.restocked(ctx, itemSKUs(h.Items)...)
+		}
 		return h, rep, nil
 	case "not_found":
 		return Hold{}, nil, ErrNotFound
@@ -551,11 +598,14 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		return 0, storeErr("expire holds", err)
 	}
 	n := 0
-	for _, c := range cmds {
+	var back []string
+	for i, c := range cmds {
 		if rep, err := (runResult{c}).result(); err == nil && rep.status() == "ok" {
 			n++
+			back = append(back, itemSKUs(holds[i].Items)...)
 		}
 	}
+	r.restocked(ctx, back...)
 	return n, nil
 }
 
@@ -645,8 +695,12 @@ func (r *Redis) adjust(ctx context.Context, kind, sku, reason, actor, idemKey, f
 	}
 	switch rep.status() {
 	case "ok", "replay":
-		return Level{SKU: sku, Available: rep.num(1), Reserved: rep.num(2), Sold: rep.num(3),
-			Version: rep.num(4), Replayed: rep.status() == "replay"}, nil
+		lv := Level{SKU: sku, Available: rep.num(1), Reserved: rep.num(2), Sold: rep.num(3),
+			Version: rep.num(4), Replayed: rep.status() == "replay"}
+		if lv.Available > 0 && !lv.Replayed {
+			r.restocked(ctx, sku)
+		}
+		return lv, nil
 	case "not_found":
 		return Level{}, ErrNotFound
 	case "reused":

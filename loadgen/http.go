@@ -258,11 +258,72 @@ func (h *HTTP) answer(status int, body []byte, err error) Answer {
 		Code  string
 		Items []engine.Shortage
 	}
-	if err := json.Unmarshal(body, &p); err != nil || p.Code == "" {
+	if code, items, ok := scanProblem(body); ok {
+		p.Code, p.Items = code, items
+	} else if err := json.Unmarshal(body, &p); err != nil || p.Code == "" {
 		return failed(strconv.Itoa(status), fmt.Errorf("%d %s", status, body))
 	}
 	if policyRefusals[p.Code] {
 		return Answer{Outcome: Refused, Reason: p.Code, Short: p.Items}
 	}
 	return failed(p.Code, fmt.Errorf("%d %s", status, body))
+}
+
+// scanProblem reads code and items from a problem in the layout flashstock writes
+// (code, then items of sku/requested/available), without reflection: the driver reads
+// one per refusal, and a sold-out storm is all refusals. ok is false for any other
+// layout, which then goes through encoding/json.
+func scanProblem(b []byte) (code string, items []engine.Shortage, ok bool) {
+	_, rest, found := bytes.Cut(b, []byte(`"code":"`))
+	if !found {
+		return "", nil, false
+	}
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return "", nil, false
+	}
+	code, rest = string(rest[:i]), rest[i+1:]
+	list, found := bytes.CutPrefix(rest, []byte(`,"items":[`))
+	if !found {
+		return code, nil, !bytes.Contains(rest, []byte(`"items"`))
+	}
+	for {
+		var s engine.Shortage
+		var ok bool
+		if list, ok = bytes.CutPrefix(list, []byte(`{"sku":"`)); !ok {
+			return "", nil, false
+		}
+		j := bytes.IndexByte(list, '"')
+		if j < 0 {
+			return "", nil, false
+		}
+		s.SKU, list = string(list[:j]), list[j+1:]
+		if s.Requested, list, ok = scanInt(list, `,"requested":`); !ok {
+			return "", nil, false
+		}
+		if s.Available, list, ok = scanInt(list, `,"available":`); !ok {
+			return "", nil, false
+		}
+		if list, ok = bytes.CutPrefix(list, []byte("}")); !ok {
+			return "", nil, false
+		}
+		items = append(items, s)
+		if list, ok = bytes.CutPrefix(list, []byte(",")); ok {
+			continue
+		}
+		return code, items, bytes.HasPrefix(list, []byte("]"))
+	}
+}
+
+func scanInt(b []byte, prefix string) (int64, []byte, bool) {
+	b, ok := bytes.CutPrefix(b, []byte(prefix))
+	if !ok {
+		return 0, nil, false
+	}
+	n := 0
+	for n < len(b) && (b[n] == '-' || (b[n] >= '0' && b[n] <= '9')) {
+		n++
+	}
+	v, err := strconv.ParseInt(string(b[:n]), 10, 64)
+	return v, b[n:], err == nil
 }

@@ -108,7 +108,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 		d.close()
 		return nil, err
 	}
-	d.inv = engine.NewRedis(d.rdb, engine.Options{})
+	d.inv = engine.NewRedis(d.rdb, engine.Options{SoldOutFor: time.Duration(cfg.SoldoutCacheMs) * time.Millisecond})
 	d.closers = append(d.closers, d.inv.Close)
 	if err := d.inv.LoadScripts(ctx); err != nil {
 		d.close()
@@ -129,7 +129,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		"mongodb", redact(cfg.MongoURI), "database", cfg.MongoDatabase, "jwt_secret", masked(cfg.JWTSecret),
 		"rate_limit_per_minute", cfg.RateLimitPerMinute)
 	if cfg.SoldoutCacheMs > 0 {
-		log.Warn("SOLDOUT_CACHE_MS is not implemented in this version; every answer stays live")
+		log.Info("sold-out marks on: a refusal may lag returned stock by up to SOLDOUT_CACHE_MS", "ms", cfg.SoldoutCacheMs)
 	}
 	if cfg.PprofAddr != "" {
 		go servePprof(cfg.PprofAddr, log)

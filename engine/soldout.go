@@ -1,0 +1,112 @@
+package engine
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// soldOut is the optional local sold-out mark (Options.SoldOutFor, SOLDOUT_CACHE_MS).
+//
+// When a checkout or reservation is refused because a SKU has nothing left, the SKU is
+// marked for SoldOutFor, and until then requests that ask for it are refused here,
+// without a Redis call. A mark ends early when stock comes back: every operation that
+// returns units (cancel, release, expiry, adjust, set, repair, restore) clears the
+// marks of its SKUs in this process and publishes them on a Redis channel, which every
+// other process with marks listens to. So a refusal can lag returned stock by at most
+// SoldOutFor (less whenever the message arrives first). With SoldOutFor 0, nothing is
+// marked and every answer comes from Redis.
+type soldOut struct {
+	ttl   time.Duration
+	mu    sync.RWMutex
+	until map[string]int64 // unix nanoseconds
+	sub   *redis.PubSub
+	done  chan struct{}
+}
+
+// restockChannel carries the SKUs whose stock has just come back, one message per
+// operation, SKUs separated by spaces.
+func (k keys) restockChannel() string { return k.prefix + "restock" }
+
+func newSoldOut(ctx context.Context, rdb redis.UniversalClient, channel string, ttl time.Duration) *soldOut {
+	s := &soldOut{ttl: ttl, until: map[string]int64{}, done: make(chan struct{})}
+	s.sub = rdb.Subscribe(ctx, channel)
+	go func() {
+		defer close(s.done)
+		for msg := range s.sub.Channel() {
+			s.clear(strings.Fields(msg.Payload))
+		}
+	}()
+	return s
+}
+
+func (s *soldOut) close() {
+	_ = s.sub.Close()
+	<-s.done
+}
+
+// refuse returns the refusal for lines if one of their SKUs is marked.
+func (s *soldOut) refuse(lines []Line) error {
+	now := time.Now().UnixNano()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.until) == 0 {
+		return nil
+	}
+	for _, l := range lines {
+		if t, ok := s.until[l.SKU]; ok && now < t {
+			return &StockError{Short: []Shortage{{SKU: l.SKU, Requested: l.Quantity, Available: 0}}}
+		}
+	}
+	return nil
+}
+
+// mark records the SKUs a refusal found empty.
+func (s *soldOut) mark(err error) {
+	se, ok := err.(*StockError)
+	if !ok {
+		return
+	}
+	until := time.Now().Add(s.ttl).UnixNano()
+	s.mu.Lock()
+	for _, sh := range se.Short {
+		if sh.Available <= 0 {
+			s.until[sh.SKU] = until
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *soldOut) clear(skus []string) {
+	s.mu.Lock()
+	for _, sku := range skus {
+		delete(s.until, sku)
+	}
+	s.mu.Unlock()
+}
+
+// restocked is called after units of skus came back: it clears this process's marks
+// and tells the other processes. Publishing is best effort: a lost message only lets a
+// mark run its course.
+func (r *Redis) restocked(ctx context.Context, skus ...string) {
+	if len(skus) == 0 {
+		return
+	}
+	if r.soldOut != nil {
+		r.soldOut.clear(skus)
+	}
+	if r.publishRestock {
+		_ = r.rdb.Publish(context.WithoutCancel(ctx), r.k.restockChannel(), strings.Join(skus, " ")).Err()
+	}
+}
+
+func itemSKUs(items []Item) []string {
+	skus := make([]string, len(items))
+	for i, it := range items {
+		skus[i] = it.SKU
+	}
+	return skus
+}

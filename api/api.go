@@ -219,7 +219,9 @@ func (s *server) writeProblem(c *fiber.Ctx, err error) string {
 	}
 	c.Set(fiber.HeaderContentType, "application/problem+json")
 	c.Status(p.Status)
-	_ = c.Send(appendProblem(make([]byte, 0, 256), &p))
+	var buf [512]byte
+	c.Response().ResetBody()
+	c.Response().AppendBody(appendProblem(buf[:0], &p))
 	return p.Code
 }
 

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
@@ -64,6 +66,8 @@ type server struct {
 	// idPrefix starts every request id this process makes; a counter ends it.
 	idPrefix string
 	tokens   *tokenCache
+	seriesMu sync.RWMutex
+	seriesOf map[seriesKey]*series
 }
 
 const (
@@ -91,7 +95,8 @@ func New(cfg Config, d Deps) *fiber.App {
 		d.Now = time.Now
 	}
 	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
-		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewID()[24:] + "-", tokens: newTokenCache(1 << 16)}
+		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewID()[24:] + "-", tokens: newTokenCache(1 << 16),
+		seriesOf: map[seriesKey]*series{}}
 	app := fiber.New(fiber.Config{
 		AppName:               "flashstock",
 		BodyLimit:             bodyLimit,
@@ -192,17 +197,62 @@ func (s *server) observe(c *fiber.Ctx, outcome string, elapsed time.Duration) {
 	if s.m == nil {
 		return
 	}
-	// Fiber's strings point into buffers it reuses; labels outlive the request.
-	method, route, status := strings.Clone(c.Method()), strings.Clone(c.Route().Path), c.Response().StatusCode()
-	s.m.HTTP.WithLabelValues(method, route, strconv.Itoa(status)).Observe(elapsed.Seconds())
-	if op := operations[method+" "+route]; op != "" {
-		s.m.Checkouts.WithLabelValues(op, outcome).Inc()
+	s.series(c.Method(), c.Route().Path, c.Response().StatusCode(), outcome).observe(elapsed)
+}
+
+// seriesKey names the metric series one request updates. Looking it up with Fiber's
+// strings, which point into reused buffers, is safe; storing them is not.
+type seriesKey struct {
+	method, route string
+	status        int
+	outcome       string
+}
+
+// series are the metric children one kind of request updates, resolved once: label
+// lookups would otherwise hash and copy the labels on every request.
+type series struct {
+	latency   prometheus.Observer
+	checkouts prometheus.Counter // nil for routes that are not checkout operations
+	conflicts prometheus.Counter // nil unless the outcome is a stock conflict
+}
+
+func (x *series) observe(elapsed time.Duration) {
+	x.latency.Observe(elapsed.Seconds())
+	if x.checkouts != nil {
+		x.checkouts.Inc()
 	}
-	switch outcome {
-	case "out_of_stock", "insufficient_stock", "version_conflict":
-		s.m.Conflicts.WithLabelValues(outcome).Inc()
+	if x.conflicts != nil {
+		x.conflicts.Inc()
 	}
 }
+
+func (s *server) series(method, route string, status int, outcome string) *series {
+	k := seriesKey{method, route, status, outcome}
+	s.seriesMu.RLock()
+	x, ok := s.seriesOf[k]
+	s.seriesMu.RUnlock()
+	if ok {
+		return x
+	}
+	k.method, k.route, k.outcome = strings.Clone(method), strings.Clone(route), strings.Clone(outcome)
+	x = &series{latency: s.m.HTTP.WithLabelValues(k.method, k.route, strconv.Itoa(status))}
+	if op := operations[k.method+" "+k.route]; op != "" {
+		x.checkouts = s.m.Checkouts.WithLabelValues(op, k.outcome)
+	}
+	switch k.outcome {
+	case "out_of_stock", "insufficient_stock", "version_conflict":
+		x.conflicts = s.m.Conflicts.WithLabelValues(k.outcome)
+	}
+	s.seriesMu.Lock()
+	if len(s.seriesOf) < maxSeries {
+		s.seriesOf[k] = x
+	}
+	s.seriesMu.Unlock()
+	return x
+}
+
+// maxSeries bounds the cache of series; routes × statuses × outcomes stay far below.
+const maxSeries = 4096
 
 // handleError is Fiber's error handler, for errors raised outside requestContext.
 func (s *server) handleError(c *fiber.Ctx, err error) error {

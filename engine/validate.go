@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
@@ -37,7 +38,17 @@ var recordNamespace = uuid.MustParse("6f0a1c52-3d0e-4b7e-9a51-0c2d8f3e7b11")
 // recordID derives the id of the order or hold that (user, idempotency key) names.
 // Keys are scoped per user and per kind of record.
 func recordID(kind, user, key string) string {
-	return uuid.NewSHA1(recordNamespace, []byte(kind+"\x00"+user+"\x00"+key)).String()
+	// uuid.NewSHA1(recordNamespace, kind \0 user \0 key), hashed from a stack buffer:
+	// this runs on every checkout with a key.
+	var buf [16 + 2*MaxIDLength + 16]byte
+	b := append(buf[:0], recordNamespace[:]...)
+	b = append(append(append(append(append(b, kind...), 0), user...), 0), key...)
+	sum := sha1.Sum(b)
+	var u uuid.UUID
+	copy(u[:], sum[:16])
+	u[6] = (u[6] & 0x0f) | 0x50 // version 5
+	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return u.String()
 }
 
 // ValidSKU reports whether s is 1–64 characters of [A-Za-z0-9._-].
@@ -134,20 +145,28 @@ func normalize(lines []Line) ([]Line, error) {
 // fingerprint identifies a request for idempotency: the operation and its normalized
 // content. Only its equality matters.
 func fingerprint(op string, parts ...string) string {
-	h := sha256.New()
-	h.Write([]byte(op))
+	b := []byte(op)
 	for _, p := range parts {
-		h.Write([]byte{0})
-		h.Write([]byte(p))
+		b = append(append(b, 0), p...)
 	}
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+	return sumHex(b)
 }
 
+func sumHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// linesFingerprint is fingerprint(op, sku1, qty1, …, extra…), built in a stack buffer
+// for the usual small request.
 func linesFingerprint(op string, lines []Line, extra ...string) string {
-	parts := make([]string, 0, 2*len(lines)+len(extra))
+	var buf [256]byte
+	b := append(buf[:0], op...)
 	for _, l := range lines {
-		parts = append(parts, l.SKU, strconv.FormatInt(l.Quantity, 10))
+		b = strconv.AppendInt(append(append(append(b, 0), l.SKU...), 0), l.Quantity, 10)
 	}
-	return fingerprint(op, append(parts, extra...)...)
+	for _, e := range extra {
+		b = append(append(b, 0), e...)
+	}
+	return sumHex(b)
 }

@@ -45,6 +45,21 @@ type Result struct {
 	Unaccounted int64 `json:"unaccounted"`
 	// FalseRefusals: stock refusals while stock remained (see Result.check).
 	FalseRefusals int64 `json:"falseRefusals"`
+
+	// CPU per attempt, in microseconds, where the suite measured it: the load driver
+	// (for engine runs, the driver and the engine), the flashstock server, and Redis.
+	DriverCPU float64 `json:"driverCpuMicrosPerAttempt,omitempty"`
+	ServerCPU float64 `json:"serverCpuMicrosPerAttempt,omitempty"`
+	RedisCPU  float64 `json:"redisCpuMicrosPerAttempt,omitempty"`
+}
+
+// SetCPU records CPU used during the run, spread over its attempts.
+func (r *Result) SetCPU(driver, server, redis time.Duration) {
+	if r.Attempts == 0 {
+		return
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Attempts) }
+	r.DriverCPU, r.ServerCPU, r.RedisCPU = per(driver), per(server), per(redis)
 }
 
 // Latency percentiles in milliseconds.

@@ -80,6 +80,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if x.UnitsReturned > 0 || x.CancelFailures > 0 {
 			parts = append(parts, fmt.Sprintf("returned %d units (%d cancels failed)", x.UnitsReturned, x.CancelFailures))
 		}
+		if x.DriverCPU > 0 || x.ServerCPU > 0 || x.RedisCPU > 0 {
+			parts = append(parts, fmt.Sprintf("CPU µs per attempt: driver %.1f, server %.1f, redis %.1f", x.DriverCPU, x.ServerCPU, x.RedisCPU))
+		}
 		parts = append(parts, fmt.Sprintf("stock %d → %d, reserved %d, sold %d, unaccounted %d",
 			x.StockBefore, x.StockAfter, x.ReservedAfter, x.UnitsSold, x.Unaccounted))
 		details = append(details, fmt.Sprintf("  %s %s: %s", x.Target, x.Scenario, strings.Join(parts, "; ")))

@@ -277,15 +277,13 @@ func addRatios(rep *loadgen.Report) {
 	if own, wrk := rep.Find("http", loadgen.Hot), rep.Find("wrk", loadgen.Hot); own != nil && wrk != nil {
 		rep.AddRatio("own HTTP driver ÷ wrk (hot)", own.AttemptsPerSecond, wrk.AttemptsPerSecond)
 	}
+	// Sold-out refusals against checkouts, both from this driver: a storm's rate is
+	// refusals over the time since the first one (the sellout takes milliseconds).
 	for _, x := range rep.Results {
 		if x.Scenario != loadgen.Storm {
 			continue
 		}
-		hot := rep.Find(strings.TrimSuffix(x.Target, " soldout-cache"), loadgen.Hot)
-		if w := rep.Find("wrk", loadgen.Hot); w != nil && strings.HasPrefix(x.Target, "http") {
-			hot = w
-		}
-		if hot != nil {
+		if hot := rep.Find(strings.TrimSuffix(x.Target, " soldout-cache"), loadgen.Hot); hot != nil {
 			rep.AddRatio(x.Target+" storm refusals/s ÷ "+hot.Target+" hot checkouts/s", x.RefusalsPerSecond, hot.SuccessesPerSecond)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/flashstock/flashstock/engine"
@@ -18,25 +20,77 @@ import (
 	"github.com/flashstock/flashstock/loadgen"
 )
 
+// suite runs the measured steps of `flashstock bench -suite` and keeps their results.
+type suite struct {
+	ctx       context.Context
+	rep       *loadgen.Report
+	progress  io.Writer
+	log       io.Writer
+	redisPid  int
+	serverPid int // the server under test, 0 for engine-level steps
+}
+
+func (s *suite) say(format string, args ...any) {
+	fmt.Fprintf(s.log, "bench: "+format+"\n", args...)
+}
+
+// measure runs one step and charges the CPU that each process used meanwhile to it:
+// this process (the driver), finished children (wrk, redis-benchmark), the server
+// and Redis.
+func (s *suite) measure(step func() (*loadgen.Result, error)) error {
+	self0, _ := loadgen.CPUTime(-1)
+	kids0 := childrenCPU()
+	srv0, _ := cpuOf(s.serverPid)
+	red0, _ := cpuOf(s.redisPid)
+	r, err := step()
+	if err != nil {
+		return err
+	}
+	self1, _ := loadgen.CPUTime(-1)
+	srv1, _ := cpuOf(s.serverPid)
+	red1, _ := cpuOf(s.redisPid)
+	r.SetCPU(self1-self0+childrenCPU()-kids0, srv1-srv0, red1-red0)
+	s.rep.Results = append(s.rep.Results, r)
+	if s.progress == nil {
+		s.say("%s %s: %.0f attempts/s, %d ok, %d refused, %d errors", r.Target, r.Scenario,
+			r.AttemptsPerSecond, r.Successes, r.Attempts-r.Successes-sumErrors(r), sumErrors(r))
+	}
+	return nil
+}
+
+func (s *suite) run(t loadgen.Target, cfg loadgen.Config) error {
+	return s.measure(func() (*loadgen.Result, error) {
+		r, err := loadgen.Run(s.ctx, t, cfg, s.progress)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", t.Name(), cfg.Scenario, err)
+		}
+		return r, nil
+	})
+}
+
+func cpuOf(pid int) (time.Duration, error) {
+	if pid <= 0 {
+		return 0, nil
+	}
+	return loadgen.CPUTime(pid)
+}
+
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // benchSuite is `flashstock bench -suite` (make bench): every figure docs/BENCHMARKS.md
 // reports, from one run, so that each ratio compares figures taken minutes apart on the
 // same machine. It starts its own redis-server and its own server processes (this
-// binary, `serve`, on that Redis with embedded FerretDB) and needs wrk on PATH.
+// binary, `serve`, on that Redis with embedded FerretDB) and needs redis-benchmark and
+// wrk on PATH.
 func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*loadgen.Report, error) {
-	rep := &loadgen.Report{Machine: machine()}
-	say := func(format string, args ...any) { fmt.Fprintf(logw, "bench: "+format+"\n", args...) }
-	run := func(t loadgen.Target, cfg loadgen.Config) error {
-		r, err := loadgen.Run(ctx, t, cfg, progress)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", t.Name(), cfg.Scenario, err)
-		}
-		rep.Results = append(rep.Results, r)
-		if progress == nil {
-			say("%s %s: %.0f attempts/s, %d ok, %d refused, %d errors", r.Target, r.Scenario,
-				r.AttemptsPerSecond, r.Successes, r.Attempts-r.Successes-sumErrors(r), sumErrors(r))
-		}
-		return nil
-	}
+	s := &suite{ctx: ctx, rep: &loadgen.Report{Machine: machine()}, progress: progress, log: logw}
+	rep := s.rep
 	dir, err := os.MkdirTemp("", "flashstock-bench-")
 	if err != nil {
 		return nil, err
@@ -47,19 +101,27 @@ func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*l
 		return nil, err
 	}
 	defer srv.Stop()
+	s.redisPid = srv.Pid()
 	rdb, stop, err := benchRedis("redis://"+srv.Addr, f.conc)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
-
-	// 1. The engine and the two baselines, on the same Redis and the same driver.
-	say("redis-server %s on %s; engine-level runs", redisVersion(), srv.Addr)
 	timed := func(sc string, d time.Duration) loadgen.Config {
 		return loadgen.Config{Scenario: sc, Duration: d, Concurrency: f.conc, Users: f.users}
 	}
-	for _, pipelined := range []bool{false, true} {
-		if err := ceilings(ctx, rep, rdb, f.conc, int(f.wrkDuration.Seconds()*20_000), pipelined); err != nil {
+	counted := func(sc string, buyers int) loadgen.Config {
+		return loadgen.Config{Scenario: sc, Buyers: buyers, Concurrency: f.conc, Users: f.users}
+	}
+	short := f.wrkDuration / 2
+
+	// 1. The ceilings, the seed-style baseline and the engine: same Redis, same driver.
+	s.say("redis-server %s on %s: engine-level steps", redisVersion(), srv.Addr)
+	for _, pipeline := range []int{1, 16} {
+		requests := int(short.Seconds() * 40_000 * float64(pipeline/8+1))
+		if err := s.measure(func() (*loadgen.Result, error) {
+			return loadgen.RedisBenchmark(ctx, rdb, f.conc, requests, pipeline)
+		}); err != nil {
 			return rep, err
 		}
 	}
@@ -69,83 +131,87 @@ func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*l
 		t   loadgen.Target
 		cfg loadgen.Config
 	}{
-		{loadgen.Ceiling{RDB: rdb}, timed(loadgen.Hot, f.wrkDuration/2)},
-		{loadgen.SeedStyle{RDB: rdb}, timed(loadgen.Hot, f.wrkDuration/2)},
-		{loadgen.Engine{Inv: inv}, timed(loadgen.Hot, f.wrkDuration/2)},
-		{loadgen.Engine{Inv: inv}, loadgen.Config{Scenario: loadgen.Cart, Buyers: 100_000, Concurrency: f.conc, Users: f.users}},
-		{loadgen.Engine{Inv: inv}, loadgen.Config{Scenario: loadgen.Holds, Buyers: 50_000, Concurrency: f.conc, Users: f.users}},
-		{loadgen.Engine{Inv: inv}, loadgen.Config{Scenario: loadgen.Storm, Buyers: 200_000, Concurrency: f.conc, Users: f.users}},
+		{loadgen.Ceiling{RDB: rdb}, timed(loadgen.Hot, short)},
+		{loadgen.SeedStyle{RDB: rdb}, timed(loadgen.Hot, short)},
+		{loadgen.Engine{Inv: inv}, timed(loadgen.Hot, short)},
+		{loadgen.Engine{Inv: inv}, counted(loadgen.Cart, 100_000)},
+		{loadgen.Engine{Inv: inv}, counted(loadgen.Holds, 50_000)},
+		{loadgen.Engine{Inv: inv}, counted(loadgen.Storm, 200_000)},
 	} {
-		if err := run(step.t, step.cfg); err != nil {
+		if err := s.run(step.t, step.cfg); err != nil {
 			return rep, err
 		}
 	}
 
-	// 2. The server over HTTP: the same scenarios from this driver, and hot from wrk.
+	// 2. The server over HTTP: this driver, then wrk, on the same server.
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	env := map[string]string{"REDIS_URL": "redis://" + srv.Addr, "JWT_SECRET": hex.EncodeToString(secret),
 		"RATE_LIMIT_PER_MINUTE": "0", "ROLE": "api", "LOG_LEVEL": "warn"}
-	server, err := startServer(ctx, filepath.Join(dir, "server"), env, logw)
+	server, h, err := s.startServer(filepath.Join(dir, "server"), env, f)
 	if err != nil {
 		return rep, err
 	}
 	defer server.stop()
-	say("server (ROLE=api, RATE_LIMIT_PER_MINUTE=0) on %s", server.url)
-	h, err := loadgen.NewHTTP(ctx, server.url, loadgen.HTTPOptions{Secret: []byte(env["JWT_SECRET"]), Users: f.users, Conns: f.conc})
-	if err != nil {
-		return rep, err
-	}
 	defer h.Close()
-	if err := run(h, timed(loadgen.Hot, f.wrkDuration)); err != nil {
+	s.say("server (ROLE=api, RATE_LIMIT_PER_MINUTE=0) on %s", server.url)
+	if err := s.run(h, timed(loadgen.Hot, f.wrkDuration)); err != nil {
 		return rep, err
 	}
-	say("wrk -t2 -c%d -d%s on the same server", f.conc, f.wrkDuration)
-	w, err := h.Wrk(ctx, loadgen.WrkConfig{Threads: 2, Conns: f.conc, Duration: f.wrkDuration})
-	if err != nil {
+	s.say("wrk -t2 -c%d -d%s on the same server", f.conc, f.wrkDuration)
+	if err := s.measure(func() (*loadgen.Result, error) {
+		return h.Wrk(ctx, loadgen.WrkConfig{Threads: 2, Conns: f.conc, Duration: f.wrkDuration})
+	}); err != nil {
 		return rep, err
 	}
-	rep.Results = append(rep.Results, w)
-	for _, cfg := range []loadgen.Config{
-		{Scenario: loadgen.Cart, Buyers: 40_000, Concurrency: f.conc, Users: f.users},
-		{Scenario: loadgen.Holds, Buyers: 20_000, Concurrency: f.conc, Users: f.users},
-		timed(loadgen.Storm, f.wrkDuration/2),
-	} {
-		if err := run(h, cfg); err != nil {
+	for _, cfg := range []loadgen.Config{counted(loadgen.Cart, 40_000), counted(loadgen.Holds, 20_000), timed(loadgen.Storm, short)} {
+		if err := s.run(h, cfg); err != nil {
 			return rep, err
 		}
 	}
 
 	// 3. The sold-out storm again with SOLDOUT_CACHE_MS on, from a second server.
 	env["SOLDOUT_CACHE_MS"] = "50"
-	cached, err := startServer(ctx, filepath.Join(dir, "server-cached"), env, logw)
+	cached, hc, err := s.startServer(filepath.Join(dir, "server-cached"), env, f)
 	if err != nil {
 		return rep, err
 	}
-	hc, err := loadgen.NewHTTP(ctx, cached.url, loadgen.HTTPOptions{Secret: []byte(env["JWT_SECRET"]), Users: f.users, Conns: f.conc})
-	if err != nil {
-		cached.stop()
-		return rep, err
-	}
-	err = run(renamed{hc, "http soldout-cache"}, timed(loadgen.Storm, f.wrkDuration/2))
+	err = s.run(renamed{hc, "http soldout-cache"}, timed(loadgen.Storm, short))
 	hc.Close()
 	cached.stop()
+	s.serverPid = server.pid()
 	if err != nil {
 		return rep, err
 	}
 
 	// 4. A sustained run at a fixed rate, with the server's memory sampled.
 	if f.soak > 0 {
-		say("soak: %.0f checkouts/s for %s, server memory sampled every 10 s", f.soakRate, f.soak)
-		s, err := h.RunSoak(ctx, loadgen.Config{Scenario: loadgen.Hot, Rate: f.soakRate, Duration: f.soak,
+		s.say("soak: %.0f checkouts/s for %s, server memory sampled every 10 s", f.soakRate, f.soak)
+		soak, err := h.RunSoak(ctx, loadgen.Config{Scenario: loadgen.Hot, Rate: f.soakRate, Duration: f.soak,
 			Concurrency: f.conc, Users: f.users}, 10*time.Second, progress)
 		if err != nil {
 			return rep, err
 		}
-		rep.Soak = s
+		rep.Soak = soak
 	}
 	addRatios(rep)
 	return rep, nil
+}
+
+// startServer starts a server with env and connects a driver to it; the server's
+// process is the one measure charges from then on.
+func (s *suite) startServer(dataDir string, env map[string]string, f benchFlags) (*child, *loadgen.HTTP, error) {
+	c, err := startServer(s.ctx, dataDir, env, s.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := loadgen.NewHTTP(s.ctx, c.url, loadgen.HTTPOptions{Secret: []byte(env["JWT_SECRET"]), Users: f.users, Conns: f.conc})
+	if err != nil {
+		c.stop()
+		return nil, nil, err
+	}
+	s.serverPid = c.pid()
+	return c, h, nil
 }
 
 func sumErrors(r *loadgen.Result) int64 {
@@ -170,7 +236,12 @@ func redisVersion() string {
 	if err != nil {
 		return "?"
 	}
-	return string(out[:min(len(out), 32)])
+	for _, f := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(f, "v="); ok {
+			return v
+		}
+	}
+	return "?"
 }
 
 // child is a flashstock server process started by the suite.
@@ -179,6 +250,8 @@ type child struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 }
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
 
 // startServer runs this binary's serve with env (and DATA_DIR, PORT) and waits until it
 // is ready.

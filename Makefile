@@ -6,7 +6,7 @@ PKGS    ?= ./...
 BENCH   ?= .
 TIMEOUT ?= 15m
 
-.PHONY: all build run test test-race bench bench-ratio lint check-alerts fmt deps
+.PHONY: all build run test test-race bench bench-go bench-deps bench-ratio lint check-alerts fmt deps
 
 all: lint test
 
@@ -24,8 +24,24 @@ test: deps
 test-race: deps
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
 
-bench: deps
+# The measured suite behind docs/BENCHMARKS.md, in one run (about 4 minutes): the
+# ceilings, the seed-style baseline, the engine, the server over HTTP (this tool and
+# wrk), sold-out storms with and without SOLDOUT_CACHE_MS, and a 2-minute memory soak.
+# BENCH_FLAGS passes more flags, e.g. BENCH_FLAGS=-json.
+BENCH_FLAGS ?=
+bench: deps bench-deps build
+	./bin/flashstock bench -suite $(BENCH_FLAGS) | tee bin/bench-report.txt
+
+# Go micro-benchmarks of the engine and the syncer (about 80 s).
+bench-go: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime 3s ./engine/ ./sync/
+
+# wrk and redis-benchmark (Debian packages wrk, redis-tools) for the suite.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 || { \
+	  echo "installing wrk and redis-benchmark (Debian packages wrk, redis-tools)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk redis-tools >/dev/null; }
 
 # The issue-2 figure: hot-SKU checkout against redis-benchmark's trivial EVALSHA,
 # interleaved (RUNS pairs), so each ratio compares two figures from the same moment.

@@ -103,7 +103,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	if s := r.Soak; s != nil {
-		fmt.Fprintf(w, "\nserver memory during the soak (%s, %d requests):\n", s.Result.Model, s.Result.Attempts)
+		x := s.Result
+		fmt.Fprintf(w, "\nsoak (%s hot, %s): %d attempts, %d ok, %d refused, %d errors; p50 %.2f ms, p99 %.2f ms, max %.1f ms; oversell %d, false refusals %d\n",
+			x.Target, x.Model, x.Attempts, x.Successes, sum(x.Refusals), sum(x.Errors), x.Latency.P50, x.Latency.P99, x.Latency.Max, x.Oversell, x.FalseRefusals)
+		fmt.Fprintf(w, "server memory during the soak:\n")
 		for _, m := range s.Samples {
 			fmt.Fprintf(w, "  %6.0f s  %9d requests  RSS %6.1f MiB  heap in use %6.1f MiB\n",
 				m.AtSeconds, m.Requests, m.RSSBytes/(1<<20), m.HeapBytes/(1<<20))

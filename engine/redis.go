@@ -362,7 +362,9 @@ func opError(op string, err error) error {
 
 // take runs one request through the batcher; it answers 'ok' or 'replay' or an error.
 func (r *Redis) take(req *takeReq) (reply, error) {
-	if r.soldOut != nil {
+	// A request with an idempotency key may be the retry of one that succeeded, whose
+	// answer must be replayed even if the SKU is sold out now: only Redis knows.
+	if r.soldOut != nil && req.fp == "" {
 		if err := r.soldOut.refuse(req.lines); err != nil {
 			return nil, err
 		}

@@ -12,8 +12,9 @@ import (
 // soldOut is the optional local sold-out mark (Options.SoldOutFor, SOLDOUT_CACHE_MS).
 //
 // When a checkout or reservation is refused because a SKU has nothing left, the SKU is
-// marked for SoldOutFor, and until then requests that ask for it are refused here,
-// without a Redis call. A mark ends early when stock comes back: every operation that
+// marked for SoldOutFor, and until then requests without an idempotency key that ask
+// for it are refused here, without a Redis call. Requests with a key still go to Redis:
+// one may be the retry of a checkout that succeeded, and must get its order back. A mark ends early when stock comes back: every operation that
 // returns units (cancel, release, expiry, adjust, set, repair, restore) clears the
 // marks of its SKUs in this process and publishes them on a Redis channel, which every
 // other process with marks listens to. So a refusal can lag returned stock by at most

@@ -111,3 +111,27 @@ func TestSoldOutMarkClearsOnReturnedStock(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A keyed retry of a checkout that succeeded gets its order back, mark or no mark.
+func TestSoldOutMarkNeverHidesAReplay(t *testing.T) {
+	_, rdb := testredis.Start(t)
+	inv := engine.NewRedis(rdb, engine.Options{SoldOutFor: time.Hour})
+	t.Cleanup(inv.Close)
+	mustCreate(t, inv, engine.Product{SKU: "S", Stock: 1, Price: 1})
+	ctx := context.Background()
+	req := engine.CheckoutRequest{UserID: "u1", Lines: []engine.Line{{SKU: "S", Quantity: 1}}, IdempotencyKey: "k1"}
+	first, err := inv.Checkout(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buyOne(inv, "u2"); !errors.Is(err, engine.ErrOutOfStock) {
+		t.Fatalf("sold out: %v", err)
+	}
+	if _, err := buyOne(inv, "u3"); !errors.Is(err, engine.ErrOutOfStock) {
+		t.Fatalf("marked: %v", err)
+	}
+	again, err := inv.Checkout(ctx, req)
+	if err != nil || !again.Replayed || again.ID != first.ID {
+		t.Fatalf("retry during the mark: %+v, %v; want the replay of %s", again, err, first.ID)
+	}
+}

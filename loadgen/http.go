@@ -219,7 +219,10 @@ func (h *HTTP) Reserve(ctx context.Context, buyer int, key string, lines []engin
 
 // Commit implements Holder.
 func (h *HTTP) Commit(ctx context.Context, buyer int, holdID, key string) Answer {
-	return h.answer(h.do(ctx, "POST", "/api/v1/holds/"+holdID+"/commit", h.token(buyer), key+"-c", nil))
+	if key != "" {
+		key += "-c"
+	}
+	return h.answer(h.do(ctx, "POST", "/api/v1/holds/"+holdID+"/commit", h.token(buyer), key, nil))
 }
 
 // Cancel implements Canceller.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/internal/testredis"
@@ -132,5 +133,21 @@ func TestChecksCatchFaults(t *testing.T) {
 	liar := run(t, &shelf{liar: true}, loadgen.Config{Scenario: loadgen.Hot, Buyers: 300, Stock: 300, Concurrency: 8})
 	if liar.FalseRefusals != 100 || liar.Refusals["out_of_stock"] != 100 {
 		t.Fatalf("liar refused %v, false refusals %d; want 100 of 100", liar.Refusals, liar.FalseRefusals)
+	}
+}
+
+// With sold-out marks, requests without keys are refused in-process while the SKU is
+// marked, and every cancellation must end the mark before it can hide a returned unit:
+// many buyers and a canceller, checked for false refusals.
+func TestStormWithSoldOutMarks(t *testing.T) {
+	_, rdb := testredis.Start(t)
+	inv := engine.NewRedis(rdb, engine.Options{SoldOutFor: time.Hour})
+	t.Cleanup(inv.Close)
+	r := run(t, loadgen.Engine{Inv: inv}, loadgen.Config{Scenario: loadgen.Storm, Duration: 700 * time.Millisecond, Concurrency: 64, NoKeys: true, CancelEvery: 2 * time.Millisecond})
+	if r.Oversell != 0 || r.FalseRefusals != 0 || r.Unaccounted != 0 || len(r.Errors) != 0 {
+		t.Fatalf("oversell %d, false refusals %d, unaccounted %d, errors %v", r.Oversell, r.FalseRefusals, r.Unaccounted, r.Errors)
+	}
+	if r.UnitsReturned == 0 || r.Successes <= r.StockBefore {
+		t.Fatalf("returned units were not sold again: returned %d (%d cancels failed), sold %d of %d, %.2fs", r.UnitsReturned, r.CancelFailures, r.Successes, r.StockBefore, r.Seconds)
 	}
 }

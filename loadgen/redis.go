@@ -32,7 +32,11 @@ func (e Engine) Prepare(ctx context.Context, stock map[string]int64) error {
 
 // Checkout implements Target.
 func (e Engine) Checkout(ctx context.Context, buyer int, key string, lines []engine.Line) Answer {
-	o, err := e.Inv.Checkout(ctx, engine.CheckoutRequest{UserID: userID(buyer), Lines: lines, IdempotencyKey: key})
+	req := engine.CheckoutRequest{UserID: userID(buyer), Lines: lines, IdempotencyKey: key}
+	if key == "" {
+		req.OrderID = engine.NewID()
+	}
+	o, err := e.Inv.Checkout(ctx, req)
 	if err != nil {
 		return engineAnswer(err)
 	}
@@ -41,7 +45,11 @@ func (e Engine) Checkout(ctx context.Context, buyer int, key string, lines []eng
 
 // Reserve implements Holder.
 func (e Engine) Reserve(ctx context.Context, buyer int, key string, lines []engine.Line) Answer {
-	h, err := e.Inv.Reserve(ctx, engine.ReserveRequest{UserID: userID(buyer), Lines: lines, IdempotencyKey: key, TTL: 600e9})
+	req := engine.ReserveRequest{UserID: userID(buyer), Lines: lines, IdempotencyKey: key, TTL: 600e9}
+	if key == "" {
+		req.HoldID = engine.NewID()
+	}
+	h, err := e.Inv.Reserve(ctx, req)
 	if err != nil {
 		return engineAnswer(err)
 	}

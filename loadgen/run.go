@@ -95,7 +95,10 @@ func Run(ctx context.Context, target Target, cfg Config, progress io.Writer) (*R
 					begin = due
 				}
 				buyer := int(i) % cfg.Users
-				key := cfg.RunID + "-" + strconv.FormatInt(i, 36)
+				key := ""
+				if !cfg.NoKeys {
+					key = cfg.RunID + "-" + strconv.FormatInt(i, 36)
+				}
 				lines := p.linesFor(int(i))
 				var a Answer
 				if cfg.Scenario == Holds {

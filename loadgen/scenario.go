@@ -54,6 +54,8 @@ type Config struct {
 	RunID string
 	// Seed makes the carts' random choices repeatable.
 	Seed uint64
+	// NoKeys sends requests without idempotency keys (by default each has its own).
+	NoKeys bool
 
 	// onStart, if set, is given the count of finished attempts when the run starts.
 	onStart func(done func() int64)
@@ -102,10 +104,14 @@ func (c *Config) defaults() error {
 
 // Model names the load model for the report.
 func (c *Config) Model() string {
+	m := fmt.Sprintf("closed c=%d", c.Concurrency)
 	if c.Rate > 0 {
-		return fmt.Sprintf("open %.0f/s", c.Rate)
+		m = fmt.Sprintf("open %.0f/s", c.Rate)
 	}
-	return fmt.Sprintf("closed c=%d", c.Concurrency)
+	if c.NoKeys {
+		m += ", no keys"
+	}
+	return m
 }
 
 // plan is a scenario made concrete: its SKUs and what each buyer asks for.

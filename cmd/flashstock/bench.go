@@ -43,6 +43,7 @@ type benchFlags struct {
 	rate               float64
 	duration           time.Duration
 	json, suite, quiet bool
+	noKeys             bool
 	// suite only
 	wrkDuration, soak time.Duration
 	soakRate          float64
@@ -66,6 +67,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Float64Var(&f.rate, "rate", 0, "open model: attempts started per second (0: closed model)")
 	fs.DurationVar(&f.duration, "duration", 0, "bound each run by time")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
+	fs.BoolVar(&f.noKeys, "no-keys", false, "send requests without idempotency keys")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress bar")
 	fs.BoolVar(&f.suite, "suite", false, "run the whole measured suite: baselines, engine, server over HTTP (own driver and wrk), sold-out storms, memory soak")
 	fs.DurationVar(&f.wrkDuration, "wrk-duration", 15*time.Second, "suite: length of each HTTP throughput run")
@@ -220,7 +222,7 @@ func ceilings(ctx context.Context, rep *loadgen.Report, rdb *redis.Client, conns
 
 func (f benchFlags) config(scenario string) loadgen.Config {
 	return loadgen.Config{Scenario: scenario, Buyers: f.buyers, Concurrency: f.conc, Users: f.users,
-		Stock: f.stock, Rate: f.rate, Duration: f.duration}
+		Stock: f.stock, Rate: f.rate, Duration: f.duration, NoKeys: f.noKeys}
 }
 
 // supports says whether a target can run a scenario: the baselines sell one line, with
@@ -284,7 +286,11 @@ func addRatios(rep *loadgen.Report) {
 			continue
 		}
 		if hot := rep.Find(strings.TrimSuffix(x.Target, " soldout-cache"), loadgen.Hot); hot != nil {
-			rep.AddRatio(x.Target+" storm refusals/s ÷ "+hot.Target+" hot checkouts/s", x.RefusalsPerSecond, hot.SuccessesPerSecond)
+			name := x.Target + " storm"
+			if strings.HasSuffix(x.Model, "no keys") {
+				name += " (no keys)"
+			}
+			rep.AddRatio(name+" refusals/s ÷ "+hot.Target+" hot checkouts/s", x.RefusalsPerSecond, hot.SuccessesPerSecond)
 		}
 	}
 }

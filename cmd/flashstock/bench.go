@@ -44,6 +44,7 @@ type benchFlags struct {
 	duration           time.Duration
 	json, suite, quiet bool
 	noKeys             bool
+	cancelEvery        time.Duration
 	// suite only
 	wrkDuration, soak time.Duration
 	soakRate          float64
@@ -68,6 +69,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.DurationVar(&f.duration, "duration", 0, "bound each run by time")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&f.noKeys, "no-keys", false, "send requests without idempotency keys")
+	fs.DurationVar(&f.cancelEvery, "cancel-every", 5*time.Millisecond, "storm: how often a sold unit is cancelled, returning it")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress bar")
 	fs.BoolVar(&f.suite, "suite", false, "run the whole measured suite: baselines, engine, server over HTTP (own driver and wrk), sold-out storms, memory soak")
 	fs.DurationVar(&f.wrkDuration, "wrk-duration", 15*time.Second, "suite: length of each HTTP throughput run")
@@ -222,7 +224,7 @@ func ceilings(ctx context.Context, rep *loadgen.Report, rdb *redis.Client, conns
 
 func (f benchFlags) config(scenario string) loadgen.Config {
 	return loadgen.Config{Scenario: scenario, Buyers: f.buyers, Concurrency: f.conc, Users: f.users,
-		Stock: f.stock, Rate: f.rate, Duration: f.duration, NoKeys: f.noKeys}
+		Stock: f.stock, Rate: f.rate, Duration: f.duration, NoKeys: f.noKeys, CancelEvery: f.cancelEvery}
 }
 
 // supports says whether a target can run a scenario: the baselines sell one line, with

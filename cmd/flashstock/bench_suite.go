@@ -208,7 +208,7 @@ func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*l
 // startServer starts a server with env and connects a driver to it; the server's
 // process is the one measure charges from then on.
 func (s *suite) startServer(dataDir string, env map[string]string, f benchFlags) (*child, *loadgen.HTTP, error) {
-	c, err := startServer(s.ctx, dataDir, env, s.log)
+	c, err := startServer(s.ctx, dataDir, env)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -262,7 +262,7 @@ func (c *child) pid() int { return c.cmd.Process.Pid }
 
 // startServer runs this binary's serve with env (and DATA_DIR, PORT) and waits until it
 // is ready.
-func startServer(ctx context.Context, dataDir string, env map[string]string, logw io.Writer) (*child, error) {
+func startServer(ctx context.Context, dataDir string, env map[string]string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -276,9 +276,21 @@ func startServer(ctx context.Context, dataDir string, env map[string]string, log
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	cmd.Stdout, cmd.Stderr = logw, logw
+	// The server's own log goes to a file beside its data, out of the report's way; a
+	// server that fails to start has its log's end in the error.
+	logPath := dataDir + ".log"
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return nil, err
+	}
+	failed := func(err error) error {
+		b, _ := os.ReadFile(logPath)
+		return fmt.Errorf("%w; server log ends:\n%s", err, b[max(0, len(b)-2000):])
 	}
 	c := &child{url: "http://127.0.0.1:" + strconv.Itoa(port), cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(c.done) }()
@@ -293,7 +305,7 @@ func startServer(ctx context.Context, dataDir string, env map[string]string, log
 		}
 		select {
 		case <-c.done:
-			return nil, fmt.Errorf("server exited before it was ready")
+			return nil, failed(fmt.Errorf("server exited before it was ready"))
 		case <-ctx.Done():
 			c.stop()
 			return nil, ctx.Err()
@@ -301,7 +313,7 @@ func startServer(ctx context.Context, dataDir string, env map[string]string, log
 		}
 		if time.Now().After(deadline) {
 			c.stop()
-			return nil, fmt.Errorf("server on %s not ready after 60 s", c.url)
+			return nil, failed(fmt.Errorf("server on %s not ready after 60 s", c.url))
 		}
 	}
 }

@@ -85,7 +85,7 @@ func summarize(target string, cfg Config, p plan, workers []worker, elapsed time
 			switch a.outcome {
 			case OK:
 				r.Successes++
-				for _, l := range p.linesFor(int(a.buyer)) {
+				for _, l := range p.linesFor(int(a.n)) {
 					r.UnitsSold += l.Quantity
 				}
 			case Refused:
@@ -229,7 +229,7 @@ func (r *Result) check(p plan, workers []worker, returns []ret, before, after ma
 			}
 		}
 		remained := true
-		for _, l := range p.linesFor(int(a.buyer)) {
+		for _, l := range p.linesFor(int(a.n)) {
 			if returnedBySKU[l.SKU] > 0 || after[l.SKU].Available < l.Quantity {
 				remained = false
 				break

@@ -11,10 +11,10 @@ import (
 )
 
 // attempt is one buyer's request as the driver saw it. Times are nanoseconds since the
-// run started; a single-line attempt keeps its SKU index and quantity for the analysis.
+// run started; n is the attempt's number, which says what it asked for (plan.linesFor).
 type attempt struct {
 	start, end int64
-	buyer      int32
+	n          int32
 	outcome    Outcome
 	// liar: an out_of_stock answer whose own figures show enough stock for every line.
 	liar   bool
@@ -112,7 +112,7 @@ func Run(ctx context.Context, target Target, cfg Config, progress io.Writer) (*R
 				} else {
 					a = target.Checkout(ctx, buyer, key, lines)
 				}
-				rec := attempt{start: begin, end: since(), buyer: int32(i), outcome: a.Outcome, reason: a.Reason}
+				rec := attempt{start: begin, end: since(), n: int32(i), outcome: a.Outcome, reason: a.Reason}
 				switch a.Outcome {
 				case OK:
 					counts.ok.Add(1)

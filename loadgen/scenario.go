@@ -123,15 +123,15 @@ type plan struct {
 	seed  uint64
 }
 
-// linesFor is what buyer asks for: the same for every call with the same buyer.
-func (p *plan) linesFor(buyer int) []engine.Line {
+// linesFor is what attempt n asks for: the same for every call with the same n.
+func (p *plan) linesFor(n int) []engine.Line {
 	if !p.cart {
 		return p.one
 	}
-	rng := rand.New(rand.NewPCG(p.seed, uint64(buyer)))
-	n := 2 + rng.IntN(3)
-	lines := make([]engine.Line, 0, n)
-	for _, i := range rng.Perm(len(p.skus))[:n] {
+	rng := rand.New(rand.NewPCG(p.seed, uint64(n)))
+	count := 2 + rng.IntN(3)
+	lines := make([]engine.Line, 0, count)
+	for _, i := range rng.Perm(len(p.skus))[:count] {
 		lines = append(lines, engine.Line{SKU: p.skus[i], Quantity: 1 + rng.Int64N(2)})
 	}
 	return lines

@@ -293,6 +293,11 @@ func addRatios(rep *loadgen.Report) {
 				name += " (no keys)"
 			}
 			rep.AddRatio(name+" refusals/s ÷ "+hot.Target+" hot checkouts/s", x.RefusalsPerSecond, hot.SuccessesPerSecond)
+			// The same ratio from CPU per attempt (all processes): the two runs above are
+			// taken seconds apart on a host whose speed drifts; CPU cost drifts less.
+			if c, h := x.DriverCPU+x.ServerCPU+x.RedisCPU, hot.DriverCPU+hot.ServerCPU+hot.RedisCPU; c > 0 && h > 0 {
+				rep.AddRatio(name+", by CPU per attempt", h, c)
+			}
 		}
 	}
 }

@@ -23,9 +23,12 @@ func restockBehindTheEngine(t *testing.T, inv *engine.Redis) {
 	}
 }
 
-func TestSoldOutMarkIsOffByDefault(t *testing.T) {
+// soldOutEngine is an engine on a private Redis whose one SKU, S, has just sold out: its
+// last unit sold, and the next buyer refused (which marks it, if marks are on).
+func soldOutEngine(t *testing.T, marks time.Duration) *engine.Redis {
+	t.Helper()
 	_, rdb := testredis.Start(t)
-	inv := engine.NewRedis(rdb, engine.Options{})
+	inv := engine.NewRedis(rdb, engine.Options{SoldOutFor: marks})
 	t.Cleanup(inv.Close)
 	mustCreate(t, inv, engine.Product{SKU: "S", Stock: 1, Price: 1})
 	if _, err := buyOne(inv, "a"); err != nil {
@@ -34,6 +37,11 @@ func TestSoldOutMarkIsOffByDefault(t *testing.T) {
 	if _, err := buyOne(inv, "b"); !errors.Is(err, engine.ErrOutOfStock) {
 		t.Fatalf("sold out: %v", err)
 	}
+	return inv
+}
+
+func TestSoldOutMarkIsOffByDefault(t *testing.T) {
+	inv := soldOutEngine(t, 0)
 	restockBehindTheEngine(t, inv)
 	if _, err := buyOne(inv, "c"); err != nil {
 		t.Fatalf("live answers must see the unit at once: %v", err)
@@ -41,17 +49,8 @@ func TestSoldOutMarkIsOffByDefault(t *testing.T) {
 }
 
 func TestSoldOutMarkLagsAtMostItsDuration(t *testing.T) {
-	_, rdb := testredis.Start(t)
 	const d = 300 * time.Millisecond
-	inv := engine.NewRedis(rdb, engine.Options{SoldOutFor: d})
-	t.Cleanup(inv.Close)
-	mustCreate(t, inv, engine.Product{SKU: "S", Stock: 1, Price: 1})
-	if _, err := buyOne(inv, "a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := buyOne(inv, "b"); !errors.Is(err, engine.ErrOutOfStock) {
-		t.Fatalf("sold out: %v", err)
-	}
+	inv := soldOutEngine(t, d)
 	marked := time.Now()
 	restockBehindTheEngine(t, inv)
 	_, err := buyOne(inv, "c")

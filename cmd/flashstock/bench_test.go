@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,15 +13,7 @@ import (
 // The load tool against the real binary: every scenario over HTTP, measured against the
 // invariants, with tokens minted from the secret and, separately, from the demo logins.
 func TestBenchDrivesTheRunningBinary(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "flashstock")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	bin, data := buildBinary(t)
 	p := startBinary(t, bin, data)
 	bench := func(args ...string) loadgen.Report {
 		t.Helper()

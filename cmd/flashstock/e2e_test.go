@@ -117,16 +117,24 @@ func (p *proc) login(t *testing.T, email, password string) string {
 	return m["accessToken"].(string)
 }
 
-func TestBinaryEmbeddedModeSurvivesARestart(t *testing.T) {
+// buildBinary builds this command into a fresh directory and returns the binary's path
+// and an empty data directory beside it.
+func buildBinary(t *testing.T) (bin, data string) {
+	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "flashstock")
+	bin = filepath.Join(dir, "flashstock")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	data := filepath.Join(dir, "data")
+	data = filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o750); err != nil {
 		t.Fatal(err)
 	}
+	return bin, data
+}
+
+func TestBinaryEmbeddedModeSurvivesARestart(t *testing.T) {
+	bin, data := buildBinary(t)
 	p := startBinary(t, bin, data)
 	admin := p.login(t, "admin@example.com", "admin12345")
 	cust := p.login(t, "customer7@example.com", "customer12345")

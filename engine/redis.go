@@ -34,9 +34,6 @@ type Options struct {
 	// that long without asking Redis, unless stock comes back first (see soldOut).
 	// 0, the default, keeps every answer live.
 	SoldOutFor time.Duration
-	// QuietRestock stops this process publishing the SKUs whose stock came back. Only
-	// for deployments where no process uses SoldOutFor.
-	QuietRestock bool
 }
 
 // Redis is the Inventory on Redis: each operation is one Lua script, so every check and
@@ -48,8 +45,7 @@ type Redis struct {
 	recTTL  string
 	batch   *batcher
 	// soldOut is nil unless Options.SoldOutFor is set.
-	soldOut        *soldOut
-	publishRestock bool
+	soldOut *soldOut
 }
 
 var _ Inventory = (*Redis)(nil)
@@ -87,7 +83,6 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 		recTTL:  strconv.FormatInt(int64(opts.RecordTTL/time.Second), 10),
 	}
 	r.batch = newBatcher(r, opts.Batchers)
-	r.publishRestock = !opts.QuietRestock
 	if opts.SoldOutFor > 0 {
 		r.soldOut = newSoldOut(context.Background(), rdb, r.k.restockChannel(), opts.SoldOutFor)
 	}
@@ -197,7 +192,7 @@ func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error
 		return err
 	}
 	if lv.Available > 0 {
-		r.restocked(ctx, p.SKU)
+		r.restocked(p.SKU)
 	}
 	return nil
 }
@@ -430,7 +425,7 @@ func (r *Redis) CancelOrder(ctx context.Context, o Order) (Order, error) {
 		switch rep.status() {
 		case "ok":
 			o.Status = OrderCancelled
-			r.restocked(ctx, itemSKUs(o.Items)...)
+			r.restocked(itemSKUs(o.Items)...)
 			return o, nil
 		case "replay":
 			o.Status, o.Replayed = OrderCancelled, true
@@ -532,7 +527,7 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string)
 	switch rep.status() {
 	case "ok", "replay":
 		if mode != "commit" && rep.status() == "ok" {
-			r.restocked(ctx, itemSKUs(h.Items)...)
+			r.restocked(itemSKUs(h.Items)...)
 		}
 		return h, rep, nil
 	case "not_found":
@@ -607,7 +602,7 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 			back = append(back, itemSKUs(holds[i].Items)...)
 		}
 	}
-	r.restocked(ctx, back...)
+	r.restocked(back...)
 	return n, nil
 }
 
@@ -700,7 +695,7 @@ func (r *Redis) adjust(ctx context.Context, kind, sku, reason, actor, idemKey, f
 		lv := Level{SKU: sku, Available: rep.num(1), Reserved: rep.num(2), Sold: rep.num(3),
 			Version: rep.num(4), Replayed: rep.status() == "replay"}
 		if lv.Available > 0 && !lv.Replayed {
-			r.restocked(ctx, sku)
+			r.restocked(sku)
 		}
 		return lv, nil
 	case "not_found":

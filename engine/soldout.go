@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,12 +13,14 @@ import (
 // When a checkout or reservation is refused because a SKU has nothing left, the SKU is
 // marked for SoldOutFor, and until then requests without an idempotency key that ask
 // for it are refused here, without a Redis call. Requests with a key still go to Redis:
-// one may be the retry of a checkout that succeeded, and must get its order back. A mark ends early when stock comes back: every operation that
-// returns units (cancel, release, expiry, adjust, set, repair, restore) clears the
-// marks of its SKUs in this process and publishes them on a Redis channel, which every
-// other process with marks listens to. So a refusal can lag returned stock by at most
-// SoldOutFor (less whenever the message arrives first). With SoldOutFor 0, nothing is
-// marked and every answer comes from Redis.
+// one may be the retry of a checkout that succeeded, and must get its order back.
+//
+// A mark ends early when stock comes back. Every script that makes units available
+// (cancel, release, expiry, adjust, set, repair, create, restore) publishes their SKUs on
+// a Redis channel in the same atomic step, and every process with marks listens to it;
+// the process that ran the operation also clears its own marks at once. So a refusal
+// can lag returned stock by at most SoldOutFor (less whenever the message arrives
+// first). With SoldOutFor 0, nothing is marked and every answer comes from Redis.
 type soldOut struct {
 	ttl   time.Duration
 	mu    sync.RWMutex
@@ -28,8 +29,8 @@ type soldOut struct {
 	done  chan struct{}
 }
 
-// restockChannel carries the SKUs whose stock has just come back, one message per
-// operation, SKUs separated by spaces.
+// restockChannel carries the SKUs whose stock has just come back, one SKU per message.
+// The scripts derive the same name from the outbox key (prelude.lua, restocked).
 func (k keys) restockChannel() string { return k.prefix + "restock" }
 
 func newSoldOut(ctx context.Context, rdb redis.UniversalClient, channel string, ttl time.Duration) *soldOut {
@@ -38,7 +39,7 @@ func newSoldOut(ctx context.Context, rdb redis.UniversalClient, channel string, 
 	go func() {
 		defer close(s.done)
 		for msg := range s.sub.Channel() {
-			s.clear(strings.Fields(msg.Payload))
+			s.clear([]string{msg.Payload})
 		}
 	}()
 	return s
@@ -89,18 +90,12 @@ func (s *soldOut) clear(skus []string) {
 	s.mu.Unlock()
 }
 
-// restocked is called after units of skus came back: it clears this process's marks
-// and tells the other processes. Publishing is best effort: a lost message only lets a
-// mark run its course.
-func (r *Redis) restocked(ctx context.Context, skus ...string) {
-	if len(skus) == 0 {
-		return
-	}
+// restocked clears this process's marks of skus at once, after an operation of its own
+// returned units of them. The script that returned them has already published them on
+// the restock channel for the other processes (prelude.lua, restocked).
+func (r *Redis) restocked(skus ...string) {
 	if r.soldOut != nil {
 		r.soldOut.clear(skus)
-	}
-	if r.publishRestock {
-		_ = r.rdb.Publish(context.WithoutCancel(ctx), r.k.restockChannel(), strings.Join(skus, " ")).Err()
 	}
 }
 

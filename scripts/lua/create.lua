@@ -16,6 +16,7 @@ local now = now_ms()
 redis.call('HSET', KEYS[2], 'a', ARGV[3], 'r', ARGV[4], 's', ARGV[5], 'q', ARGV[6],
   'p', ARGV[7], 'c', ARGV[8], 'l', ARGV[9], 'ss', ARGV[10], 'se', ARGV[11])
 redis.call('SADD', KEYS[3], ARGV[2])
+if tonumber(ARGV[3]) > 0 then restocked(ARGV[2]) end
 if ARGV[1] == 'create' then
   emit(KEYS[1], 'create', '', '', now, ARGV[8], '', ARGV[2] .. ':' .. ARGV[6] .. ':' .. ARGV[3] .. ':0:0',
     '', '', ARGV[2], '', '')

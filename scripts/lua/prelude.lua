@@ -42,14 +42,23 @@ local function emit(stream, ...)
   redis.call('XADD', stream, '*', '0', event(...))
 end
 
+-- restocked tells the processes that keep sold-out marks (SOLDOUT_CACHE_MS) that units
+-- of sku are available again, in the same atomic step that returned them. The channel
+-- sits beside the outbox, which every script that returns units has as KEYS[1]
+-- ("<prefix>ob" -> "<prefix>restock").
+local function restocked(sku)
+  redis.call('PUBLISH', string.sub(KEYS[1], 1, -3) .. 'restock', sku)
+end
+
 -- move applies one movement to a stock hash whose current levels are a, r, s, q
--- and returns the movement for the outbox.
+-- and returns the movement for the outbox. Units made available are announced.
 local function move(key, sku, lv, da, dr, ds)
   lv.a = lv.a + da
   lv.r = lv.r + dr
   lv.s = lv.s + ds
   lv.q = lv.q + 1
   redis.call('HSET', key, 'a', lv.a, 'r', lv.r, 's', lv.s, 'q', lv.q)
+  if tonumber(da) > 0 then restocked(sku) end
   return sku .. ':' .. lv.q .. ':' .. da .. ':' .. dr .. ':' .. ds
 end
 

@@ -93,7 +93,7 @@ func (s *server) bulkCheckout(c *fiber.Ctx) error {
 					return
 				}
 				t0 := time.Now()
-				_, err := s.placeOrder(ctx, fmt.Sprintf("sim-%s-%d", run, i), lines, "")
+				_, err := s.placeOrder(ctx, fmt.Sprintf("sim-%s-%d", run, i), lines, "", 0)
 				lat[i] = time.Since(t0)
 				switch {
 				case err == nil:

@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -139,8 +140,10 @@ func New(cfg Config, d Deps) *fiber.App {
 	authed.Delete("/cart/items/:sku", s.deleteCartItem)
 	authed.Delete("/cart", s.clearCart)
 
-	authed.Post("/checkout", s.rateLimited, s.checkout)
-	authed.Post("/holds", s.rateLimited, s.createHold)
+	// Checkouts and holds count against the rate limit inside their engine call;
+	// commits through the middleware, on the same counter.
+	authed.Post("/checkout", s.checkout)
+	authed.Post("/holds", s.createHold)
 	authed.Get("/holds/:id", s.getHold)
 	authed.Post("/holds/:id/commit", s.rateLimited, s.commitHold)
 	authed.Delete("/holds/:id", s.releaseHold)
@@ -265,7 +268,11 @@ func (s *server) writeProblem(c *fiber.Ctx, err error) string {
 	id, _ := c.Locals(localRequestID).(string)
 	p := toProblem(err, func() *slog.Logger { return reqLog(c, s.log) }, id)
 	if p.Code == "rate_limited" && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
-		c.Set(fiber.HeaderRetryAfter, "60")
+		retry := int64(60)
+		if re := (*engine.RateError)(nil); errors.As(err, &re) {
+			retry = re.RetryAfter
+		}
+		c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(retry, 10))
 	}
 	c.Set(fiber.HeaderContentType, "application/problem+json")
 	c.Status(p.Status)

@@ -404,3 +404,24 @@ func TestInternalErrorsLeakNothing(t *testing.T) {
 		t.Fatalf("internal error leaked: %s", r.body)
 	}
 }
+
+// Checkouts and holds count in their own script call, commits through the middleware:
+// all three share one allowance.
+func TestRateLimitCountsCommitsWithCheckouts(t *testing.T) {
+	h := newHarness(t, api.Config{RateLimitPerMinute: 3})
+	c1 := token(t, "c1", api.RoleCustomer)
+	h.product(t, "A", 100, "")
+	buy := `{"items":[{"sku":"A","quantity":1}]}`
+	r := h.do(t, "POST", "/api/v1/holds", c1, buy)
+	want(t, r, 201, "")
+	want(t, h.do(t, "POST", "/api/v1/holds/"+r.json(t)["id"].(string)+"/commit", c1, ""), 201, "")
+	want(t, h.do(t, "POST", "/api/v1/checkout", c1, buy), 201, "")
+	r = h.do(t, "POST", "/api/v1/checkout", c1, buy)
+	want(t, r, 429, "rate_limited")
+	if ra := r.header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Fatalf("Retry-After: %q", ra)
+	}
+	if got := h.available(t, "A"); got != 98 {
+		t.Fatalf("available: %v (a refused request took stock?)", got)
+	}
+}

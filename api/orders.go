@@ -18,8 +18,10 @@ type itemsInput struct {
 
 // placeOrder is the one checkout path: real requests and the flash-sale simulation's
 // synthetic buyers both go through it.
-func (s *server) placeOrder(ctx context.Context, user string, lines []engine.Line, key string) (engine.Order, error) {
-	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key}
+// rate is the user's requests-per-minute limit, counted in the checkout's own script
+// (0 for none, as for the simulation's synthetic buyers).
+func (s *server) placeOrder(ctx context.Context, user string, lines []engine.Line, key string, rate int) (engine.Order, error) {
+	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, RatePerMinute: rate}
 	if key == "" { // with a key, the key names the order
 		req.OrderID = engine.NewID()
 	}
@@ -68,7 +70,7 @@ func (s *server) checkout(c *fiber.Ctx) error {
 	} else {
 		lines = *in.Items
 	}
-	o, err := s.placeOrder(ctx, user, lines, key)
+	o, err := s.placeOrder(ctx, user, lines, key, s.cfg.RateLimitPerMinute)
 	if err != nil {
 		return err
 	}
@@ -126,8 +128,12 @@ func (s *server) createHold(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	h, err := s.inv.Reserve(c.UserContext(), engine.ReserveRequest{UserID: principal(c).UserID, Lines: *in.Items,
-		TTL: time.Duration(ttl) * time.Second, IdempotencyKey: key, HoldID: engine.NewID()})
+	req := engine.ReserveRequest{UserID: principal(c).UserID, Lines: *in.Items, TTL: time.Duration(ttl) * time.Second,
+		IdempotencyKey: key, RatePerMinute: s.cfg.RateLimitPerMinute}
+	if key == "" { // with a key, the key names the hold
+		req.HoldID = engine.NewID()
+	}
+	h, err := s.inv.Reserve(c.UserContext(), req)
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,7 @@ var engineErrors = []struct {
 	{engine.ErrHoldReleased, http.StatusGone, "hold_released"},
 	{engine.ErrIdempotencyKeyReused, http.StatusUnprocessableEntity, "idempotency_key_reused"},
 	{engine.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+	{engine.ErrRateLimited, http.StatusTooManyRequests, "rate_limited"},
 }
 
 // toProblem maps any error to the problem the client sees; internal errors are logged

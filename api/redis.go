@@ -23,16 +23,17 @@ func redisErr(err error) error {
 	return fmt.Errorf("%w: %w", engine.ErrUnavailable, err)
 }
 
-// rateLimited allows RateLimitPerMinute checkout, hold and commit requests per user per
-// minute window. The counter lives in Redis, so the limit holds across replicas.
+// rateLimited counts a commit against RateLimitPerMinute: checkout, hold and commit
+// requests per user per clock minute. Checkouts and holds count in their own script call
+// (engine RatePerMinute), on the same counter. The counter lives in Redis, so the limit
+// holds across replicas.
 func (s *server) rateLimited(c *fiber.Ctx) error {
 	limit := s.cfg.RateLimitPerMinute
 	if limit <= 0 {
 		return c.Next()
 	}
 	now := s.now()
-	window := now.Unix() / 60
-	key := "fs:rl:" + principal(c).UserID + ":" + strconv.FormatInt(window, 10)
+	key := s.inv.RateLimitKey(principal(c).UserID, now)
 	ctx := c.UserContext()
 	var incr *redis.IntCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // A batcher coalesces concurrent checkouts and reservations into one take.lua call.
@@ -31,14 +32,18 @@ type takeReq struct {
 	fp             string // request fingerprint; '' without an idempotency key
 	holdMs         int64
 	lines          []Line
-	rep            reply
-	err            error
-	done           chan struct{}
+	// rateKey and rateLimit: the user's per-minute request counter and its limit
+	// (0 = none), counted by the same script.
+	rateKey   string
+	rateLimit int
+	rep       reply
+	err       error
+	done      chan struct{}
 }
 
 const (
 	batchRequests = 64  // requests per script call at most
-	batchKeys     = 512 // keys per script call at most (a request has 1 + 2 per line)
+	batchKeys     = 512 // keys per script call at most (a request has 2 + 2 per line)
 )
 
 func newBatcher(r *Redis, workers int) *batcher {
@@ -90,13 +95,13 @@ func (b *batcher) work() {
 			}
 		}
 		batch = append(batch[:0], first)
-		nkeys := 1 + 2*len(first.lines)
+		nkeys := 2 + 2*len(first.lines)
 	fill:
 		for len(batch) < b.maxReqs {
 			select {
 			case req := <-b.queue:
 				batch = append(batch, req)
-				if nkeys += 1 + 2*len(req.lines); nkeys >= b.maxKeys {
+				if nkeys += 2 + 2*len(req.lines); nkeys >= b.maxKeys {
 					break fill
 				}
 			default:
@@ -111,8 +116,8 @@ func (b *batcher) exec(batch []*takeReq) {
 	r := b.r
 	nkeys, nargs := 2, 1
 	for _, req := range batch {
-		nkeys += 1 + 2*len(req.lines)
-		nargs += 6 + 2*len(req.lines)
+		nkeys += 2 + 2*len(req.lines)
+		nargs += 7 + 2*len(req.lines)
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]any, 0, nargs)
@@ -129,6 +134,12 @@ func (b *batcher) exec(batch []*takeReq) {
 			keys = append(keys, r.k.stock(l.SKU), r.k.bought(l.SKU))
 			args = append(args, l.SKU, l.Quantity)
 		}
+		rateKey := req.rateKey
+		if req.rateLimit <= 0 {
+			rateKey = record // not touched; any key of the partition will do
+		}
+		keys = append(keys, rateKey)
+		args = append(args, req.rateLimit)
 	}
 	// The batch runs on behalf of all its callers; one caller giving up must not
 	// abort the others' requests.
@@ -161,6 +172,8 @@ func takeError(rep reply) error {
 		return nil
 	case "reused":
 		return ErrIdempotencyKeyReused
+	case "rate_limited":
+		return &RateError{RetryAfter: 60 - time.Now().Unix()%60}
 	case "not_found":
 		return fmt.Errorf("sku %s: %w", rep.str(1), ErrNotFound)
 	case "window":

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -314,4 +315,50 @@ func TestLookupReportsOnlyWhatExists(t *testing.T) {
 		_, err = inv.Lookup(ctx, []string{"bad sku"})
 		wantErr(t, err, engine.ErrInvalid)
 	})
+}
+
+// The per-user rate limit is counted in the checkout's own script: checkouts and
+// reservations share one counter per user and minute, refused ones included.
+func TestRateLimitCountedInTheScript(t *testing.T) {
+	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
+		// The counter belongs to a clock minute: should one end mid-test, run again.
+		for try := 0; ; try++ {
+			minute := time.Now().Unix() / 60
+			rateLimitRun(t, inv, strconv.Itoa(try))
+			if time.Now().Unix()/60 == minute || try == 2 {
+				return
+			}
+		}
+	})
+}
+
+func rateLimitRun(t *testing.T, inv *engine.Redis, run string) {
+	ctx := context.Background()
+	mustCreate(t, inv, engine.Product{SKU: "R" + run, Stock: 2, Price: 1})
+	line := []engine.Line{{SKU: "R" + run, Quantity: 1}}
+	u1, u2 := "u1-"+run, "u2-"+run
+	buy := func(user string) error {
+		_, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: user, Lines: line, OrderID: engine.NewID(), RatePerMinute: 3})
+		return err
+	}
+	if err := buy(u1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inv.Reserve(ctx, engine.ReserveRequest{UserID: u1, Lines: line, HoldID: engine.NewID(), TTL: time.Minute, RatePerMinute: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := buy(u1); !errors.Is(err, engine.ErrOutOfStock) {
+		t.Fatalf("third request: %v, want out of stock (it still counts)", err)
+	}
+	var re *engine.RateError
+	if err := buy(u1); !errors.As(err, &re) || re.RetryAfter < 1 || re.RetryAfter > 60 {
+		t.Fatalf("fourth request: %v, want a rate error", err)
+	}
+	if err := buy(u2); !errors.Is(err, engine.ErrOutOfStock) {
+		t.Fatalf("another user has their own allowance: %v", err)
+	}
+	// Without a limit nothing is counted.
+	if _, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: u1, Lines: line, OrderID: engine.NewID()}); !errors.Is(err, engine.ErrOutOfStock) {
+		t.Fatalf("unlimited request: %v", err)
+	}
 }

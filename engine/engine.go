@@ -122,6 +122,10 @@ type CheckoutRequest struct {
 	IdempotencyKey string
 	// OrderID is the id the new order gets without an idempotency key (see NewID).
 	OrderID string
+	// RatePerMinute, if positive, caps the user's checkouts and reservations per clock
+	// minute, counted in the same script call (see RateLimitKey); over it the request
+	// fails with a *RateError.
+	RatePerMinute int
 }
 
 // ReserveRequest holds Lines for UserID for TTL, at once or nothing.
@@ -133,6 +137,8 @@ type ReserveRequest struct {
 	// HoldID is ignored.
 	IdempotencyKey string
 	HoldID         string
+	// RatePerMinute works as in CheckoutRequest.
+	RatePerMinute int
 }
 
 // AdjustRequest changes a SKU's available units by Delta (restock or removal).

@@ -22,6 +22,7 @@ var (
 	ErrHoldCommitted        = errors.New("hold committed")
 	ErrIdempotencyKeyReused = errors.New("idempotency key reused with a different request")
 	ErrUnavailable          = errors.New("store unavailable")
+	ErrRateLimited          = errors.New("rate limited")
 )
 
 // ValidationError says which input was refused and why. It matches ErrInvalid.
@@ -80,3 +81,16 @@ func (e *LimitError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrLimitExceeded) hold.
 func (e *LimitError) Unwrap() error { return ErrLimitExceeded }
+
+// RateError refuses a request over the user's requests per minute. It matches
+// ErrRateLimited.
+type RateError struct {
+	RetryAfter int64 // seconds until the next minute starts
+}
+
+func (e *RateError) Error() string {
+	return fmt.Sprintf("rate limited: retry in %d s", e.RetryAfter)
+}
+
+// Unwrap makes errors.Is(err, ErrRateLimited) hold.
+func (e *RateError) Unwrap() error { return ErrRateLimited }

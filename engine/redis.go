@@ -275,7 +275,8 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 	if req.IdempotencyKey != "" {
 		id, fp = recordID("order", req.UserID, req.IdempotencyKey), linesFingerprint("checkout", lines)
 	}
-	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines})
+	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines,
+		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute})
 	if err != nil {
 		return Order{}, opError("checkout", err)
 	}
@@ -308,7 +309,8 @@ func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
 	if req.IdempotencyKey != "" {
 		id, fp = recordID("hold", req.UserID, req.IdempotencyKey), linesFingerprint("reserve", lines, strconv.FormatInt(ttlMs, 10))
 	}
-	reply, err := r.take(&takeReq{ctx: ctx, mode: "hold", user: req.UserID, id: id, fp: fp, holdMs: ttlMs, lines: lines})
+	reply, err := r.take(&takeReq{ctx: ctx, mode: "hold", user: req.UserID, id: id, fp: fp, holdMs: ttlMs, lines: lines,
+		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute})
 	if err != nil {
 		return Hold{}, opError("reserve", err)
 	}
@@ -345,11 +347,26 @@ func checkTake(user string, lines []Line, idemKey, id string) ([]Line, error) {
 	return normalize(lines)
 }
 
+// RateLimitKey is the counter of user's rate-limited requests in the clock minute that
+// contains at. Checkouts and reservations count in it inside their script
+// (RatePerMinute); other callers (commits) count in the same key.
+func (r *Redis) RateLimitKey(user string, at time.Time) string {
+	return r.k.prefix + "rl:" + user + ":" + strconv.FormatInt(at.Unix()/60, 10)
+}
+
+func (r *Redis) rateKey(user string, limit int) string {
+	if limit <= 0 {
+		return ""
+	}
+	return r.RateLimitKey(user, time.Now())
+}
+
 // opError names the operation in err, except for a stock refusal: it already says
 // what happened, and a sold-out storm returns it so often that formatting it twice
 // would be most of the refusal's cost.
 func opError(op string, err error) error {
-	if _, ok := err.(*StockError); ok {
+	switch err.(type) {
+	case *StockError, *RateError:
 		return err
 	}
 	return fmt.Errorf("%s: %w", op, err)

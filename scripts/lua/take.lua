@@ -25,16 +25,18 @@
 -- then per request:
 --   record: the order string or the hold hash (order strings are read with one MGET)
 --   per line: stock hash, per-user purchase counter hash (used when the SKU has a limit)
+--   the user's rate-limit counter for this minute (used when the limit is set)
 -- ARGV[1]        hold record TTL, seconds
 -- then per request:
 --   mode ('order' | 'hold'), user id, record id, fingerprint ('' = no idempotency key),
 --   hold lifetime ms (holds), number of lines n, then n pairs of sku, quantity
---   (distinct SKUs, sorted)
+--   (distinct SKUs, sorted), then the user's requests-per-minute limit (0 = none)
 --
 -- Returns, per request in order, a count c followed by c values:
 --   'ok', ts, currency, lines, expires_at   lines carry the unit prices
 --   'replay', id                            the caller reads that record
 --   'reused'                                key seen with another request
+--   'rate_limited'                          over the user's requests per minute
 --   'not_found', sku | 'window', sku | 'currency', sku
 --   'limit', sku, limit, already, requested
 --   'oos', sku, requested, available, ...   every short line
@@ -84,7 +86,7 @@ do
   while a <= #ARGV do
     if ARGV[a] == 'order' and ARGV[a + 3] ~= '' then recs[#recs + 1] = KEYS[k] end
     local n = tonumber(ARGV[a + 5])
-    k, a = k + 1 + 2 * n, a + 6 + 2 * n
+    k, a = k + 2 + 2 * n, a + 7 + 2 * n
   end
   if #recs > 0 then
     local vals = redis.call('MGET', unpack(recs))
@@ -102,6 +104,15 @@ local function decide(k, a, out, writes)
   local mode, user, id, fp, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 5])
   local rec = KEYS[k]
   local o = #out
+  -- The rate limit counts every request that reaches here, whatever its outcome, so
+  -- its counter is the one write made before the checks.
+  local limit = tonumber(ARGV[a + 6 + 2 * n])
+  if limit > 0 then
+    local rl = KEYS[k + 1 + 2 * n]
+    local c = redis.call('INCR', rl)
+    if c == 1 then redis.call('EXPIRE', rl, 120) end
+    if c > limit then out[o + 1], out[o + 2] = 1, 'rate_limited' return end
+  end
   if fp ~= '' then
     local old = record_fp(mode, rec)
     if old then
@@ -177,7 +188,7 @@ local out, writes, k, a = {}, {}, 3, 2
 while a <= #ARGV do
   local n = tonumber(ARGV[a + 5])
   decide(k, a, out, writes)
-  k, a = k + 1 + 2 * n, a + 6 + 2 * n
+  k, a = k + 2 + 2 * n, a + 7 + 2 * n
 end
 
 -- Phase two: levels first, one write per touched SKU, then counters, records, outbox.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashstock/flashstock/engine"
 	stocksync "github.com/flashstock/flashstock/sync"
 )
 
@@ -100,15 +101,28 @@ func TestOrderRecordsExpireOnlyOnceDurable(t *testing.T) {
 	ctx := context.Background()
 	e.product(t, "A", 10)
 	ids := e.buy(t, 3, "A")
-	key := "fs:{0}:o:" + ids[0]
-	if ttl, err := e.rdb.TTL(ctx, key).Result(); err != nil || ttl != -1 {
-		t.Fatalf("TTL before the order is persisted: %v, %v; want none (-1)", ttl, err)
+	// An order made by committing a hold is held to the same rule.
+	h, err := e.inv.Reserve(ctx, engine.ReserveRequest{UserID: "u", HoldID: engine.NewID(), TTL: time.Hour,
+		Lines: []engine.Line{{SKU: "A", Quantity: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := e.inv.Commit(ctx, h.ID, engine.NewID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{ids[0], committed.ID} {
+		if ttl, err := e.rdb.TTL(ctx, "fs:{0}:o:"+id).Result(); err != nil || ttl != -1 {
+			t.Fatalf("order %s: TTL before the order is persisted: %v, %v; want none (-1)", id, ttl, err)
+		}
 	}
 	sy := e.started(t, "s")
 	waitSynced(t, sy)
-	ttl, err := e.rdb.TTL(ctx, key).Result()
-	if err != nil || ttl < 6*24*time.Hour || ttl > 7*24*time.Hour {
-		t.Fatalf("TTL after the order is persisted: %v, %v; want about 7 days", ttl, err)
+	for _, id := range []string{ids[0], committed.ID} {
+		ttl, err := e.rdb.TTL(ctx, "fs:{0}:o:"+id).Result()
+		if err != nil || ttl < 6*24*time.Hour || ttl > 7*24*time.Hour {
+			t.Fatalf("order %s: TTL after the order is persisted: %v, %v; want about 7 days", id, ttl, err)
+		}
 	}
 }
 

@@ -13,7 +13,7 @@
 -- ARGV[2]        hold id
 -- ARGV[3]        the hold's lines as the caller read them (guards KEYS against a stale read)
 -- ARGV[4]        order id (commit)
--- ARGV[5]        order hash TTL, seconds (commit)
+-- ARGV[5]        unused (was the order record TTL; the syncer sets it once the order is durable)
 --
 -- Returns one of:
 --   {'ok', status, ts}              status after this call: committed, released or expired
@@ -65,7 +65,8 @@ local m = table.concat(moves, ',')
 if new == 'committed' then
   local order_id = ARGV[4]
   redis.call('HSET', KEYS[2], 'st', new, 'o', order_id)
-  redis.call('SET', KEYS[4], order_record('confirmed', now, h[4], hold_id, h[5], '', user), 'EX', ARGV[5])
+  -- No TTL until MongoDB has the order, as for checkouts (the syncer sets it).
+  redis.call('SET', KEYS[4], order_record('confirmed', now, h[4], hold_id, h[5], '', user))
   emit(KEYS[1], 'order', order_id, user, now, h[4], h[5], m, '', hold_id, '', '', '')
 else
   redis.call('HSET', KEYS[2], 'st', new)

@@ -106,7 +106,7 @@ func bearer(tok string) []byte { return []byte("Bearer " + tok) }
 // Name implements Target.
 func (*HTTP) Name() string { return "http" }
 
-// Close implements Closer.
+// Close releases the client's idle connections.
 func (h *HTTP) Close() error { h.hc.CloseIdleConnections(); return nil }
 
 func (h *HTTP) login(ctx context.Context, email, password string) ([]byte, error) {

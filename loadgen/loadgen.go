@@ -76,9 +76,6 @@ type Canceller interface {
 	Cancel(ctx context.Context, buyer int, orderID string) Answer
 }
 
-// Closer is a target with resources to release.
-type Closer interface{ Close() error }
-
 func failed(reason string, err error) Answer {
 	if err == nil {
 		err = fmt.Errorf("%s", reason)

@@ -569,7 +569,7 @@ func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h 
 	for _, it := range h.Items {
 		keys = append(keys, r.k.stock(it.SKU), r.k.bought(it.SKU))
 	}
-	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, r.recTTL)
+	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID)
 }
 
 // ExpireHolds implements Inventory. It reads one batch of due holds and settles them in

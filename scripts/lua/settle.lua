@@ -13,7 +13,6 @@
 -- ARGV[2]        hold id
 -- ARGV[3]        the hold's lines as the caller read them (guards KEYS against a stale read)
 -- ARGV[4]        order id (commit)
--- ARGV[5]        unused (was the order record TTL; the syncer sets it once the order is durable)
 --
 -- Returns one of:
 --   {'ok', status, ts}              status after this call: committed, released or expired

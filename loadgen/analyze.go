@@ -106,7 +106,7 @@ func summarize(target string, cfg Config, p plan, workers []worker, elapsed time
 	if s := elapsed.Seconds(); s > 0 {
 		r.AttemptsPerSecond = float64(r.Attempts) / s
 		r.SuccessesPerSecond = float64(r.Successes) / s
-		if refused := r.Attempts - r.Successes - sum(r.Errors); refused > 0 && firstRefusal >= 0 {
+		if refused := r.Refused(); refused > 0 && firstRefusal >= 0 {
 			if window := elapsed.Seconds() - time.Duration(firstRefusal).Seconds(); window > 0 {
 				r.RefusalsPerSecond = float64(refused) / window
 			}
@@ -115,6 +115,12 @@ func summarize(target string, cfg Config, p plan, workers []worker, elapsed time
 	r.Latency = percentiles(lat)
 	return r
 }
+
+// Refused is the number of refused attempts, whatever the reason.
+func (r *Result) Refused() int64 { return sum(r.Refusals) }
+
+// Failed is the number of attempts that got no answer within the contract.
+func (r *Result) Failed() int64 { return sum(r.Errors) }
 
 func sum(m map[string]int64) int64 {
 	var n int64

@@ -58,7 +58,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw, "target\tscenario\tmodel\tattempts\tok\trefused\terrors\tattempts/s\tok/s\tp50 ms\tp95 ms\tp99 ms\tmax ms\toversell\tfalse refusals\t")
 	for _, x := range r.Results {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%d\t%d\t\n",
-			x.Target, x.Scenario, x.Model, x.Attempts, x.Successes, sum(x.Refusals), sum(x.Errors),
+			x.Target, x.Scenario, x.Model, x.Attempts, x.Successes, x.Refused(), x.Failed(),
 			x.AttemptsPerSecond, x.SuccessesPerSecond, x.Latency.P50, x.Latency.P95, x.Latency.P99, x.Latency.Max,
 			x.Oversell, x.FalseRefusals)
 	}
@@ -105,7 +105,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if s := r.Soak; s != nil {
 		x := s.Result
 		fmt.Fprintf(w, "\nsoak (%s hot, %s): %d attempts, %d ok, %d refused, %d errors; p50 %.2f ms, p99 %.2f ms, max %.1f ms; oversell %d, false refusals %d\n",
-			x.Target, x.Model, x.Attempts, x.Successes, sum(x.Refusals), sum(x.Errors), x.Latency.P50, x.Latency.P99, x.Latency.Max, x.Oversell, x.FalseRefusals)
+			x.Target, x.Model, x.Attempts, x.Successes, x.Refused(), x.Failed(), x.Latency.P50, x.Latency.P99, x.Latency.Max, x.Oversell, x.FalseRefusals)
 		fmt.Fprintf(w, "server memory during the soak:\n")
 		for _, m := range s.Samples {
 			fmt.Fprintf(w, "  %6.0f s  %9d requests  RSS %6.1f MiB  heap in use %6.1f MiB\n",

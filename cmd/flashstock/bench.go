@@ -72,7 +72,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.DurationVar(&f.cancelEvery, "cancel-every", 5*time.Millisecond, "storm: how often a sold unit is cancelled, returning it")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress bar")
 	fs.BoolVar(&f.suite, "suite", false, "run the whole measured suite: baselines, engine, server over HTTP (own driver and wrk), sold-out storms, memory soak")
-	fs.DurationVar(&f.wrkDuration, "wrk-duration", 15*time.Second, "suite: length of each HTTP throughput run")
+	fs.DurationVar(&f.wrkDuration, "wrk-duration", 15*time.Second, "suite: length of the HTTP hot-SKU runs (this tool's and wrk's); the engine's timed steps and the storms take half")
 	fs.DurationVar(&f.soak, "soak", 2*time.Minute, "suite: length of the memory soak (0 skips it)")
 	fs.Float64Var(&f.soakRate, "soak-rate", 5000, "suite: checkouts per second during the soak")
 	if err := fs.Parse(args); err != nil {
@@ -313,9 +313,5 @@ func machine() string {
 			}
 		}
 	}
-	return fmt.Sprintf("%s, %d CPUs, %s", cpu, numCPU(), goVersion())
+	return fmt.Sprintf("%s, %d CPUs, %s", cpu, runtime.NumCPU(), runtime.Version())
 }
-
-func numCPU() int { return runtime.NumCPU() }
-
-func goVersion() string { return runtime.Version() }

@@ -53,7 +53,7 @@ func (s *suite) measure(step func() (*loadgen.Result, error)) error {
 	s.rep.Results = append(s.rep.Results, r)
 	if s.progress == nil {
 		s.say("%s %s: %.0f attempts/s, %d ok, %d refused, %d errors", r.Target, r.Scenario,
-			r.AttemptsPerSecond, r.Successes, r.Attempts-r.Successes-sumErrors(r), sumErrors(r))
+			r.AttemptsPerSecond, r.Successes, r.Refused(), r.Failed())
 	}
 	return nil
 }
@@ -219,14 +219,6 @@ func (s *suite) startServer(dataDir string, env map[string]string, f benchFlags)
 	}
 	s.serverPid = c.pid()
 	return c, h, nil
-}
-
-func sumErrors(r *loadgen.Result) int64 {
-	var n int64
-	for _, v := range r.Errors {
-		n += v
-	}
-	return n
 }
 
 // renamed gives a target another name in the report (the same server, configured

@@ -151,3 +151,19 @@ func TestStormWithSoldOutMarks(t *testing.T) {
 		t.Fatalf("returned units were not sold again: returned %d (%d cancels failed), sold %d of %d, %.2fs", r.UnitsReturned, r.CancelFailures, r.Successes, r.StockBefore, r.Seconds)
 	}
 }
+
+// The open model starts attempts on a schedule: a run cannot end before its last
+// scheduled start, however fast the target answers.
+func TestOpenModelKeepsItsSchedule(t *testing.T) {
+	const rate, buyers = 2000.0, 400
+	r := run(t, &shelf{}, loadgen.Config{Scenario: loadgen.Hot, Rate: rate, Buyers: buyers, Concurrency: 16})
+	if r.Attempts != buyers || r.Successes != buyers || r.Oversell != 0 {
+		t.Fatalf("%+v", r)
+	}
+	if first := float64(buyers-1) / rate; r.Seconds < first {
+		t.Fatalf("the run took %.3fs; its last attempt was due at %.3fs", r.Seconds, first)
+	}
+	if r.Model != "open 2000/s" {
+		t.Fatalf("model %q", r.Model)
+	}
+}

@@ -176,7 +176,8 @@ func (s *server) commitHold(c *fiber.Ctx) error {
 	if err := s.bindKey(c, "commit", h.ID); err != nil {
 		return err
 	}
-	o, err := s.inv.CommitHold(c.UserContext(), h, engine.NewID())
+	o, err := s.inv.CommitHold(c.UserContext(), h, engine.NewID(),
+		engine.RateLimit{User: principal(c).UserID, PerMinute: s.cfg.RateLimitPerMinute})
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 )
 
 // A batcher coalesces concurrent checkouts and reservations into one take.lua call.
@@ -173,7 +172,7 @@ func takeError(rep reply) error {
 	case "reused":
 		return ErrIdempotencyKeyReused
 	case "rate_limited":
-		return &RateError{RetryAfter: 60 - time.Now().Unix()%60}
+		return newRateError()
 	case "not_found":
 		return fmt.Errorf("sku %s: %w", rep.str(1), ErrNotFound)
 	case "window":

@@ -357,6 +357,32 @@ func rateLimitRun(t *testing.T, inv *engine.Redis, run string) {
 	if err := buy(u2); !errors.Is(err, engine.ErrOutOfStock) {
 		t.Fatalf("another user has their own allowance: %v", err)
 	}
+	// A commit counts on the same counter: u2 has used 1 of 3, two commits make 3, and
+	// the third is refused without settling its hold.
+	lim := engine.RateLimit{User: u2, PerMinute: 3}
+	mustCreate(t, inv, engine.Product{SKU: "RC" + run, Stock: 5, Price: 1})
+	rc := []engine.Line{{SKU: "RC" + run, Quantity: 1}}
+	hold := func() engine.Hold {
+		h, err := inv.Reserve(ctx, engine.ReserveRequest{UserID: u2, Lines: rc, HoldID: engine.NewID(), TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	h1, h2 := hold(), hold()
+	if _, err := inv.CommitHold(ctx, h1, engine.NewID(), lim); err != nil {
+		t.Fatalf("commit within the limit: %v", err)
+	}
+	if _, err := inv.CommitHold(ctx, h2, engine.NewID(), lim); err != nil {
+		t.Fatalf("commit within the limit: %v", err)
+	}
+	h3 := hold()
+	if _, err := inv.CommitHold(ctx, h3, engine.NewID(), lim); !errors.As(err, &re) {
+		t.Fatalf("commit over the limit: %v, want a rate error", err)
+	}
+	if got, err := inv.Hold(ctx, h3.ID); err != nil || got.Status != engine.HoldActive {
+		t.Fatalf("a refused commit settled its hold: %+v, %v", got, err)
+	}
 	// Without a limit nothing is counted.
 	if _, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: u1, Lines: line, OrderID: engine.NewID()}); !errors.Is(err, engine.ErrOutOfStock) {
 		t.Fatalf("unlimited request: %v", err)

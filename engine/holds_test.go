@@ -241,7 +241,7 @@ func TestSettleVariantsAcceptAnyRecord(t *testing.T) {
 		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 5, Price: 2})
 		reserve(t, inv, "h1", time.Minute, engine.Line{SKU: "A", Quantity: 2})
 		reserve(t, inv, "h2", time.Minute, engine.Line{SKU: "A", Quantity: 1})
-		o, err := inv.CommitHold(ctx, engine.Hold{ID: "h1"}, "o1")
+		o, err := inv.CommitHold(ctx, engine.Hold{ID: "h1"}, "o1", engine.RateLimit{})
 		if err != nil || o.Total != 4 {
 			t.Fatalf("commit by id only: %+v, %v", o, err)
 		}

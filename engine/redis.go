@@ -347,9 +347,18 @@ func checkTake(user string, lines []Line, idemKey, id string) ([]Line, error) {
 	return normalize(lines)
 }
 
+// RateLimit caps a user's checkouts, reservations and commits per clock minute, counted
+// together in Redis inside the operation's own script. PerMinute 0 means no limit.
+type RateLimit struct {
+	User      string
+	PerMinute int
+}
+
+func newRateError() *RateError { return &RateError{RetryAfter: 60 - time.Now().Unix()%60} }
+
 // RateLimitKey is the counter of user's rate-limited requests in the clock minute that
-// contains at. Checkouts and reservations count in it inside their script
-// (RatePerMinute); other callers (commits) count in the same key.
+// contains at: checkouts and reservations (RatePerMinute) and commits (CommitHold) all
+// count in it, inside their script.
 func (r *Redis) RateLimitKey(user string, at time.Time) string {
 	return r.k.prefix + "rl:" + user + ":" + strconv.FormatInt(at.Unix()/60, 10)
 }
@@ -485,18 +494,18 @@ func (r *Redis) Commit(ctx context.Context, holdID, orderID string) (Order, erro
 	if err != nil {
 		return Order{}, fmt.Errorf("commit: %w", err)
 	}
-	return r.CommitHold(ctx, h, orderID)
+	return r.CommitHold(ctx, h, orderID, RateLimit{})
 }
 
 // CommitHold commits a hold the caller has just read with Hold (for example to check
 // its owner), saving the second read Commit would make. Errors as Commit.
-func (r *Redis) CommitHold(ctx context.Context, h Hold, orderID string) (Order, error) {
+func (r *Redis) CommitHold(ctx context.Context, h Hold, orderID string, limit RateLimit) (Order, error) {
 	if err := checkID("orderId", orderID); err != nil {
 		return Order{}, fmt.Errorf("commit: %w", err)
 	}
-	h, rep, err := r.settle(ctx, "commit", h, orderID)
+	h, rep, err := r.settle(ctx, "commit", h, orderID, limit)
 	if err != nil {
-		return Order{}, fmt.Errorf("commit %s: %w", h.ID, err)
+		return Order{}, opError("commit", err)
 	}
 	if rep.status() == "replay" {
 		o, err := r.Order(ctx, rep.str(2))
@@ -520,7 +529,7 @@ func (r *Redis) Release(ctx context.Context, holdID string) (Hold, error) {
 
 // ReleaseHold releases a hold the caller has just read with Hold. Errors as Release.
 func (r *Redis) ReleaseHold(ctx context.Context, h Hold) (Hold, error) {
-	h, rep, err := r.settle(ctx, "release", h, "")
+	h, rep, err := r.settle(ctx, "release", h, "", RateLimit{})
 	if err != nil {
 		return Hold{}, fmt.Errorf("release %s: %w", h.ID, err)
 	}
@@ -530,14 +539,14 @@ func (r *Redis) ReleaseHold(ctx context.Context, h Hold) (Hold, error) {
 
 // settle runs settle.lua on a hold, reading it first unless it came from Hold; it
 // returns the hold it acted on and 'ok' or 'replay', or an error.
-func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string) (Hold, reply, error) {
+func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string, limit RateLimit) (Hold, reply, error) {
 	if h.lines == "" { // not read through Hold: read it
 		var err error
 		if h, err = r.Hold(ctx, h.ID); err != nil {
 			return Hold{}, nil, err
 		}
 	}
-	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID)}.result()
+	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID, limit)}.result()
 	if err != nil {
 		return Hold{}, nil, err
 	}
@@ -555,21 +564,26 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string)
 		return Hold{}, nil, ErrHoldReleased
 	case "committed":
 		return Hold{}, nil, ErrHoldCommitted
+	case "rate_limited":
+		return Hold{}, nil, newRateError()
 	}
 	return Hold{}, nil, rep.expect("ok")
 }
 
-func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string) *redis.Cmd {
+func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string, limit RateLimit) *redis.Cmd {
 	record := r.k.hold(h.ID)
 	if orderID != "" {
 		record = r.k.order(orderID)
 	}
-	keys := make([]string, 4, 4+2*len(h.Items))
+	keys := make([]string, 4, 5+2*len(h.Items))
 	keys[0], keys[1], keys[2], keys[3] = r.k.outbox(), r.k.hold(h.ID), r.k.holdIndex(), record
 	for _, it := range h.Items {
 		keys = append(keys, r.k.stock(it.SKU), r.k.bought(it.SKU))
 	}
-	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID)
+	if limit.PerMinute > 0 {
+		keys = append(keys, r.RateLimitKey(limit.User, time.Now()))
+	}
+	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0))
 }
 
 // ExpireHolds implements Inventory. It reads one batch of due holds and settles them in
@@ -604,7 +618,7 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 	cmds := make([]*redis.Cmd, len(holds))
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, h := range holds {
-			cmds[i] = r.runSettle(ctx, p, "expire", h, "")
+			cmds[i] = r.runSettle(ctx, p, "expire", h, "", RateLimit{})
 		}
 		return nil
 	})

@@ -13,6 +13,8 @@
 -- ARGV[2]        hold id
 -- ARGV[3]        the hold's lines as the caller read them (guards KEYS against a stale read)
 -- ARGV[4]        order id (commit)
+-- ARGV[5]        the caller's requests-per-minute limit (commit; 0 = none), counted on
+--                the last key, the caller's rate-limit counter for this minute
 --
 -- Returns one of:
 --   {'ok', status, ts}              status after this call: committed, released or expired
@@ -21,6 +23,16 @@
 --   {'not_found'} | {'stale'} | {'committed'} | {'released'} | {'expired'}
 
 local mode, hold_id = ARGV[1], ARGV[2]
+
+-- The rate limit counts every commit that reaches here, whatever its outcome, so its
+-- counter is the one write made before the checks (as in take.lua).
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local rl = KEYS[#KEYS]
+  local c = redis.call('INCR', rl)
+  if c == 1 then redis.call('EXPIRE', rl, 120) end
+  if c > limit then return {'rate_limited'} end
+end
 local h = redis.call('HMGET', KEYS[2], 'u', 'st', 'x', 'c', 'l', 'o')
 if not h[1] then return {'not_found'} end
 if h[5] ~= ARGV[3] then return {'stale'} end

@@ -42,6 +42,15 @@ local function emit(stream, ...)
   redis.call('XADD', stream, '*', '0', event(...))
 end
 
+-- over_rate counts one request on a user's per-minute counter and says whether it went
+-- past limit. It counts whatever the request's outcome, so callers run it before their
+-- checks: the one write a script makes before them.
+local function over_rate(key, limit)
+  local c = redis.call('INCR', key)
+  if c == 1 then redis.call('EXPIRE', key, 120) end
+  return c > limit
+end
+
 -- restocked tells the processes that keep sold-out marks (SOLDOUT_CACHE_MS) that units
 -- of sku are available again, in the same atomic step that returned them. The channel
 -- sits beside the outbox, which every script that returns units has as KEYS[1]

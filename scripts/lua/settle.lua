@@ -24,15 +24,8 @@
 
 local mode, hold_id = ARGV[1], ARGV[2]
 
--- The rate limit counts every commit that reaches here, whatever its outcome, so its
--- counter is the one write made before the checks (as in take.lua).
 local limit = tonumber(ARGV[5])
-if limit > 0 then
-  local rl = KEYS[#KEYS]
-  local c = redis.call('INCR', rl)
-  if c == 1 then redis.call('EXPIRE', rl, 120) end
-  if c > limit then return {'rate_limited'} end
-end
+if limit > 0 and over_rate(KEYS[#KEYS], limit) then return {'rate_limited'} end
 local h = redis.call('HMGET', KEYS[2], 'u', 'st', 'x', 'c', 'l', 'o')
 if not h[1] then return {'not_found'} end
 if h[5] ~= ARGV[3] then return {'stale'} end

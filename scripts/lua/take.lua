@@ -104,14 +104,10 @@ local function decide(k, a, out, writes)
   local mode, user, id, fp, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 5])
   local rec = KEYS[k]
   local o = #out
-  -- The rate limit counts every request that reaches here, whatever its outcome, so
-  -- its counter is the one write made before the checks.
   local limit = tonumber(ARGV[a + 6 + 2 * n])
-  if limit > 0 then
-    local rl = KEYS[k + 1 + 2 * n]
-    local c = redis.call('INCR', rl)
-    if c == 1 then redis.call('EXPIRE', rl, 120) end
-    if c > limit then out[o + 1], out[o + 2] = 1, 'rate_limited' return end
+  if limit > 0 and over_rate(KEYS[k + 1 + 2 * n], limit) then
+    out[o + 1], out[o + 2] = 1, 'rate_limited'
+    return
   end
   if fp ~= '' then
     local old = record_fp(mode, rec)

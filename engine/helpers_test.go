@@ -18,7 +18,7 @@ func eachBackend(t *testing.T, fn func(t *testing.T, inv *engine.Redis)) {
 	t.Helper()
 	t.Run("miniredis", func(t *testing.T) {
 		m := miniredis.RunT(t)
-		c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		c := redis.NewClient(engine.NoRetries(&redis.Options{Addr: m.Addr()}))
 		t.Cleanup(func() { c.Close() })
 		inv := engine.NewRedis(c, engine.Options{})
 		t.Cleanup(inv.Close)

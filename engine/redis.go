@@ -61,7 +61,10 @@ var (
 )
 
 // NewRedis returns an Inventory on rdb, which may be a client, a cluster client or a ring.
+// rdb must not retry commands on its own (build its options with NoRetries); NewRedis
+// panics if it would.
 func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
+	checkNoRetries(rdb)
 	if opts.Partition == "" {
 		opts.Partition = "0"
 	}

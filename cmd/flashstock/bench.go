@@ -245,7 +245,7 @@ func benchRedis(url string, conns int) (*redis.Client, func(), error) {
 			return nil, nil, usageError{fmt.Sprintf("bench: -redis: %v", err)}
 		}
 		o.PoolSize = max(o.PoolSize, conns)
-		c := redis.NewClient(o)
+		c := redis.NewClient(engine.NoRetries(o))
 		return c, func() { c.Close() }, nil
 	}
 	dir, err := os.MkdirTemp("", "flashstock-bench-redis-")
@@ -257,7 +257,7 @@ func benchRedis(url string, conns int) (*redis.Client, func(), error) {
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: max(conns, 64)})
+	c := redis.NewClient(engine.NoRetries(&redis.Options{Addr: srv.Addr, PoolSize: max(conns, 64)}))
 	return c, func() { c.Close(); srv.Stop(); os.RemoveAll(dir) }, nil
 }
 

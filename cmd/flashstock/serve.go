@@ -61,7 +61,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 			return nil, fmt.Errorf("embedded redis: %w", err)
 		}
 		d.closers = append(d.closers, mr.Close)
-		d.rdb = redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: 64})
+		d.rdb = redis.NewClient(engine.NoRetries(&redis.Options{Addr: mr.Addr(), PoolSize: 64}))
 		log.Info("embedded Redis (miniredis) started in-process; it keeps nothing across restarts, live stock is rebuilt from MongoDB", "addr", mr.Addr())
 	} else {
 		o, err := redis.ParseURL(cfg.RedisURL)
@@ -69,7 +69,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 			return nil, usageError{fmt.Sprintf("REDIS_URL: %v", err)}
 		}
 		o.PoolSize = max(o.PoolSize, 128)
-		d.rdb = redis.NewClient(o)
+		d.rdb = redis.NewClient(engine.NoRetries(o))
 	}
 	d.rdb.AddHook(d.m.RedisHook())
 	d.closers = append(d.closers, func() { _ = d.rdb.Close() })

@@ -39,7 +39,7 @@ func StartWith(tb testing.TB, args ...string) (*Server, *redis.Client) {
 
 // Client returns a new client to the server, closed when the test ends.
 func (s *Server) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, PoolSize: 256})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, PoolSize: 256, MaxRetries: -1})
 	s.tb.Cleanup(func() { c.Close() })
 	return c
 }

@@ -4,7 +4,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -267,12 +266,8 @@ func (s *server) handleError(c *fiber.Ctx, err error) error {
 func (s *server) writeProblem(c *fiber.Ctx, err error) string {
 	id, _ := c.Locals(localRequestID).(string)
 	p := toProblem(err, func() *slog.Logger { return reqLog(c, s.log) }, id)
-	if p.Code == "rate_limited" && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
-		retry := int64(60)
-		if re := (*engine.RateError)(nil); errors.As(err, &re) {
-			retry = re.RetryAfter
-		}
-		c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(retry, 10))
+	if p.RetryAfter > 0 && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
+		c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(p.RetryAfter, 10))
 	}
 	c.Set(fiber.HeaderContentType, "application/problem+json")
 	c.Status(p.Status)

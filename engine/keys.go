@@ -16,6 +16,7 @@ func (k keys) bought(sku string) string { return k.prefix + "b:" + sku }
 func (k keys) order(id string) string   { return k.prefix + "o:" + id }
 func (k keys) hold(id string) string    { return k.prefix + "h:" + id }
 func (k keys) holdIndex() string        { return k.prefix + "hx" }
+func (k keys) holdQuarantine() string   { return k.prefix + "hx:bad" }
 func (k keys) outbox() string           { return k.prefix + "ob" }
 func (k keys) skus() string             { return k.prefix + "skus" }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -112,14 +110,14 @@ func (r *Redis) LoadScripts(ctx context.Context) error {
 	}
 	exists, err := r.rdb.ScriptExists(ctx, hashes...).Result()
 	if err != nil {
-		return storeErr("load scripts", err)
+		return readErr("load scripts", err)
 	}
 	for i, s := range allScripts {
 		if exists[i] {
 			continue
 		}
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
-			return storeErr("load scripts", err)
+			return readErr("load scripts", err)
 		}
 	}
 	return nil
@@ -142,7 +140,7 @@ func (r *Redis) RetireOrders(ctx context.Context, ids []string) error {
 		}
 		return nil
 	})
-	return storeErr("retire orders", err)
+	return readErr("retire orders", err)
 }
 
 // DeadLetterKey is the stream where the syncer parks outbox entries it cannot decode.
@@ -184,12 +182,15 @@ func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error
 	reply, err := run(ctx, r.rdb, scriptCreate,
 		[]string{r.k.outbox(), r.k.stock(p.SKU), r.k.skus()},
 		mode, p.SKU, lv.Available, lv.Reserved, lv.Sold, lv.Version,
-		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt))
+		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), NewID())
 	if err != nil {
 		return err
 	}
-	if reply.status() == "exists" {
+	switch reply.status() {
+	case "exists":
 		return ErrAlreadyExists
+	case "replay":
+		return nil
 	}
 	if err := reply.expect("ok"); err != nil {
 		return err
@@ -205,14 +206,14 @@ func checkProduct(p Product) error {
 		return err
 	}
 	switch {
-	case p.Stock < 0:
-		return invalid("stock", "must not be negative")
-	case p.Price < 0:
-		return invalid("price", "must not be negative")
+	case p.Stock < 0 || p.Stock > MaxUnits:
+		return invalid("stock", "must be between 0 and %d", MaxUnits)
+	case p.Price < 0 || p.Price > MaxPrice:
+		return invalid("price", "must be between 0 and %d", MaxPrice)
 	case !validCurrency(p.Currency):
 		return invalid("currency", "must be an ISO 4217 code such as USD")
-	case p.MaxPerUser < 0:
-		return invalid("maxPerUser", "must not be negative")
+	case p.MaxPerUser < 0 || p.MaxPerUser > MaxUnits:
+		return invalid("maxPerUser", "must be between 0 and %d", MaxUnits)
 	case p.SaleStartsAt != nil && p.SaleEndsAt != nil && !p.SaleEndsAt.After(*p.SaleStartsAt):
 		return invalid("saleEndsAt", "must be after saleStartsAt")
 	}
@@ -230,8 +231,8 @@ func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatc
 	}
 	var args []any
 	if patch.Price != nil {
-		if *patch.Price < 0 {
-			return fmt.Errorf("update product: %w", invalid("price", "must not be negative"))
+		if *patch.Price < 0 || *patch.Price > MaxPrice {
+			return fmt.Errorf("update product: %w", invalid("price", "must be between 0 and %d", MaxPrice))
 		}
 		args = append(args, "p", *patch.Price)
 	}
@@ -242,8 +243,8 @@ func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatc
 		args = append(args, "c", *patch.Currency)
 	}
 	if patch.MaxPerUser != nil {
-		if *patch.MaxPerUser < 0 {
-			return fmt.Errorf("update product: %w", invalid("maxPerUser", "must not be negative"))
+		if *patch.MaxPerUser < 0 || *patch.MaxPerUser > MaxUnits {
+			return fmt.Errorf("update product: %w", invalid("maxPerUser", "must be between 0 and %d", MaxUnits))
 		}
 		args = append(args, "l", *patch.MaxPerUser)
 	}
@@ -350,27 +351,31 @@ func checkTake(user string, lines []Line, idemKey, id string) ([]Line, error) {
 	return normalize(lines)
 }
 
-// RateLimit caps a user's checkouts, reservations and commits per clock minute, counted
+// RateLimit caps a user's checkouts, reservations and commits per minute, counted
 // together in Redis inside the operation's own script. PerMinute 0 means no limit.
 type RateLimit struct {
 	User      string
 	PerMinute int
 }
 
-func newRateError() *RateError { return &RateError{RetryAfter: 60 - time.Now().Unix()%60} }
+// newRateError is the refusal of a request over the rate limit; waitMs is what the
+// script computed on Redis's clock.
+func newRateError(waitMs int64) *RateError {
+	return &RateError{RetryAfter: max(1, (waitMs+999)/1000)}
+}
 
-// RateLimitKey is the counter of user's rate-limited requests in the clock minute that
-// contains at: checkouts and reservations (RatePerMinute) and commits (CommitHold) all
-// count in it, inside their script.
-func (r *Redis) RateLimitKey(user string, at time.Time) string {
-	return r.k.prefix + "rl:" + user + ":" + strconv.FormatInt(at.Unix()/60, 10)
+// RateLimitKey is the counter of a user's rate-limited requests: checkouts and
+// reservations (RatePerMinute) and commits (CommitHold) all count in it, inside their
+// script, over a window that slides on Redis's clock.
+func (r *Redis) RateLimitKey(user string) string {
+	return r.k.prefix + "rl:" + user
 }
 
 func (r *Redis) rateKey(user string, limit int) string {
 	if limit <= 0 {
 		return ""
 	}
-	return r.RateLimitKey(user, time.Now())
+	return r.RateLimitKey(user)
 }
 
 // opError names the operation in err, except for a stock refusal: it already says
@@ -416,7 +421,7 @@ func (r *Redis) Order(ctx context.Context, id string) (Order, error) {
 		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		return Order{}, fmt.Errorf("order %s: %w", id, storeErr("read", err))
+		return Order{}, fmt.Errorf("order %s: %w", id, readErr("read", err))
 	}
 	return parseOrder(id, v)
 }
@@ -475,7 +480,7 @@ func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 	}
 	v, err := r.rdb.HMGet(ctx, r.k.hold(id), "u", "st", "ts", "x", "c", "l", "o").Result()
 	if err != nil {
-		return Hold{}, fmt.Errorf("hold %s: %w", id, storeErr("read", err))
+		return Hold{}, fmt.Errorf("hold %s: %w", id, readErr("read", err))
 	}
 	if v[0] == nil {
 		return Hold{}, fmt.Errorf("hold %s: %w", id, ErrNotFound)
@@ -568,7 +573,7 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string,
 	case "committed":
 		return Hold{}, nil, ErrHoldCommitted
 	case "rate_limited":
-		return Hold{}, nil, newRateError()
+		return Hold{}, nil, newRateError(rep.num(1))
 	}
 	return Hold{}, nil, rep.expect("ok")
 }
@@ -584,7 +589,7 @@ func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h 
 		keys = append(keys, r.k.stock(it.SKU), r.k.bought(it.SKU))
 	}
 	if limit.PerMinute > 0 {
-		keys = append(keys, r.RateLimitKey(limit.User, time.Now()))
+		keys = append(keys, r.RateLimitKey(limit.User))
 	}
 	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0))
 }
@@ -600,23 +605,33 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		Count: int64(limit),
 	}).Result()
 	if err != nil || len(ids) == 0 {
-		return 0, storeErr("expire holds", err)
+		return 0, readErr("expire holds", err)
 	}
 	holds := make([]Hold, 0, len(ids))
+	var bad []string
 	for _, id := range ids {
 		h, err := r.Hold(ctx, id)
-		if errors.Is(err, ErrNotFound) {
+		switch {
+		case errors.Is(err, ErrNotFound):
 			r.rdb.ZRem(ctx, r.k.holdIndex(), id)
 			continue
-		}
-		if err != nil {
+		case errors.Is(err, ErrUnavailable):
 			return 0, fmt.Errorf("expire holds: %w", err)
+		case err != nil:
+			// A record this code cannot read must not stop every later sweep: it leaves
+			// the index for a quarantine set an operator can inspect, and the sweep goes on.
+			bad = append(bad, id)
+			continue
 		}
 		holds = append(holds, h)
 	}
+	var quarantined error
+	if len(bad) > 0 {
+		quarantined = r.quarantineHolds(ctx, bad)
+	}
 	// Make sure EVALSHA finds the script: a pipeline cannot fall back to EVAL.
 	if err := scriptSettle.Load(ctx, r.rdb).Err(); err != nil {
-		return 0, storeErr("expire holds", err)
+		return 0, readErr("expire holds", err)
 	}
 	cmds := make([]*redis.Cmd, len(holds))
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -626,7 +641,7 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, storeErr("expire holds", err)
+		return 0, readErr("expire holds", err)
 	}
 	n := 0
 	var back []string
@@ -637,7 +652,36 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		}
 	}
 	r.restocked(back...)
-	return n, nil
+	return n, quarantined
+}
+
+// QuarantineError reports holds the expiry sweep could not read. They were moved from
+// the expiry index to the set HoldQuarantineKey names (scored by when), and
+// their units stay reserved until an operator settles them (reconciliation reports the
+// difference meanwhile).
+type QuarantineError struct {
+	HoldIDs []string
+}
+
+func (e *QuarantineError) Error() string {
+	return fmt.Sprintf("expire holds: %d unreadable hold(s) quarantined: %s", len(e.HoldIDs), strings.Join(e.HoldIDs, ", "))
+}
+
+// HoldQuarantineKey is the sorted set of holds the expiry sweep could not read.
+func (r *Redis) HoldQuarantineKey() string { return r.k.holdQuarantine() }
+
+func (r *Redis) quarantineHolds(ctx context.Context, ids []string) error {
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.ZAdd(ctx, r.k.holdQuarantine(), redis.Z{Member: id, Score: float64(time.Now().UnixMilli())})
+			p.ZRem(ctx, r.k.holdIndex(), id)
+		}
+		return nil
+	})
+	if err != nil {
+		return readErr("quarantine holds", err)
+	}
+	return &QuarantineError{HoldIDs: ids}
 }
 
 // Adjust implements Inventory.
@@ -645,14 +689,15 @@ func (r *Redis) Adjust(ctx context.Context, req AdjustRequest) (Level, error) {
 	if err := checkAdmin(req.SKU, req.Reason, req.Actor, req.IdempotencyKey); err != nil {
 		return Level{}, fmt.Errorf("adjust: %w", err)
 	}
-	if req.Delta == 0 {
-		return Level{}, fmt.Errorf("adjust: %w", invalid("delta", "must not be zero"))
+	if req.Delta == 0 || req.Delta < -MaxUnits || req.Delta > MaxUnits {
+		return Level{}, fmt.Errorf("adjust: %w", invalid("delta", "must be a non-zero number between %d and %d", -MaxUnits, MaxUnits))
 	}
-	fp := ""
+	op := adminOp{kind: "adjust", sku: req.SKU, reason: req.Reason, actor: req.Actor, expected: -1, da: req.Delta}
 	if req.IdempotencyKey != "" {
-		fp = fingerprint("adjust", req.SKU, strconv.FormatInt(req.Delta, 10), req.Reason)
+		op.idemKey = req.IdempotencyKey
+		op.fp = fingerprint("adjust", req.SKU, strconv.FormatInt(req.Delta, 10), req.Reason)
 	}
-	lv, err := r.adjust(ctx, "adjust", req.SKU, req.Reason, req.Actor, req.IdempotencyKey, fp, -1, req.Delta, 0, 0)
+	lv, err := r.adjust(ctx, op)
 	if err != nil {
 		return Level{}, fmt.Errorf("adjust %s: %w", req.SKU, err)
 	}
@@ -664,13 +709,14 @@ func (r *Redis) SetLevel(ctx context.Context, req SetRequest) (Level, error) {
 	if err := checkAdmin(req.SKU, req.Reason, req.Actor, ""); err != nil {
 		return Level{}, fmt.Errorf("set level: %w", err)
 	}
-	if req.Available < 0 {
-		return Level{}, fmt.Errorf("set level: %w", invalid("available", "must not be negative"))
+	if req.Available < 0 || req.Available > MaxUnits {
+		return Level{}, fmt.Errorf("set level: %w", invalid("available", "must be between 0 and %d", MaxUnits))
 	}
 	if req.ExpectedVersion < 0 {
 		return Level{}, fmt.Errorf("set level: %w", invalid("expectedVersion", "must not be negative"))
 	}
-	lv, err := r.adjust(ctx, "set", req.SKU, req.Reason, req.Actor, "", "", req.ExpectedVersion, req.Available, 0, 0)
+	lv, err := r.adjust(ctx, adminOp{kind: "set", sku: req.SKU, reason: req.Reason, actor: req.Actor,
+		expected: req.ExpectedVersion, da: req.Available})
 	if err != nil {
 		return Level{}, fmt.Errorf("set level %s: %w", req.SKU, err)
 	}
@@ -683,23 +729,26 @@ func (r *Redis) SetLevel(ctx context.Context, req SetRequest) (Level, error) {
 // still expectedVersion, so it cannot act on levels it did not see.
 // Errors: ErrInvalid, ErrNotFound, ErrVersionConflict, ErrInsufficientStock.
 func (r *Redis) Repair(ctx context.Context, sku string, expectedVersion, dAvailable, dReserved, dSold int64, reason string) (Level, error) {
-	return r.fix(ctx, "repair", sku, expectedVersion, dAvailable, dReserved, dSold, reason)
+	return r.fix(ctx, adminOp{kind: "repair", sku: sku, reason: reason, expected: expectedVersion,
+		da: dAvailable, dr: dReserved, ds: dSold})
 }
 
 // ReleaseLostHolds returns a restored SKU's reserved units to available after a rebuild:
 // the holds that reserved them were lost with Redis's data and can never be settled.
 // It records one movement of kind rebuild, under compare-and-set on expectedVersion.
 func (r *Redis) ReleaseLostHolds(ctx context.Context, sku string, expectedVersion, reserved int64) (Level, error) {
-	return r.fix(ctx, "rebuild", sku, expectedVersion, reserved, -reserved, 0, "holds lost with Redis data")
+	return r.fix(ctx, adminOp{kind: "rebuild", sku: sku, reason: "holds lost with Redis data",
+		expected: expectedVersion, da: reserved, dr: -reserved})
 }
 
-func (r *Redis) fix(ctx context.Context, kind, sku string, expectedVersion, da, dr, ds int64, reason string) (Level, error) {
-	if err := checkAdmin(sku, reason, "reconcile", ""); err != nil {
-		return Level{}, fmt.Errorf("%s: %w", kind, err)
+func (r *Redis) fix(ctx context.Context, op adminOp) (Level, error) {
+	op.actor = "reconcile"
+	if err := checkAdmin(op.sku, op.reason, op.actor, ""); err != nil {
+		return Level{}, fmt.Errorf("%s: %w", op.kind, err)
 	}
-	lv, err := r.adjust(ctx, kind, sku, reason, "reconcile", "", "", expectedVersion, da, dr, ds)
+	lv, err := r.adjust(ctx, op)
 	if err != nil {
-		return Level{}, fmt.Errorf("%s %s: %w", kind, sku, err)
+		return Level{}, fmt.Errorf("%s %s: %w", op.kind, op.sku, err)
 	}
 	return lv, nil
 }
@@ -717,19 +766,33 @@ func checkAdmin(sku, reason, actor, idemKey string) error {
 	return checkKey("idempotencyKey", idemKey, true)
 }
 
-func (r *Redis) adjust(ctx context.Context, kind, sku, reason, actor, idemKey, fp string, expected, da, dr, ds int64) (Level, error) {
-	rep, err := run(ctx, r.rdb, scriptAdjust,
-		[]string{r.k.outbox(), r.k.stock(sku), r.k.idem("admin:"+actor, idemKey)},
-		kind, sku, reason, actor, fp, r.idemTTL, expected, da, dr, ds)
+// adminOp is one run of adjust.lua: an adjustment, a compare-and-set of the level, a
+// repair or the release of lost holds.
+type adminOp struct {
+	kind, sku, reason, actor string
+	// idemKey and fp: the caller's idempotency key and the request's fingerprint; without
+	// a key, adjust draws an operation id, so that the call is safe to run twice.
+	idemKey, fp string
+	expected    int64 // version the SKU must be at; -1 = any
+	da, dr, ds  int64 // deltas of available, reserved, sold (set: da is the new level)
+}
+
+func (r *Redis) adjust(ctx context.Context, op adminOp) (Level, error) {
+	record := r.k.idem("admin:"+op.actor, op.idemKey)
+	if op.idemKey == "" {
+		record, op.fp = r.k.idem("admin-op:"+op.actor, NewID()), "op"
+	}
+	rep, err := run(ctx, r.rdb, scriptAdjust, []string{r.k.outbox(), r.k.stock(op.sku), record},
+		op.kind, op.sku, op.reason, op.actor, op.fp, r.idemTTL, op.expected, op.da, op.dr, op.ds, MaxUnits)
 	if err != nil {
 		return Level{}, err
 	}
+	lv := Level{SKU: op.sku, Available: rep.num(1), Reserved: rep.num(2), Sold: rep.num(3), Version: rep.num(4)}
 	switch rep.status() {
 	case "ok", "replay":
-		lv := Level{SKU: sku, Available: rep.num(1), Reserved: rep.num(2), Sold: rep.num(3),
-			Version: rep.num(4), Replayed: rep.status() == "replay"}
+		lv.Replayed = rep.status() == "replay"
 		if lv.Available > 0 && !lv.Replayed {
-			r.restocked(sku)
+			r.restocked(op.sku)
 		}
 		return lv, nil
 	case "not_found":
@@ -737,9 +800,11 @@ func (r *Redis) adjust(ctx context.Context, kind, sku, reason, actor, idemKey, f
 	case "reused":
 		return Level{}, ErrIdempotencyKeyReused
 	case "version":
-		return Level{}, fmt.Errorf("%w: version is %d", ErrVersionConflict, rep.num(4))
+		return Level{}, fmt.Errorf("%w: version is %d", ErrVersionConflict, lv.Version)
 	case "insufficient":
-		return Level{}, fmt.Errorf("%w: %d available", ErrInsufficientStock, rep.num(1))
+		return Level{}, fmt.Errorf("%w: %d available", ErrInsufficientStock, lv.Available)
+	case "too_large":
+		return Level{}, invalid("delta", "would take available above %d (it is %d)", MaxUnits, lv.Available)
 	}
 	return Level{}, rep.expect("ok")
 }
@@ -777,7 +842,7 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 		return nil
 	})
 	if err != nil {
-		return nil, storeErr("read", err)
+		return nil, readErr("read", err)
 	}
 	out := make(map[string]Level, len(skus))
 	for i, c := range cmds {
@@ -792,26 +857,9 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 func (r *Redis) SKUs(ctx context.Context) ([]string, error) {
 	skus, err := r.rdb.SMembers(ctx, r.k.skus()).Result()
 	if err != nil {
-		return nil, storeErr("skus", err)
+		return nil, readErr("skus", err)
 	}
 	return skus, nil
-}
-
-// storeErr marks errors of reaching Redis as ErrUnavailable; others (a script's own
-// error reply, say) stay as they are, for the caller to treat as internal.
-func storeErr(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, redis.ErrClosed) ||
-		errors.Is(err, redis.ErrPoolTimeout) || strings.HasPrefix(err.Error(), "LOADING") {
-		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
 }
 
 func unixMs(t *time.Time) int64 {
@@ -838,7 +886,7 @@ func (r *Redis) Prices(ctx context.Context, skus []string) (map[string]Price, er
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("prices: %w", storeErr("read", err))
+		return nil, fmt.Errorf("prices: %w", readErr("read", err))
 	}
 	out := make(map[string]Price, len(skus))
 	for i, c := range cmds {
@@ -856,7 +904,7 @@ func OrderIDForKey(userID, key string) string { return recordID("order", userID,
 // ActiveHolds counts holds not yet committed, released or expired by the sweep.
 func (r *Redis) ActiveHolds(ctx context.Context) (int64, error) {
 	n, err := r.rdb.ZCard(ctx, r.k.holdIndex()).Result()
-	return n, storeErr("active holds", err)
+	return n, readErr("active holds", err)
 }
 
 // AvailableAll reads every SKU's available units.

@@ -19,6 +19,13 @@ const (
 	MaxIDLength    = 128  // user, order, hold ids and idempotency keys
 	MaxSKULength   = 64
 	MaxReasonBytes = 256
+	// MaxUnits bounds stock, deltas, levels and per-user limits: far above any real
+	// stock, and far below where a Lua number (a double) or a formatted movement stops
+	// being exact.
+	MaxUnits = 1_000_000_000
+	// MaxPrice bounds a unit price in minor units; with MaxQuantity and MaxLines, no
+	// order total can overflow an int64.
+	MaxPrice = 1_000_000_000_000
 )
 
 // NewID returns a new time-ordered id for an order or hold (a UUIDv7).

@@ -42,13 +42,38 @@ local function emit(stream, ...)
   redis.call('XADD', stream, '*', '0', event(...))
 end
 
--- over_rate counts one request on a user's per-minute counter and says whether it went
--- past limit. It counts whatever the request's outcome, so callers run it before their
--- checks: the one write a script makes before them.
+-- over_rate admits one request against a user's allowance of `limit` requests a minute
+-- and returns nil, or, when the request is over it, how many ms to wait. The window
+-- slides on Redis's clock (TIME), so API hosts with skewed clocks agree: the count of
+-- the last 60 s is estimated as this window's count plus the previous window's count
+-- weighted by the share of it still inside the last 60 s (rounded to whole requests),
+-- so no burst of twice the limit fits across a window boundary. One hash per user: s (window start ms),
+-- c (count in it), p (count in the window before). A refused request is not counted.
+-- Callers run it before their checks: it is the one write a script makes before them.
 local function over_rate(key, limit)
-  local c = redis.call('INCR', key)
-  if c == 1 then redis.call('EXPIRE', key, 120) end
-  return c > limit
+  local now = now_ms()
+  local win = now - now % 60000
+  local v = redis.call('HMGET', key, 's', 'c', 'p')
+  local s, c, p = tonumber(v[1]) or win, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  if s ~= win then
+    if s == win - 60000 then p = c else p = 0 end
+    s, c = win, 0
+  end
+  local left = 60000 - (now - win) -- ms of this window still to come
+  if math.floor(p * left / 60000 + 0.5) + c + 1 > limit then
+    local wait
+    if c + 1 <= limit then
+      -- within this window, once enough of the previous one has slid out
+      wait = left - (limit - c - 0.5) * 60000 / p + 1
+    else
+      -- in the next window, where this window's count is the one sliding out
+      wait = left + math.max(0, 60000 - (limit - 0.5) * 60000 / c + 1)
+    end
+    return math.max(1, math.ceil(wait))
+  end
+  redis.call('HSET', key, 's', s, 'c', c + 1, 'p', p)
+  redis.call('PEXPIRE', key, 120000)
+  return nil
 end
 
 -- restocked tells the processes that keep sold-out marks (SOLDOUT_CACHE_MS) that units

@@ -21,15 +21,21 @@
 --   {'replay', status, order_id}    the hold was already settled this way
 --   {'noop', status}                expire found nothing to do
 --   {'not_found'} | {'stale'} | {'committed'} | {'released'} | {'expired'}
+--   {'rate_limited', wait_ms}
 
 local mode, hold_id = ARGV[1], ARGV[2]
 
-local limit = tonumber(ARGV[5])
-if limit > 0 and over_rate(KEYS[#KEYS], limit) then return {'rate_limited'} end
 local h = redis.call('HMGET', KEYS[2], 'u', 'st', 'x', 'c', 'l', 'o')
 if not h[1] then return {'not_found'} end
 if h[5] ~= ARGV[3] then return {'stale'} end
 local st = h[2]
+-- A settled hold answers before the rate limit counts: a retry learning the outcome of
+-- a commit whose reply was lost is not a new request.
+local limit = tonumber(ARGV[5])
+if st == 'active' and limit > 0 then
+  local wait = over_rate(KEYS[#KEYS], limit)
+  if wait then return {'rate_limited', wait} end
+end
 
 if st ~= 'active' then
   if mode == 'expire' then

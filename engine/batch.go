@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -224,38 +223,4 @@ func takeError(rep reply) error {
 		return se
 	}
 	return rep.expect("ok")
-}
-
-// parseOrder reads an order record: status, ts, currency, hold id, lines, fingerprint,
-// user, one per line.
-func parseOrder(id, v string) (Order, error) {
-	var f [7]string
-	rest := v
-	for i := range 6 {
-		var ok bool
-		if f[i], rest, ok = cut(rest); !ok {
-			return Order{}, fmt.Errorf("order %s: malformed record", id)
-		}
-	}
-	f[6] = rest
-	ts, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return Order{}, fmt.Errorf("order %s: malformed record", id)
-	}
-	items, err := parseItems(f[4])
-	if err != nil {
-		return Order{}, fmt.Errorf("order %s: %w", id, err)
-	}
-	o := newOrder(id, f[6], OrderStatus(f[0]), f[2], items, ts, f[3])
-	o.lines = f[4]
-	return o, nil
-}
-
-func cut(s string) (before, after string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }

@@ -36,7 +36,7 @@ func checkNoRetries(rdb redis.UniversalClient) {
 	default:
 		return
 	}
-	if n >= 0 {
+	if n > 0 { // after construction, -1 reads as 0 (no retries) and the default as 3
 		panic(fmt.Sprintf("engine: the Redis client retries commands (MaxRetries %d): build its options with engine.NoRetries", n))
 	}
 }

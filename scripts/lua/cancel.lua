@@ -27,5 +27,5 @@ for i, line in ipairs(lines) do
   if line[4] then redis.call('HINCRBY', KEYS[2 + 2 * i], user, -line[2]) end
 end
 redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user), 'KEEPTTL')
-emit(KEYS[1], 'cancel', ARGV[1], user, now, '', '', table.concat(moves, ','), '', '', '', '', '')
+emit(KEYS[1], {kind = 'cancel', id = ARGV[1], user = user, ts = tostring(now), moves = table.concat(moves, ',')})
 return {'ok', now}

@@ -26,7 +26,7 @@ redis.call('HSET', KEYS[2], 'a', ARGV[3], 'r', ARGV[4], 's', ARGV[5], 'q', ARGV[
 redis.call('SADD', KEYS[3], ARGV[2])
 if tonumber(ARGV[3]) > 0 then restocked(ARGV[2]) end
 if ARGV[1] == 'create' then
-  emit(KEYS[1], 'create', '', '', now, ARGV[8], '', ARGV[2] .. ':' .. ARGV[6] .. ':' .. ARGV[3] .. ':0:0',
-    '', '', ARGV[2], '', '')
+  emit(KEYS[1], {kind = 'create', ts = tostring(now), currency = ARGV[8], sku = ARGV[2],
+    moves = ARGV[2] .. ':' .. ARGV[6] .. ':' .. ARGV[3] .. ':0:0'})
 end
 return {'ok', now}

@@ -13,8 +13,8 @@
 --     limit changed meanwhile. Movements travel as "sku:seq:dAvailable:dReserved:dSold"
 --     joined by ",".
 --   * An outbox entry holds one or more events, in fields named 0, 1, 2, ... in order.
---     An event is its kind, then id, user, ts, currency, lines, movements, expiry, hold
---     id, sku, reason, actor, separated by newlines (no field may contain one).
+--     An event is a JSON object of named fields, format version 2 (see event below
+--     and engine/event.go, which still reads version 1, the newline-joined list).
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -31,15 +31,18 @@ local function parse_lines(s)
   return out
 end
 
--- event formats one outbox event: its kind, then the payload fields, newline-separated.
-local function event(kind, id, user, ts, currency, lines, moves, exp, hold_id, sku, why, by)
-  return kind .. '\n' .. id .. '\n' .. user .. '\n' .. ts .. '\n' .. currency .. '\n' .. lines .. '\n' ..
-    moves .. '\n' .. exp .. '\n' .. hold_id .. '\n' .. sku .. '\n' .. why .. '\n' .. by
+-- event encodes one outbox event, format version 2: a JSON object whose fields are
+--   v 2 | kind | id (order or hold) | user | ts (unix ms) | currency | lines | moves |
+--   expires (unix ms, holds) | hold (the hold an order came from) | sku | reason | actor
+-- all strings; a field with nothing to say is left out. engine/event.go reads it.
+local function event(e)
+  e.v = 2
+  return cjson.encode(e)
 end
 
 -- emit appends one entry holding one event to the outbox stream.
-local function emit(stream, ...)
-  redis.call('XADD', stream, '*', '0', event(...))
+local function emit(stream, e)
+  redis.call('XADD', stream, '*', '0', event(e))
 end
 
 -- over_rate admits one request against a user's allowance of `limit` requests a minute

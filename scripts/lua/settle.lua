@@ -77,10 +77,12 @@ if new == 'committed' then
   redis.call('HSET', KEYS[2], 'st', new, 'o', order_id)
   -- No TTL until MongoDB has the order, as for checkouts (the syncer sets it).
   redis.call('SET', KEYS[4], order_record('confirmed', now, h[4], hold_id, h[5], '', user))
-  emit(KEYS[1], 'order', order_id, user, now, h[4], h[5], m, '', hold_id, '', '', '')
+  emit(KEYS[1], {kind = 'order', id = order_id, user = user, ts = tostring(now), currency = h[4],
+    lines = h[5], moves = m, hold = hold_id})
 else
   redis.call('HSET', KEYS[2], 'st', new)
-  emit(KEYS[1], new == 'expired' and 'expire' or 'release', hold_id, user, now, '', '', m, '', '', '', '', '')
+  emit(KEYS[1], {kind = new == 'expired' and 'expire' or 'release', id = hold_id, user = user,
+    ts = tostring(now), moves = m})
 end
 if due and mode ~= 'expire' then return {'expired'} end
 return {'ok', new, now}

@@ -216,11 +216,13 @@ for w = 1, #writes, 9 do
     redis.call('HSET', rec, 'u', user, 'st', 'active', 'ts', now_s, 'x', exp, 'c', currency, 'l', l, 'f', fp)
     redis.call('EXPIRE', rec, rec_ttl)
     redis.call('ZADD', KEYS[2], exp, id)
-    events[#events + 1] = event('hold', id, user, now_s, currency, l, m, exp, '', '', '', '')
+    events[#events + 1] = event({kind = 'hold', id = id, user = user, ts = now_s, currency = currency,
+      lines = l, moves = m, expires = exp})
   else
     records[#records + 1] = rec
     records[#records + 1] = order_record('confirmed', now_s, currency, '', l, fp, user)
-    events[#events + 1] = event('order', id, user, now_s, currency, l, m, '', '', '', '', '')
+    events[#events + 1] = event({kind = 'order', id = id, user = user, ts = now_s, currency = currency,
+      lines = l, moves = m})
   end
 end
 if #records > 0 then redis.call('MSET', unpack(records)) end

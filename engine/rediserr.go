@@ -32,6 +32,14 @@ func hasReplyPrefix(err error, prefix string) bool {
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), prefix)
 }
 
+// ReadErr classifies the error of a Redis call that changes nothing, for callers
+// outside the engine that talk to Redis themselves: see readErr.
+func ReadErr(op string, err error) error { return readErr(op, err) }
+
+// WriteErr classifies the error of a Redis call that may change data, for callers
+// outside the engine that talk to Redis themselves: see writeErr.
+func WriteErr(op string, err error) error { return writeErr(op, err) }
+
 // readErr classifies the error of a call that changes nothing (a read): any failure to
 // get an answer is ErrUnavailable. Other errors (a malformed reply, say) stay as they
 // are, for the caller to treat as internal.

@@ -194,14 +194,16 @@ func TestBadInputChangesNothing(t *testing.T) {
 			{"control character in key", engine.CheckoutRequest{UserID: "u", OrderID: "o", IdempotencyKey: "a\nb", Lines: one}},
 		}
 		for _, tc := range cases {
-			_, err := inv.Checkout(ctx, tc.req)
-			if !errors.Is(err, engine.ErrInvalid) {
-				t.Errorf("%s: got %v, want ErrInvalid", tc.name, err)
-			}
-			_, err = inv.Reserve(ctx, engine.ReserveRequest{UserID: tc.req.UserID, Lines: tc.req.Lines, HoldID: tc.req.OrderID, IdempotencyKey: tc.req.IdempotencyKey, TTL: time.Minute})
-			if !errors.Is(err, engine.ErrInvalid) {
-				t.Errorf("%s (reserve): got %v, want ErrInvalid", tc.name, err)
-			}
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := inv.Checkout(ctx, tc.req)
+				if !errors.Is(err, engine.ErrInvalid) {
+					t.Errorf("checkout: got %v, want ErrInvalid", err)
+				}
+				_, err = inv.Reserve(ctx, engine.ReserveRequest{UserID: tc.req.UserID, Lines: tc.req.Lines, HoldID: tc.req.OrderID, IdempotencyKey: tc.req.IdempotencyKey, TTL: time.Minute})
+				if !errors.Is(err, engine.ErrInvalid) {
+					t.Errorf("reserve: got %v, want ErrInvalid", err)
+				}
+			})
 		}
 		_, err := inv.Reserve(ctx, engine.ReserveRequest{UserID: "u", Lines: one, HoldID: "h", TTL: 2 * time.Hour})
 		wantErr(t, err, engine.ErrInvalid)

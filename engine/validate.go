@@ -39,6 +39,14 @@ func NewID() string {
 	return id.String()
 }
 
+// NewShortID returns 12 random hex characters: for names that need to differ between
+// processes or runs (a consumer name, a request-id prefix), not for records.
+func NewShortID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
 // recordNamespace scopes the UUIDs derived from idempotency keys.
 var recordNamespace = uuid.MustParse("6f0a1c52-3d0e-4b7e-9a51-0c2d8f3e7b11")
 

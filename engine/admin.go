@@ -103,11 +103,11 @@ type adminOp struct {
 }
 
 func (r *Redis) adjust(ctx context.Context, op adminOp) (Level, error) {
-	record := r.k.idem("admin:"+op.actor, op.idemKey)
+	record := r.k.Idem("admin:"+op.actor, op.idemKey)
 	if op.idemKey == "" {
-		record, op.fp = r.k.idem("admin-op:"+op.actor, NewID()), "op"
+		record, op.fp = r.k.Idem("admin-op:"+op.actor, NewID()), "op"
 	}
-	rep, err := run(ctx, r.rdb, scriptAdjust, []string{r.k.outbox(), r.k.stock(op.sku), record},
+	rep, err := run(ctx, r.rdb, scriptAdjust, []string{r.k.Outbox(), r.k.Stock(op.sku), record, r.k.RestockChannel()},
 		op.kind, op.sku, op.reason, op.actor, op.fp, r.idemTTL, op.expected, op.da, op.dr, op.ds, MaxUnits)
 	if err != nil {
 		return Level{}, err

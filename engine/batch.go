@@ -152,17 +152,17 @@ func (b *batcher) exec(batch []*takeReq) {
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]any, 0, nargs)
-	keys = append(keys, r.k.outbox(), r.k.holdIndex())
+	keys = append(keys, r.k.Outbox(), r.k.HoldIndex())
 	args = append(args, r.recTTL)
 	for _, req := range batch {
-		record := r.k.order(req.id)
+		record := r.k.Order(req.id)
 		if req.mode == "hold" {
-			record = r.k.hold(req.id)
+			record = r.k.Hold(req.id)
 		}
 		keys = append(keys, record)
 		args = append(args, req.mode, req.user, req.id, req.fp, req.holdMs, len(req.lines))
 		for _, l := range req.lines {
-			keys = append(keys, r.k.stock(l.SKU), r.k.bought(l.SKU))
+			keys = append(keys, r.k.Stock(l.SKU), r.k.Bought(l.SKU))
 			args = append(args, l.SKU, l.Quantity)
 		}
 		rateKey := req.rateKey

@@ -137,7 +137,7 @@ func TestCorruptStockRecordRefusesOnlyItsOwnRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := c.HDel(ctx, r.k.stock("BAD"), "q").Err(); err != nil {
+	if err := c.HDel(ctx, r.k.Stock("BAD"), "q").Err(); err != nil {
 		t.Fatal(err)
 	}
 	good, bad := orderReq(ctx, "o-good"), orderReq(ctx, "o-bad")
@@ -164,7 +164,7 @@ func TestAdminScriptsRunTwiceApplyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same adjust.lua call sent twice, as a client retry would: one movement.
-	keys := []string{r.k.outbox(), r.k.stock("A"), r.k.idem("admin-op:ops", "op-1")}
+	keys := []string{r.k.Outbox(), r.k.Stock("A"), r.k.Idem("admin-op:ops", "op-1")}
 	args := []any{"adjust", "A", "restock", "ops", "op", r.idemTTL, -1, 3, 0, 0, MaxUnits}
 	first, err := run(ctx, c, scriptAdjust, keys, args...)
 	if err != nil {
@@ -178,7 +178,7 @@ func TestAdminScriptsRunTwiceApplyOnce(t *testing.T) {
 		t.Fatalf("adjust run twice: got %v then %v, want ok then replay of available 8", first, second)
 	}
 	// create.lua sent twice with one operation id: the second is a replay, not a conflict.
-	keys = []string{r.k.outbox(), r.k.stock("B"), r.k.skus()}
+	keys = []string{r.k.Outbox(), r.k.Stock("B"), r.k.SKUs()}
 	args = []any{"create", "B", 4, 0, 0, 1, 1, "USD", 0, 0, 0, "op-2"}
 	for i, want := range []string{"ok", "replay"} {
 		rep, err := run(ctx, c, scriptCreate, keys, args...)
@@ -194,7 +194,7 @@ func TestAdminScriptsRunTwiceApplyOnce(t *testing.T) {
 	if lv[0].Available != 8 || lv[0].Version != 2 || lv[1].Available != 4 || lv[1].Version != 1 {
 		t.Fatalf("levels: got %+v, want A at 8 (v2) and B at 4 (v1)", lv)
 	}
-	n, _ := c.XLen(ctx, r.k.outbox()).Result()
+	n, _ := c.XLen(ctx, r.k.Outbox()).Result()
 	if n != 3 {
 		t.Fatalf("outbox entries: got %d, want 3 (two creates, one adjustment)", n)
 	}

@@ -106,7 +106,7 @@ func newRateError(waitMs int64) *RateError {
 // reservations (RatePerMinute) and commits (CommitHold) all count in it, inside their
 // script, over a window that slides on Redis's clock.
 func (r *Redis) RateLimitKey(user string) string {
-	return r.k.prefix + "rl:" + user
+	return r.k.RateLimit(user)
 }
 
 func (r *Redis) rateKey(user string, limit int) string {

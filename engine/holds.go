@@ -16,7 +16,7 @@ func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 	if err := checkID("id", id); err != nil {
 		return Hold{}, fmt.Errorf("hold: %w", err)
 	}
-	v, err := r.rdb.HMGet(ctx, r.k.hold(id), "u", "st", "ts", "x", "c", "l", "o").Result()
+	v, err := r.rdb.HMGet(ctx, r.k.Hold(id), "u", "st", "ts", "x", "c", "l", "o").Result()
 	if err != nil {
 		return Hold{}, fmt.Errorf("hold %s: %w", id, readErr("read", err))
 	}
@@ -117,18 +117,20 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string,
 }
 
 func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string, limit RateLimit) *redis.Cmd {
-	record := r.k.hold(h.ID)
+	record := r.k.Hold(h.ID)
 	if orderID != "" {
-		record = r.k.order(orderID)
+		record = r.k.Order(orderID)
 	}
-	keys := make([]string, 4, 5+2*len(h.Items))
-	keys[0], keys[1], keys[2], keys[3] = r.k.outbox(), r.k.hold(h.ID), r.k.holdIndex(), record
+	keys := make([]string, 4, 6+2*len(h.Items))
+	keys[0], keys[1], keys[2], keys[3] = r.k.Outbox(), r.k.Hold(h.ID), r.k.HoldIndex(), record
 	for _, it := range h.Items {
-		keys = append(keys, r.k.stock(it.SKU), r.k.bought(it.SKU))
+		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))
 	}
+	rateKey := record // not touched without a limit; any key of the partition will do
 	if limit.PerMinute > 0 {
-		keys = append(keys, r.RateLimitKey(limit.User))
+		rateKey = r.RateLimitKey(limit.User)
 	}
+	keys = append(keys, rateKey, r.k.RestockChannel())
 	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0))
 }
 
@@ -139,7 +141,7 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		return 0, nil
 	}
 	ids, err := r.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: r.k.holdIndex(), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(time.Now().UnixMilli(), 10),
+		Key: r.k.HoldIndex(), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(time.Now().UnixMilli(), 10),
 		Count: int64(limit),
 	}).Result()
 	if err != nil || len(ids) == 0 {
@@ -151,7 +153,7 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		h, err := r.Hold(ctx, id)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			r.rdb.ZRem(ctx, r.k.holdIndex(), id)
+			r.rdb.ZRem(ctx, r.k.HoldIndex(), id)
 			continue
 		case errors.Is(err, ErrUnavailable):
 			return 0, fmt.Errorf("expire holds: %w", err)
@@ -206,13 +208,13 @@ func (e *QuarantineError) Error() string {
 }
 
 // HoldQuarantineKey is the sorted set of holds the expiry sweep could not read.
-func (r *Redis) HoldQuarantineKey() string { return r.k.holdQuarantine() }
+func (r *Redis) HoldQuarantineKey() string { return r.k.HoldQuarantine() }
 
 func (r *Redis) quarantineHolds(ctx context.Context, ids []string) error {
 	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, id := range ids {
-			p.ZAdd(ctx, r.k.holdQuarantine(), redis.Z{Member: id, Score: float64(time.Now().UnixMilli())})
-			p.ZRem(ctx, r.k.holdIndex(), id)
+			p.ZAdd(ctx, r.k.HoldQuarantine(), redis.Z{Member: id, Score: float64(time.Now().UnixMilli())})
+			p.ZRem(ctx, r.k.HoldIndex(), id)
 		}
 		return nil
 	})
@@ -224,6 +226,6 @@ func (r *Redis) quarantineHolds(ctx context.Context, ids []string) error {
 
 // ActiveHolds counts holds not yet committed, released or expired by the sweep.
 func (r *Redis) ActiveHolds(ctx context.Context) (int64, error) {
-	n, err := r.rdb.ZCard(ctx, r.k.holdIndex()).Result()
+	n, err := r.rdb.ZCard(ctx, r.k.HoldIndex()).Result()
 	return n, readErr("active holds", err)
 }

@@ -21,7 +21,7 @@ func (r *Redis) RetireOrders(ctx context.Context, ids []string) error {
 	ttl, _ := strconv.ParseInt(r.recTTL, 10, 64)
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, id := range ids {
-			p.Expire(ctx, r.k.order(id), time.Duration(ttl)*time.Second)
+			p.Expire(ctx, r.k.Order(id), time.Duration(ttl)*time.Second)
 		}
 		return nil
 	})
@@ -33,7 +33,7 @@ func (r *Redis) Order(ctx context.Context, id string) (Order, error) {
 	if err := checkID("id", id); err != nil {
 		return Order{}, fmt.Errorf("order: %w", err)
 	}
-	v, err := r.rdb.Get(ctx, r.k.order(id)).Result()
+	v, err := r.rdb.Get(ctx, r.k.Order(id)).Result()
 	if errors.Is(err, redis.Nil) {
 		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
 	}
@@ -67,10 +67,11 @@ func (r *Redis) CancelOrder(ctx context.Context, o Order) (Order, error) {
 	if o.lines == "" {
 		return r.Cancel(ctx, o.ID) // not read through Order: read it
 	}
-	keys := []string{r.k.outbox(), r.k.order(o.ID)}
+	keys := []string{r.k.Outbox(), r.k.Order(o.ID)}
 	for _, it := range o.Items {
-		keys = append(keys, r.k.stock(it.SKU), r.k.bought(it.SKU))
+		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))
 	}
+	keys = append(keys, r.k.RestockChannel())
 	rep, err := run(ctx, r.rdb, scriptCancel, keys, o.ID, o.lines)
 	if err == nil {
 		switch rep.status() {

@@ -40,7 +40,7 @@ func (r *Redis) Restore(ctx context.Context, p Product, lv Level) (bool, error) 
 
 func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error {
 	reply, err := run(ctx, r.rdb, scriptCreate,
-		[]string{r.k.outbox(), r.k.stock(p.SKU), r.k.skus()},
+		[]string{r.k.Outbox(), r.k.Stock(p.SKU), r.k.SKUs(), r.k.RestockChannel()},
 		mode, p.SKU, lv.Available, lv.Reserved, lv.Sold, lv.Version,
 		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), NewID())
 	if err != nil {
@@ -117,7 +117,7 @@ func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatc
 	if len(args) == 0 {
 		return nil
 	}
-	reply, err := run(ctx, r.rdb, scriptUpdate, []string{r.k.stock(sku)}, args...)
+	reply, err := run(ctx, r.rdb, scriptUpdate, []string{r.k.Stock(sku)}, args...)
 	if err == nil && reply.status() == "not_found" {
 		err = ErrNotFound
 	} else if err == nil {
@@ -141,7 +141,7 @@ func (r *Redis) Prices(ctx context.Context, skus []string) (map[string]Price, er
 	cmds := make([]*redis.SliceCmd, len(skus))
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sku := range skus {
-			cmds[i] = p.HMGet(ctx, r.k.stock(sku), "p", "c")
+			cmds[i] = p.HMGet(ctx, r.k.Stock(sku), "p", "c")
 		}
 		return nil
 	})

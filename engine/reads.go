@@ -36,7 +36,7 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 	cmds := make([]*redis.SliceCmd, len(skus))
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sku := range skus {
-			cmds[i] = p.HMGet(ctx, r.k.stock(sku), "a", "r", "s", "q")
+			cmds[i] = p.HMGet(ctx, r.k.Stock(sku), "a", "r", "s", "q")
 		}
 		return nil
 	})
@@ -54,7 +54,7 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 
 // SKUs implements Inventory.
 func (r *Redis) SKUs(ctx context.Context) ([]string, error) {
-	skus, err := r.rdb.SMembers(ctx, r.k.skus()).Result()
+	skus, err := r.rdb.SMembers(ctx, r.k.SKUs()).Result()
 	if err != nil {
 		return nil, readErr("skus", err)
 	}

@@ -33,7 +33,7 @@ type Options struct {
 // its write happen in one atomic step, and the same script appends the outbox entry.
 type Redis struct {
 	rdb     redis.UniversalClient
-	k       keys
+	k       Keys
 	idemTTL string // seconds, as the scripts take it
 	recTTL  string
 	batch   *batcher
@@ -74,13 +74,13 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 	}
 	r := &Redis{
 		rdb:     rdb,
-		k:       newKeys(opts.Partition),
+		k:       NewKeys(opts.Partition),
 		idemTTL: strconv.FormatInt(int64(opts.IdempotencyTTL/time.Second), 10),
 		recTTL:  strconv.FormatInt(int64(opts.RecordTTL/time.Second), 10),
 	}
 	r.batch = newBatcher(r, opts.Batchers)
 	if opts.SoldOutFor > 0 {
-		r.soldOut = newSoldOut(context.Background(), rdb, r.k.restockChannel(), opts.SoldOutFor)
+		r.soldOut = newSoldOut(context.Background(), rdb, r.k.RestockChannel(), opts.SoldOutFor)
 	}
 	return r
 }
@@ -119,10 +119,14 @@ func (r *Redis) LoadScripts(ctx context.Context) error {
 }
 
 // OutboxKey is the stream every movement is appended to.
-func (r *Redis) OutboxKey() string { return r.k.outbox() }
+func (r *Redis) OutboxKey() string { return r.k.Outbox() }
 
 // DeadLetterKey is the stream where the syncer parks outbox entries it cannot decode.
-func (r *Redis) DeadLetterKey() string { return r.k.outbox() + ":dead" }
+func (r *Redis) DeadLetterKey() string { return r.k.DeadLetter() }
+
+// Keys names the keys of the inventory's partition, for the code that keeps its own
+// data beside the stock (carts, idempotency bindings, scheduler claims).
+func (r *Redis) Keys() Keys { return r.k }
 
 // Client is the Redis client the inventory runs on.
 func (r *Redis) Client() redis.UniversalClient { return r.rdb }

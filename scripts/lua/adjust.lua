@@ -14,6 +14,7 @@
 -- KEYS[1]        outbox stream
 -- KEYS[2]        stock hash
 -- KEYS[3]        idempotency record of (actor, key or operation id)
+-- KEYS[4]        restock channel
 -- ARGV[1]        kind: 'adjust' | 'rebuild' | 'repair' (ARGV[8..10] are deltas) or
 --                'set' (ARGV[8] is the new available level)
 -- ARGV[2]        sku

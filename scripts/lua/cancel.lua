@@ -4,6 +4,7 @@
 -- KEYS[2]        order record
 -- KEYS[1+2i]     stock hash of line i, in the order's line order
 -- KEYS[2+2i]     per-user purchase counter hash of line i
+-- KEYS[#KEYS]    restock channel
 -- ARGV[1]        order id
 -- ARGV[2]        the order's lines as the caller read them (guards KEYS against a stale read)
 --

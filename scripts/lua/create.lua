@@ -3,6 +3,7 @@
 -- KEYS[1]        outbox stream
 -- KEYS[2]        stock hash
 -- KEYS[3]        SKU index (set)
+-- KEYS[4]        restock channel
 -- ARGV[1]        mode: 'create' (a new SKU; movement 1 goes to the outbox) or
 --                'restore' (levels and sequence folded from MongoDB; nothing to the outbox)
 -- ARGV[2]        sku

@@ -80,11 +80,11 @@ local function over_rate(key, limit)
 end
 
 -- restocked tells the processes that keep sold-out marks (SOLDOUT_CACHE_MS) that units
--- of sku are available again, in the same atomic step that returned them. The channel
--- sits beside the outbox, which every script that returns units has as KEYS[1]
--- ("<prefix>ob" -> "<prefix>restock").
+-- of sku are available again, in the same atomic step that returned them. Every script
+-- that can make units available receives the restock channel as its last KEYS entry
+-- (it carries the partition's hash tag like every key), so no name is built here.
 local function restocked(sku)
-  redis.call('PUBLISH', string.sub(KEYS[1], 1, -3) .. 'restock', sku)
+  redis.call('PUBLISH', KEYS[#KEYS], sku)
 end
 
 -- move applies one movement to a stock hash whose current levels are a, r, s, q

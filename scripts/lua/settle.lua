@@ -13,8 +13,9 @@
 -- ARGV[2]        hold id
 -- ARGV[3]        the hold's lines as the caller read them (guards KEYS against a stale read)
 -- ARGV[4]        order id (commit)
--- ARGV[5]        the caller's requests-per-minute limit (commit; 0 = none), counted on
---                the last key, the caller's rate-limit counter for this minute
+-- KEYS[#KEYS-1]  the caller's rate-limit window (any same-slot key when ARGV[5] is 0)
+-- KEYS[#KEYS]    restock channel
+-- ARGV[5]        the caller's requests-per-minute limit (commit; 0 = none)
 --
 -- Returns one of:
 --   {'ok', status, ts}              status after this call: committed, released or expired
@@ -33,7 +34,7 @@ local st = h[2]
 -- a commit whose reply was lost is not a new request.
 local limit = tonumber(ARGV[5])
 if st == 'active' and limit > 0 then
-  local wait = over_rate(KEYS[#KEYS], limit)
+  local wait = over_rate(KEYS[#KEYS - 1], limit)
   if wait then return {'rate_limited', wait} end
 end
 

@@ -1,13 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/joho/godotenv"
 
 	stocksync "github.com/flashstock/flashstock/sync"
 )
@@ -142,34 +143,14 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-// readDotenv reads KEY=VALUE lines (# comments, optional quotes); a missing file is empty.
+// readDotenv reads a .env file with godotenv (KEY=VALUE lines, # comments, also after
+// an unquoted value, quotes, export); a missing file is empty.
 func readDotenv(path string) (map[string]string, error) {
-	f, err := os.Open(path)
+	m, err := godotenv.Read(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return map[string]string{}, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if !ok {
-			return nil, fmt.Errorf("line %d: want KEY=VALUE", n)
-		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
-		}
-		out[strings.TrimSpace(k)] = v
-	}
-	return out, sc.Err()
+	return m, err
 }
 
 // masked shows a secret's presence, never its value.

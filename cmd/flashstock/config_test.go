@@ -110,3 +110,35 @@ func TestRedactHidesCredentials(t *testing.T) {
 		}
 	}
 }
+
+// The shipped .env.example, copied to .env as its header says, must load as written:
+// inline comments included.
+func TestConfigLoadsTheShippedEnvExample(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("..", "..", ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := inTempDir(t)
+	if err := os.WriteFile(filepath.Join(dir, ".env"), example, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := readDotenv(".env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := raw["SOLDOUT_CACHE_MS"]; got != "0" {
+		t.Errorf("SOLDOUT_CACHE_MS: got %q, want \"0\" (the inline comment is not part of the value)", got)
+	}
+	c, err := loadConfig(env(nil))
+	if err != nil {
+		t.Fatalf(".env.example as .env: %v", err)
+	}
+	if c.Port != 3000 || c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.JWTIssuer != "flashstock" ||
+		c.RateLimitPerMinute != 120 || c.SoldoutCacheMs != 0 || !c.Embedded() {
+		t.Fatalf("got %+v", c)
+	}
+	// The environment still wins over the file.
+	if c, err := loadConfig(env(map[string]string{"SOLDOUT_CACHE_MS": "50"})); err != nil || c.SoldoutCacheMs != 50 {
+		t.Fatalf("environment over .env: got %d, %v", c.SoldoutCacheMs, err)
+	}
+}

@@ -61,6 +61,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 			return nil, fmt.Errorf("embedded redis: %w", err)
 		}
 		d.closers = append(d.closers, mr.Close)
+		// engine.NoRetries: MaxRetries -1, a lost reply is never re-sent.
 		d.rdb = redis.NewClient(engine.NoRetries(&redis.Options{Addr: mr.Addr(), PoolSize: 64}))
 		log.Info("embedded Redis (miniredis) started in-process; it keeps nothing across restarts, live stock is rebuilt from MongoDB", "addr", mr.Addr())
 	} else {
@@ -69,6 +70,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 			return nil, usageError{fmt.Sprintf("REDIS_URL: %v", err)}
 		}
 		o.PoolSize = max(o.PoolSize, 128)
+		// engine.NoRetries: MaxRetries -1, a lost reply is never re-sent.
 		d.rdb = redis.NewClient(engine.NoRetries(o))
 	}
 	d.rdb.AddHook(d.m.RedisHook())

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -16,16 +17,27 @@ import (
 // Config is every setting, loaded once from the environment and a .env file (the
 // environment wins). Defaults live here and nowhere else.
 type Config struct {
-	Port               int
-	RedisURL           string
-	MongoURI           string
-	MongoDatabase      string
-	DataDir            string
-	JWTSecret          string
-	JWTIssuer          string
-	SeedDemo           bool
-	RateLimitPerMinute int
-	SoldoutCacheMs     int
+	// Host is the interface the API listens on: 127.0.0.1 in the embedded mode (its demo
+	// admin has a published password), all interfaces otherwise, unless HOST is set.
+	Host          string
+	Port          int
+	RedisURL      string
+	MongoURI      string
+	MongoDatabase string
+	DataDir       string
+	JWTSecret     string
+	JWTIssuer     string
+	SeedDemo      bool
+	// DemoAdminPassword is the demo admin's password: DEMO_ADMIN_PASSWORD, required to
+	// seed outside the embedded mode; the embedded mode falls back to admin12345.
+	DemoAdminPassword string
+	// LoginLimitPerMinute is how many failed logins one email may have per minute;
+	// LoginAddressLimitPerMinute how many login and register requests one client
+	// address may make per minute. 0 disables either.
+	LoginLimitPerMinute        int
+	LoginAddressLimitPerMinute int
+	RateLimitPerMinute         int
+	SoldoutCacheMs             int
 	// LowStockThreshold is the available level at or below which a SKU is reported as
 	// low on stock (metric flashstock_stock_low).
 	LowStockThreshold int
@@ -33,9 +45,11 @@ type Config struct {
 	Role     string
 	LogLevel string
 	// PprofAddr, if set, serves net/http/pprof on that address (keep it on loopback).
-	PprofAddr       string
-	ShutdownTimeout time.Duration
-	Specs           stocksync.Specs
+	PprofAddr string
+	// PprofAllowRemote lets PprofAddr be a non-loopback address.
+	PprofAllowRemote bool
+	ShutdownTimeout  time.Duration
+	Specs            stocksync.Specs
 }
 
 // Embedded reports whether Redis and MongoDB run inside this process.
@@ -80,20 +94,24 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		return def
 	}
 	c := Config{
-		Port:               num("PORT", 3000, 0, 65535),
-		RedisURL:           get("REDIS_URL"),
-		MongoURI:           get("MONGODB_URI"),
-		MongoDatabase:      str("MONGODB_DATABASE", "flashstock"),
-		DataDir:            str("DATA_DIR", "./data"),
-		JWTSecret:          get("JWT_SECRET"),
-		JWTIssuer:          str("JWT_ISSUER", "flashstock"),
-		RateLimitPerMinute: num("RATE_LIMIT_PER_MINUTE", 120, 0, 1_000_000),
-		SoldoutCacheMs:     num("SOLDOUT_CACHE_MS", 0, 0, 60_000),
-		LowStockThreshold:  num("LOW_STOCK_THRESHOLD", 5, 0, 1_000_000_000),
-		Role:               str("ROLE", "all"),
-		LogLevel:           str("LOG_LEVEL", "info"),
-		PprofAddr:          str("PPROF_ADDR", ""),
-		ShutdownTimeout:    time.Duration(num("SHUTDOWN_TIMEOUT_SECONDS", 15, 1, 600)) * time.Second,
+		Host:                       get("HOST"),
+		Port:                       num("PORT", 3000, 0, 65535),
+		RedisURL:                   get("REDIS_URL"),
+		MongoURI:                   get("MONGODB_URI"),
+		MongoDatabase:              str("MONGODB_DATABASE", "flashstock"),
+		DataDir:                    str("DATA_DIR", "./data"),
+		JWTSecret:                  get("JWT_SECRET"),
+		JWTIssuer:                  str("JWT_ISSUER", "flashstock"),
+		RateLimitPerMinute:         num("RATE_LIMIT_PER_MINUTE", 120, 0, 1_000_000),
+		DemoAdminPassword:          get("DEMO_ADMIN_PASSWORD"),
+		LoginLimitPerMinute:        num("LOGIN_LIMIT_PER_MINUTE", 10, 0, 1_000_000),
+		LoginAddressLimitPerMinute: num("LOGIN_ADDRESS_LIMIT_PER_MINUTE", 30, 0, 1_000_000),
+		SoldoutCacheMs:             num("SOLDOUT_CACHE_MS", 0, 0, 60_000),
+		LowStockThreshold:          num("LOW_STOCK_THRESHOLD", 5, 0, 1_000_000_000),
+		Role:                       str("ROLE", "all"),
+		LogLevel:                   str("LOG_LEVEL", "info"),
+		PprofAddr:                  str("PPROF_ADDR", ""),
+		ShutdownTimeout:            time.Duration(num("SHUTDOWN_TIMEOUT_SECONDS", 15, 1, 600)) * time.Second,
 		Specs: stocksync.Specs{
 			HoldExpiry: str("HOLD_EXPIRY_SCHEDULE", stocksync.DefaultSpecs.HoldExpiry),
 			Snapshot:   str("SNAPSHOT_SCHEDULE", stocksync.DefaultSpecs.Snapshot),
@@ -101,14 +119,40 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			Trim:       str("OUTBOX_TRIM_SCHEDULE", stocksync.DefaultSpecs.Trim),
 		},
 	}
-	switch v := get("SEED_DEMO"); v {
-	case "":
-		c.SeedDemo = c.Embedded()
-	case "true", "1", "yes":
-		c.SeedDemo = true
-	case "false", "0", "no":
-	default:
-		bad("SEED_DEMO", v, "must be true or false")
+	flag := func(k string, def bool) bool {
+		switch v := get(k); v {
+		case "":
+			return def
+		case "true", "1", "yes":
+			return true
+		case "false", "0", "no":
+			return false
+		default:
+			bad(k, v, "must be true or false")
+			return def
+		}
+	}
+	c.SeedDemo = flag("SEED_DEMO", c.Embedded())
+	c.PprofAllowRemote = flag("PPROF_ALLOW_REMOTE", false)
+	if c.Host == "" && c.Embedded() {
+		c.Host = "127.0.0.1"
+	}
+	if c.Host != "" && !validHost(c.Host) {
+		bad("HOST", c.Host, "must be an IP address or a host name, without a port")
+	}
+	switch {
+	case c.DemoAdminPassword != "" && (len(c.DemoAdminPassword) < 12 || len(c.DemoAdminPassword) > 72):
+		errs = append(errs, "DEMO_ADMIN_PASSWORD must be 12 to 72 bytes")
+	case c.DemoAdminPassword == "" && c.SeedDemo && !c.Embedded():
+		errs = append(errs, "SEED_DEMO=true with REDIS_URL or MONGODB_URI needs DEMO_ADMIN_PASSWORD (12 to 72 bytes): "+
+			"outside the embedded mode the demo admin never gets the published password")
+	case c.DemoAdminPassword == "" && c.Embedded():
+		c.DemoAdminPassword = embeddedAdminPassword
+	}
+	if c.PprofAddr != "" {
+		if why := checkPprofAddr(c.PprofAddr, c.PprofAllowRemote); why != "" {
+			bad("PPROF_ADDR", c.PprofAddr, why)
+		}
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		bad("REDIS_URL", c.RedisURL, "must start with redis:// or rediss://")
@@ -141,6 +185,46 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		return c, usageError{"invalid configuration:\n  " + strings.Join(errs, "\n  ")}
 	}
 	return c, nil
+}
+
+// embeddedAdminPassword is the demo admin's published password, for the embedded mode
+// only (which listens on loopback unless HOST says otherwise).
+const embeddedAdminPassword = "admin12345"
+
+// validHost accepts an IP address or a DNS name: what HOST may be.
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkPprofAddr says what is wrong with a pprof address, or "". The profiles show
+// the process's command line, memory and goroutines: they stay on loopback unless
+// remote access is asked for explicitly.
+func checkPprofAddr(addr string, allowRemote bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return "must be host:port, e.g. 127.0.0.1:6060"
+	}
+	if allowRemote {
+		return ""
+	}
+	if host == "localhost" {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return ""
+	}
+	return "must be a loopback address (127.0.0.1, ::1 or localhost); set PPROF_ALLOW_REMOTE=true to serve profiles on other interfaces"
 }
 
 // readDotenv reads a .env file with godotenv (KEY=VALUE lines, # comments, also after

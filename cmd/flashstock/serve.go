@@ -127,13 +127,16 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		cfg.JWTSecret = hex.EncodeToString(b)
 		log.Warn("generated a JWT secret for this run (embedded mode): tokens die with the process; set JWT_SECRET to keep them")
 	}
-	log.Info("starting flashstock", "role", cfg.Role, "port", cfg.Port, "redis", redact(cfg.RedisURL),
+	log.Info("starting flashstock", "role", cfg.Role, "host", cfg.Host, "port", cfg.Port, "redis", redact(cfg.RedisURL),
 		"mongodb", redact(cfg.MongoURI), "database", cfg.MongoDatabase, "jwt_secret", masked(cfg.JWTSecret),
 		"rate_limit_per_minute", cfg.RateLimitPerMinute)
 	if cfg.SoldoutCacheMs > 0 {
 		log.Info("sold-out marks on: a refusal may lag returned stock by up to SOLDOUT_CACHE_MS", "ms", cfg.SoldoutCacheMs)
 	}
 	if cfg.PprofAddr != "" {
+		if cfg.PprofAllowRemote {
+			log.Warn("pprof may listen beyond loopback (PPROF_ALLOW_REMOTE=true): anyone who reaches it can read memory profiles and the command line", "addr", cfg.PprofAddr)
+		}
 		go servePprof(cfg.PprofAddr, log)
 	}
 	start := time.Now()
@@ -148,7 +151,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		return err
 	}
 	if cfg.SeedDemo {
-		if err := seedDemo(ctx, d, log); err != nil {
+		if err := seedDemo(ctx, d, log, cfg.DemoAdminPassword); err != nil {
 			return err
 		}
 	}
@@ -199,7 +202,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
 		RateLimitPerMinute: cfg.RateLimitPerMinute}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m,
 		Ready: func(ctx context.Context) (bool, map[string]string) { return ready(ctx, d) }})
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	ln, err := net.Listen("tcp", listenAddr(cfg))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -221,6 +224,10 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	}
 	return nil
 }
+
+// listenAddr is where the API listens: HOST (127.0.0.1 by default in the embedded
+// mode, all interfaces otherwise) and PORT.
+func listenAddr(cfg Config) string { return net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)) }
 
 // ready reports per-dependency readiness.
 func ready(ctx context.Context, d *deps) (bool, map[string]string) {
@@ -271,13 +278,16 @@ func seedOnly(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.Embedded() {
 		return usageError{"seed needs REDIS_URL and MONGODB_URI; the embedded mode seeds itself (SEED_DEMO)"}
 	}
+	if cfg.DemoAdminPassword == "" {
+		return usageError{"seed needs DEMO_ADMIN_PASSWORD (12 to 72 bytes): outside the embedded mode the demo admin never gets the published password"}
+	}
 	log := newLogger(cfg, stdout)
 	d, err := open(ctx, cfg, log, stdout)
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	return seedDemo(ctx, d, log)
+	return seedDemo(ctx, d, log, cfg.DemoAdminPassword)
 }
 
 // redact hides the password in a URL for logging.

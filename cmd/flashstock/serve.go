@@ -200,8 +200,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		Logger:       log,
 	})
 	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
-		RateLimitPerMinute: cfg.RateLimitPerMinute}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m,
-		Ready: func(ctx context.Context) (bool, map[string]string) { return ready(ctx, d) }})
+		RateLimitPerMinute: cfg.RateLimitPerMinute}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m}) // /readyz checks Redis, MongoDB and the scripts
 	ln, err := net.Listen("tcp", listenAddr(cfg))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -228,23 +227,6 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 // listenAddr is where the API listens: HOST (127.0.0.1 by default in the embedded
 // mode, all interfaces otherwise) and PORT.
 func listenAddr(cfg Config) string { return net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)) }
-
-// ready reports per-dependency readiness.
-func ready(ctx context.Context, d *deps) (bool, map[string]string) {
-	ok, out := true, map[string]string{"redis": "ok", "mongodb": "ok", "scripts": "ok"}
-	if err := d.rdb.Ping(ctx).Err(); err != nil {
-		ok, out["redis"] = false, err.Error()
-	}
-	if err := d.st.Ping(ctx); err != nil {
-		ok, out["mongodb"] = false, err.Error()
-	}
-	if out["redis"] == "ok" {
-		if err := d.inv.LoadScripts(ctx); err != nil {
-			ok, out["scripts"] = false, err.Error()
-		}
-	}
-	return ok, out
-}
 
 var errDrift = errors.New("drift found")
 

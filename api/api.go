@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,16 @@ type Config struct {
 	// RateLimitPerMinute caps checkout, hold and commit requests per user per minute,
 	// across every replica (0 disables).
 	RateLimitPerMinute int
+	// LoginLimit caps failed logins (and registrations) per email, and
+	// LoginAddressLimit login and register requests per client address, per
+	// LoginWindow (default one minute), across every replica; 0 disables either. Over
+	// them: 429 rate_limited with Retry-After.
+	LoginLimit        int
+	LoginAddressLimit int
+	LoginWindow       time.Duration
+	// TrustedProxies are the proxies whose X-Forwarded-For names the client (for the
+	// per-address limit); without them the peer's address is the client.
+	TrustedProxies []netip.Prefix
 	// RequestTimeout bounds each request (default 10 s).
 	RequestTimeout time.Duration
 	// CartTTL is how long an untouched cart lives (default 7 days).
@@ -88,6 +99,9 @@ func New(cfg Config, d Deps) *fiber.App {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.LoginWindow <= 0 {
+		cfg.LoginWindow = defaultLoginWindow
 	}
 	if cfg.CartTTL <= 0 {
 		cfg.CartTTL = 7 * 24 * time.Hour

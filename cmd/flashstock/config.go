@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -36,8 +37,11 @@ type Config struct {
 	// address may make per minute. 0 disables either.
 	LoginLimitPerMinute        int
 	LoginAddressLimitPerMinute int
-	RateLimitPerMinute         int
-	SoldoutCacheMs             int
+	// TrustedProxies are the proxies (IPs or CIDRs) whose X-Forwarded-For names the
+	// client, for the per-address limit.
+	TrustedProxies     []netip.Prefix
+	RateLimitPerMinute int
+	SoldoutCacheMs     int
 	// LowStockThreshold is the available level at or below which a SKU is reported as
 	// low on stock (metric flashstock_stock_low).
 	LowStockThreshold int
@@ -148,6 +152,20 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			"outside the embedded mode the demo admin never gets the published password")
 	case c.DemoAdminPassword == "" && c.Embedded():
 		c.DemoAdminPassword = embeddedAdminPassword
+	}
+	for _, v := range strings.Split(get("TRUSTED_PROXIES"), ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(v)
+		if a, aerr := netip.ParseAddr(v); aerr == nil {
+			p, err = a.Prefix(a.BitLen())
+		}
+		if err != nil {
+			bad("TRUSTED_PROXIES", v, "must be IP addresses or CIDR blocks, separated by commas")
+			continue
+		}
+		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
 	}
 	if c.PprofAddr != "" {
 		if why := checkPprofAddr(c.PprofAddr, c.PprofAllowRemote); why != "" {

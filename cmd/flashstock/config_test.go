@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,13 @@ func TestConfigDefaultsAreTheEmbeddedMode(t *testing.T) {
 	c, err := loadConfig(env(nil))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.LoginLimitPerMinute != 10 || c.LoginAddressLimitPerMinute != 30 || c.TrustedProxies != nil || c.Host != "127.0.0.1" {
+		t.Fatalf("login limits and listening defaults: %+v", c)
+	}
+	c, err = loadConfig(env(map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"}))
+	if err != nil || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]" {
+		t.Fatalf("TRUSTED_PROXIES: got %v, %v", c.TrustedProxies, err)
 	}
 	if !c.Embedded() || !c.SeedDemo || c.Port != 3000 || c.RateLimitPerMinute != 120 || c.JWTIssuer != "flashstock" ||
 		c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.SoldoutCacheMs != 0 || c.Role != "all" {
@@ -129,6 +137,7 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{"pprof flag", map[string]string{"PPROF_ADDR": "0.0.0.0:6060", "PPROF_ALLOW_REMOTE": "sure"}, "PPROF_ALLOW_REMOTE"},
 		{"login limit", map[string]string{"LOGIN_LIMIT_PER_MINUTE": "-1"}, "LOGIN_LIMIT_PER_MINUTE"},
 		{"login address limit", map[string]string{"LOGIN_ADDRESS_LIMIT_PER_MINUTE": "lots"}, "LOGIN_ADDRESS_LIMIT_PER_MINUTE"},
+		{"trusted proxies", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, lb.internal"}, "TRUSTED_PROXIES"},
 	}
 	for _, tc := range cases {
 		_, err := loadConfig(env(tc.env))

@@ -129,7 +129,8 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	}
 	log.Info("starting flashstock", "role", cfg.Role, "host", cfg.Host, "port", cfg.Port, "redis", redact(cfg.RedisURL),
 		"mongodb", redact(cfg.MongoURI), "database", cfg.MongoDatabase, "jwt_secret", masked(cfg.JWTSecret),
-		"rate_limit_per_minute", cfg.RateLimitPerMinute)
+		"rate_limit_per_minute", cfg.RateLimitPerMinute, "login_limit_per_minute", cfg.LoginLimitPerMinute,
+		"login_address_limit_per_minute", cfg.LoginAddressLimitPerMinute, "trusted_proxies", len(cfg.TrustedProxies))
 	if cfg.SoldoutCacheMs > 0 {
 		log.Info("sold-out marks on: a refusal may lag returned stock by up to SOLDOUT_CACHE_MS", "ms", cfg.SoldoutCacheMs)
 	}
@@ -200,7 +201,8 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		Logger:       log,
 	})
 	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
-		RateLimitPerMinute: cfg.RateLimitPerMinute}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m}) // /readyz checks Redis, MongoDB and the scripts
+		RateLimitPerMinute: cfg.RateLimitPerMinute, LoginLimit: cfg.LoginLimitPerMinute,
+		LoginAddressLimit: cfg.LoginAddressLimitPerMinute, TrustedProxies: cfg.TrustedProxies}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m}) // /readyz checks Redis, MongoDB and the scripts
 	ln, err := net.Listen("tcp", listenAddr(cfg))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -212,15 +212,18 @@ func TestConfigLoadsTheShippedEnvExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := raw["SOLDOUT_CACHE_MS"]; got != "0" {
-		t.Errorf("SOLDOUT_CACHE_MS: got %q, want \"0\" (the inline comment is not part of the value)", got)
+	for k, want := range map[string]string{"SOLDOUT_CACHE_MS": "0", "LOGIN_LIMIT_PER_MINUTE": "10", "LOGIN_ADDRESS_LIMIT_PER_MINUTE": "30"} {
+		if got := raw[k]; got != want {
+			t.Errorf("%s: got %q, want %q (an inline comment is not part of the value)", k, got, want)
+		}
 	}
 	c, err := loadConfig(env(nil))
 	if err != nil {
 		t.Fatalf(".env.example as .env: %v", err)
 	}
 	if c.Port != 3000 || c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.JWTIssuer != "flashstock" ||
-		c.RateLimitPerMinute != 120 || c.SoldoutCacheMs != 0 || !c.Embedded() {
+		c.RateLimitPerMinute != 120 || c.SoldoutCacheMs != 0 || !c.Embedded() || c.LoginLimitPerMinute != 10 ||
+		c.LoginAddressLimitPerMinute != 30 || c.Host != "127.0.0.1" || c.TrustedProxies != nil {
 		t.Fatalf("got %+v", c)
 	}
 	// The environment still wins over the file.

@@ -210,8 +210,9 @@ func TestAuthIsThrottledPerAddress(t *testing.T) {
 	want(t, h.do(t, "POST", "/api/v1/auth/login", "", login, from("203.0.113.7")...), 401, "unauthorized")
 	want(t, h.do(t, "POST", "/api/v1/auth/register", "", `{"email":"x@example.com","password":"longenough"}`, from("203.0.113.7")...), 201, "")
 	want(t, h.do(t, "POST", "/api/v1/auth/login", "", `{not json`, from("203.0.113.7")...), 400, "validation_failed")
-	// Through a second trusted proxy, and with a forged hop on the left: still 203.0.113.7.
-	want(t, h.do(t, "POST", "/api/v1/auth/login", "", login, from("198.51.100.1, 203.0.113.7, 10.1.2.3")...), 401, "unauthorized")
+	// Through a second trusted proxy, with a forged hop on the left, with a port: still
+	// 203.0.113.7.
+	want(t, h.do(t, "POST", "/api/v1/auth/login", "", login, from("198.51.100.1, 203.0.113.7:5555, 10.1.2.3")...), 401, "unauthorized")
 	wantRateLimited(t, h.do(t, "POST", "/api/v1/auth/login", "", login, from("203.0.113.7")...))
 	wantRateLimited(t, h.do(t, "POST", "/api/v1/auth/register", "", `{"email":"y@example.com","password":"longenough"}`, from("203.0.113.7")...))
 	// Another address, on another replica (the counters live in Redis).
@@ -222,6 +223,12 @@ func TestAuthIsThrottledPerAddress(t *testing.T) {
 		want(t, h.do(t, "POST", "/api/v1/auth/login", "", login, from("2001:db8:1:2::"+strconv.Itoa(i+1))...), 401, "unauthorized")
 	}
 	wantRateLimited(t, h.do(t, "POST", "/api/v1/auth/login", "", login, from("2001:db8:1:2:ffff::9")...))
+
+	// Without trusted proxies, X-Forwarded-For is the client's own say: ignored.
+	direct := newHarness(t, api.Config{LoginAddressLimit: 2, LoginWindow: time.Hour})
+	want(t, direct.do(t, "POST", "/api/v1/auth/login", "", login, from("192.0.2.1")...), 401, "unauthorized")
+	want(t, direct.do(t, "POST", "/api/v1/auth/login", "", login, from("192.0.2.2")...), 401, "unauthorized")
+	wantRateLimited(t, direct.do(t, "POST", "/api/v1/auth/login", "", login, from("192.0.2.3")...))
 }
 
 // Failed logins count against the email, successes do not; over the limit even the

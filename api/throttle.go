@@ -41,8 +41,8 @@ func (s *server) clientAddress(c *fiber.Ctx) string {
 	if len(s.cfg.TrustedProxies) > 0 && s.trusted(peer) {
 		hops := strings.Split(strings.Join(headerValues(c, fiber.HeaderXForwardedFor), ","), ",")
 		for i := len(hops) - 1; i >= 0; i-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-			if err != nil {
+			a, ok := parseHop(hops[i])
+			if !ok {
 				break // a garbled hop: trust nothing to its left
 			}
 			peer = a.Unmap()
@@ -56,6 +56,19 @@ func (s *server) clientAddress(c *fiber.Ctx) string {
 		return p.String()
 	}
 	return peer.String()
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or an address and port (some
+// proxies add the port: 192.0.2.1:5555, [2001:db8::1]:443).
+func parseHop(h string) (netip.Addr, bool) {
+	h = strings.TrimSpace(h)
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a, true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr(), true
+	}
+	return netip.Addr{}, false
 }
 
 func (s *server) trusted(a netip.Addr) bool {

@@ -52,6 +52,10 @@ func (k Keys) Idem(scope, key string) string {
 	return k.prefix + "i:" + strconv.Itoa(len(scope)) + ":" + scope + ":" + key
 }
 
+// Throttle is one login/register limiter: its scope (by address, by email) and the
+// hash of what it limits.
+func (k Keys) Throttle(scope, hash string) string { return k.prefix + "t:" + scope + ":" + hash }
+
 // Cart is a user's cart.
 func (k Keys) Cart(user string) string { return k.prefix + "cart:" + user }
 

@@ -113,7 +113,7 @@ func New(cfg Config, d Deps) *fiber.App {
 		d.Now = time.Now
 	}
 	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
-		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewID()[24:] + "-", tokens: newTokenCache(1 << 16),
+		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewShortID() + "-", tokens: newTokenCache(1 << 16),
 		seriesOf: map[seriesKey]*series{}}
 	app := fiber.New(fiber.Config{
 		AppName:               "flashstock",

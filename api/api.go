@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/flashstock/flashstock/api/codes"
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/metrics"
 	"github.com/flashstock/flashstock/store"
@@ -260,7 +261,7 @@ func (s *server) series(method, route string, status int, outcome string) *serie
 		x.checkouts = s.m.Checkouts.WithLabelValues(op, k.outcome)
 	}
 	switch k.outcome {
-	case "out_of_stock", "insufficient_stock", "version_conflict":
+	case codes.OutOfStock, codes.InsufficientStock, codes.VersionConflict:
 		x.conflicts = s.m.Conflicts.WithLabelValues(k.outcome)
 	}
 	s.seriesMu.Lock()

@@ -2,16 +2,19 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	json "github.com/goccy/go-json"
 )
 
 // decodeStrict decodes a JSON body into v: unknown fields, wrong types, trailing data
 // and malformed JSON are all validation_failed. An empty body is allowed only when
-// optional.
+// optional. It uses goccy/go-json, encoding/json's semantics at 2x its speed (see
+// BenchmarkJSONCheckoutBody); the checkout body's plain form has a faster path still
+// (fastjson.go), which declines whatever it does not decide exactly as this does.
 func decodeStrict(body []byte, v any, optional bool) (present bool, err error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		if optional {

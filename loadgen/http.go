@@ -13,7 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashstock/flashstock/api"
+	"github.com/flashstock/flashstock/auth"
 	"github.com/flashstock/flashstock/engine"
 )
 
@@ -65,13 +65,13 @@ func NewHTTP(ctx context.Context, baseURL string, o HTTPOptions) (*HTTP, error) 
 	}}
 	if len(o.Secret) > 0 {
 		now := time.Now()
-		tok, err := api.IssueToken(o.Secret, o.Issuer, "bench-admin", api.RoleAdmin, 24*time.Hour, now)
+		tok, err := auth.Issue(o.Secret, o.Issuer, "bench-admin", auth.RoleAdmin, 24*time.Hour, now)
 		if err != nil {
 			return nil, err
 		}
 		h.admin = bearer(tok)
 		for i := range o.Users {
-			tok, err := api.IssueToken(o.Secret, o.Issuer, userID(i), api.RoleCustomer, 24*time.Hour, now)
+			tok, err := auth.Issue(o.Secret, o.Issuer, userID(i), auth.RoleCustomer, 24*time.Hour, now)
 			if err != nil {
 				return nil, err
 			}

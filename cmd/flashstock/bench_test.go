@@ -61,7 +61,7 @@ func TestBenchFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.url != "http://127.0.0.1:3123" || f.secret != "s" || f.buyers != 0 {
+	if f.URL != "http://127.0.0.1:3123" || f.Secret != "s" || f.Buyers != 0 {
 		t.Fatalf("defaults: %+v", f)
 	}
 	if _, err := parseBenchFlags([]string{"-buyers", "x"}, env, &strings.Builder{}); err == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"github.com/flashstock/flashstock/loadgen"
+	"github.com/flashstock/flashstock/loadgen/bare"
 	"github.com/flashstock/flashstock/loadgen/suite"
 )
 
@@ -33,6 +34,8 @@ flags:`
 type benchFlags struct {
 	suite.Options
 	json, suite, quiet bool
+	// baseline, if set, makes this process one of the suite's baseline servers.
+	baseline string
 }
 
 func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer) (benchFlags, error) {
@@ -60,6 +63,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.DurationVar(&f.WrkDuration, "wrk-duration", 15*time.Second, "suite: length of the HTTP hot-SKU runs (this tool's and wrk's); the engine's timed steps and the storms take half")
 	fs.DurationVar(&f.Soak, "soak", 2*time.Minute, "suite: length of the memory soak (0 skips it)")
 	fs.Float64Var(&f.SoakRate, "soak-rate", 5000, "suite: checkouts per second during the soak")
+	fs.StringVar(&f.baseline, "serve-baseline", "", "serve a baseline instead of measuring: bare (the bare handler, with $REDIS_URL, $JWT_SECRET, $JWT_ISSUER) or hello (Fiber's hello world), on 127.0.0.1:$PORT; the suite starts these itself")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return f, err
@@ -95,6 +99,9 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	if err != nil {
 		return err
+	}
+	if f.baseline != "" {
+		return bare.Serve(ctx, f.baseline, getenv)
 	}
 	f.Log = os.Stderr
 	if !f.quiet && isatty.IsTerminal(os.Stderr.Fd()) {

@@ -24,6 +24,12 @@ func (c *child) pid() int { return c.cmd.Process.Pid }
 // startServer runs this binary's serve with env (and DATA_DIR, PORT) and waits until it
 // is ready.
 func startServer(ctx context.Context, dataDir string, env map[string]string) (*child, error) {
+	return startChild(ctx, dataDir, env, "serve")
+}
+
+// startChild runs this binary with args and env (and DATA_DIR, PORT) and waits until it
+// answers /readyz.
+func startChild(ctx context.Context, dataDir string, env map[string]string, args ...string) (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -32,7 +38,7 @@ func startServer(ctx context.Context, dataDir string, env map[string]string) (*c
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "serve")
+	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir, "MONGODB_URI=", "SEED_DEMO=false")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

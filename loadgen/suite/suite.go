@@ -163,6 +163,9 @@ func Run(ctx context.Context, f Options) (*loadgen.Report, error) {
 	}); err != nil {
 		return rep, err
 	}
+	if err := s.baselines(dir, env, f); err != nil {
+		return rep, err
+	}
 	for _, cfg := range []loadgen.Config{counted(loadgen.Cart, 40_000), counted(loadgen.Holds, 20_000), timed(loadgen.Storm, short)} {
 		if err := s.run(h, cfg); err != nil {
 			return rep, err
@@ -202,6 +205,39 @@ func Run(ctx context.Context, f Options) (*loadgen.Report, error) {
 	}
 	addRatios(rep)
 	return rep, nil
+}
+
+// baselines measures the HTTP baselines of package bare with wrk exactly as the
+// server's wrk run is measured (same threads, connections, duration, request script,
+// secret and Redis), each in its own process as the server is (this binary, `bench
+// -serve-baseline`): the bare handler, then Fiber's hello world. The server under test
+// stays up, idle, meanwhile.
+func (s *suite) baselines(dir string, env map[string]string, f Options) error {
+	defer func(pid int) { s.serverPid = pid }(s.serverPid)
+	for _, b := range []struct {
+		baseline, row string
+		noStock       bool
+	}{{"bare", "bare", false}, {"hello", "fiber-hello", true}} {
+		c, err := startChild(s.ctx, filepath.Join(dir, b.baseline), env, "bench", "-serve-baseline", b.baseline)
+		if err != nil {
+			return fmt.Errorf("%s: %w", b.row, err)
+		}
+		s.serverPid = c.pid()
+		s.say("wrk -t2 -c%d -d%s on the %s baseline (%s)", f.Concurrency, f.WrkDuration, b.row, c.url)
+		err = s.measure(func() (*loadgen.Result, error) {
+			h, err := loadgen.NewHTTP(s.ctx, c.url, loadgen.HTTPOptions{Secret: []byte(env["JWT_SECRET"]), Users: f.Users, Conns: f.Concurrency})
+			if err != nil {
+				return nil, err
+			}
+			defer h.Close()
+			return h.Wrk(s.ctx, loadgen.WrkConfig{Threads: 2, Conns: f.Concurrency, Duration: f.WrkDuration, Target: b.row, NoStock: b.noStock})
+		})
+		c.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", b.row, err)
+		}
+	}
+	return nil
 }
 
 // startServer starts a server with env and connects a driver to it; the server's

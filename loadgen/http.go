@@ -1,9 +1,7 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -11,9 +9,10 @@ import (
 	"sync"
 	"time"
 
+	json "github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashstock/flashstock/api"
+	"github.com/flashstock/flashstock/auth"
 	"github.com/flashstock/flashstock/engine"
 )
 
@@ -65,13 +64,13 @@ func NewHTTP(ctx context.Context, baseURL string, o HTTPOptions) (*HTTP, error) 
 	}}
 	if len(o.Secret) > 0 {
 		now := time.Now()
-		tok, err := api.IssueToken(o.Secret, o.Issuer, "bench-admin", api.RoleAdmin, 24*time.Hour, now)
+		tok, err := auth.Issue(o.Secret, o.Issuer, "bench-admin", auth.RoleAdmin, 24*time.Hour, now)
 		if err != nil {
 			return nil, err
 		}
 		h.admin = bearer(tok)
 		for i := range o.Users {
-			tok, err := api.IssueToken(o.Secret, o.Issuer, userID(i), api.RoleCustomer, 24*time.Hour, now)
+			tok, err := auth.Issue(o.Secret, o.Issuer, userID(i), auth.RoleCustomer, 24*time.Hour, now)
 			if err != nil {
 				return nil, err
 			}
@@ -190,21 +189,12 @@ func (h *HTTP) Levels(ctx context.Context, skus []string) (map[string]engine.Lev
 	return out, nil
 }
 
-// itemsBody renders {"items":[…]} without reflection: it is on every request.
+// itemsBody renders {"items":[…]}, the body of checkouts and holds.
 func itemsBody(lines []engine.Line) []byte {
-	b := make([]byte, 0, 32+40*len(lines))
-	b = append(b, `{"items":[`...)
-	for i, l := range lines {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"sku":`...)
-		b = strconv.AppendQuote(b, l.SKU)
-		b = append(b, `,"quantity":`...)
-		b = strconv.AppendInt(b, l.Quantity, 10)
-		b = append(b, '}')
-	}
-	return append(b, "]}"...)
+	b, _ := json.Marshal(struct {
+		Items []engine.Line `json:"items"`
+	}{lines})
+	return b
 }
 
 // Checkout implements Target: a buy-now checkout of every line in one request.
@@ -235,8 +225,6 @@ var policyRefusals = map[string]bool{
 	"out_of_stock": true, "purchase_limit_exceeded": true, "sale_not_active": true, "rate_limited": true,
 }
 
-var idPrefix = []byte(`{"id":"`)
-
 func (h *HTTP) answer(status int, body []byte, err error) Answer {
 	if err != nil {
 		if errors.Is(err, fasthttp.ErrTimeout) {
@@ -245,88 +233,23 @@ func (h *HTTP) answer(status int, body []byte, err error) Answer {
 		return failed(ReasonTransport, err)
 	}
 	if status >= 200 && status < 300 {
-		// Orders and holds begin with their id; fall back to decoding otherwise.
-		if rest, ok := bytes.CutPrefix(body, idPrefix); ok {
-			if i := bytes.IndexByte(rest, '"'); i > 0 {
-				return Answer{Outcome: OK, ID: string(rest[:i])}
-			}
+		var v struct {
+			ID string `json:"id"`
 		}
-		var v struct{ ID string }
 		if err := json.Unmarshal(body, &v); err != nil || v.ID == "" {
 			return failed("bad_body", fmt.Errorf("%d %s", status, body))
 		}
 		return Answer{Outcome: OK, ID: v.ID}
 	}
 	var p struct {
-		Code  string
-		Items []engine.Shortage
+		Code  string            `json:"code"`
+		Items []engine.Shortage `json:"items"`
 	}
-	if code, items, ok := scanProblem(body); ok {
-		p.Code, p.Items = code, items
-	} else if err := json.Unmarshal(body, &p); err != nil || p.Code == "" {
+	if err := json.Unmarshal(body, &p); err != nil || p.Code == "" {
 		return failed(strconv.Itoa(status), fmt.Errorf("%d %s", status, body))
 	}
 	if policyRefusals[p.Code] {
 		return Answer{Outcome: Refused, Reason: p.Code, Short: p.Items}
 	}
 	return failed(p.Code, fmt.Errorf("%d %s", status, body))
-}
-
-// scanProblem reads code and items from a problem in the layout flashstock writes
-// (code, then items of sku/requested/available), without reflection: the driver reads
-// one per refusal, and a sold-out storm is all refusals. ok is false for any other
-// layout, which then goes through encoding/json.
-func scanProblem(b []byte) (code string, items []engine.Shortage, ok bool) {
-	_, rest, found := bytes.Cut(b, []byte(`"code":"`))
-	if !found {
-		return "", nil, false
-	}
-	i := bytes.IndexByte(rest, '"')
-	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
-		return "", nil, false
-	}
-	code, rest = string(rest[:i]), rest[i+1:]
-	list, found := bytes.CutPrefix(rest, []byte(`,"items":[`))
-	if !found {
-		return code, nil, !bytes.Contains(rest, []byte(`"items"`))
-	}
-	for {
-		var s engine.Shortage
-		var ok bool
-		if list, ok = bytes.CutPrefix(list, []byte(`{"sku":"`)); !ok {
-			return "", nil, false
-		}
-		j := bytes.IndexByte(list, '"')
-		if j < 0 {
-			return "", nil, false
-		}
-		s.SKU, list = string(list[:j]), list[j+1:]
-		if s.Requested, list, ok = scanInt(list, `,"requested":`); !ok {
-			return "", nil, false
-		}
-		if s.Available, list, ok = scanInt(list, `,"available":`); !ok {
-			return "", nil, false
-		}
-		if list, ok = bytes.CutPrefix(list, []byte("}")); !ok {
-			return "", nil, false
-		}
-		items = append(items, s)
-		if list, ok = bytes.CutPrefix(list, []byte(",")); ok {
-			continue
-		}
-		return code, items, bytes.HasPrefix(list, []byte("]"))
-	}
-}
-
-func scanInt(b []byte, prefix string) (int64, []byte, bool) {
-	b, ok := bytes.CutPrefix(b, []byte(prefix))
-	if !ok {
-		return 0, nil, false
-	}
-	n := 0
-	for n < len(b) && (b[n] == '-' || (b[n] >= '0' && b[n] <= '9')) {
-		n++
-	}
-	v, err := strconv.ParseInt(string(b[:n]), 10, 64)
-	return v, b[n:], err == nil
 }

@@ -167,3 +167,15 @@ func TestOpenModelKeepsItsSchedule(t *testing.T) {
 		t.Fatalf("model %q", r.Model)
 	}
 }
+
+// A run bounded by time alone stocks its SKU with as much as the engine allows: the
+// engine refuses more, and the suite's timed engine and wrk runs must not fail on it.
+func TestTimedRunFitsTheEnginesBounds(t *testing.T) {
+	_, rdb := testredis.Start(t)
+	inv := engine.NewRedis(rdb, engine.Options{})
+	t.Cleanup(inv.Close)
+	r := run(t, loadgen.Engine{Inv: inv}, loadgen.Config{Scenario: loadgen.Hot, Duration: 200 * time.Millisecond, Concurrency: 16})
+	if r.StockBefore != engine.MaxUnits || r.Oversell != 0 || len(r.Errors) != 0 {
+		t.Fatalf("stock before %d (want %d), oversell %d, errors %v", r.StockBefore, int64(engine.MaxUnits), r.Oversell, r.Errors)
+	}
+}

@@ -86,9 +86,11 @@ func (c *Config) defaults() error {
 	if c.Stock <= 0 {
 		switch c.Scenario {
 		case Hot, Holds:
+			// A run bounded by time alone has no count of buyers: as much as a SKU
+			// may hold.
 			c.Stock = min(int64(c.Buyers), engine.MaxUnits)
 		case Cart:
-			c.Stock = min(int64(c.Buyers)/2, engine.MaxUnits)
+			c.Stock = int64(c.Buyers) / 2
 		case Storm:
 			c.Stock = min(100, int64(c.Buyers))
 		}

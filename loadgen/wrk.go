@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -21,6 +22,12 @@ type WrkConfig struct {
 	Threads, Conns int
 	Duration       time.Duration
 	RunID          string
+	// Target names the run's row in the report (default "wrk": flashstock's server).
+	Target string
+	// NoStock sends the same requests but creates no product and reads no levels: for a
+	// server that only answers (the Fiber hello ceiling). Every 2xx counts as a success;
+	// oversell is not measured.
+	NoStock bool
 }
 
 // wrkScript makes every request a buy-now checkout of one unit, with its own
@@ -59,13 +66,15 @@ func (h *HTTP) Wrk(ctx context.Context, cfg WrkConfig) (*Result, error) {
 		cfg.RunID = strconv.FormatInt(time.Now().UnixNano()%1e12, 36)
 	}
 	sku := "B" + cfg.RunID + "-wrk"
-	const stock = engine.MaxUnits // the most a SKU may hold
-	if err := h.Prepare(ctx, map[string]int64{sku: stock}); err != nil {
-		return nil, err
-	}
-	before, err := h.Levels(ctx, []string{sku})
-	if err != nil {
-		return nil, err
+	const stock = engine.MaxUnits // as much as a SKU may hold
+	var before map[string]engine.Level
+	if !cfg.NoStock {
+		if err := h.Prepare(ctx, map[string]int64{sku: stock}); err != nil {
+			return nil, err
+		}
+		if before, err = h.Levels(ctx, []string{sku}); err != nil {
+			return nil, err
+		}
 	}
 	toks := make([]string, len(h.tokens))
 	for i, t := range h.tokens {
@@ -91,9 +100,12 @@ func (h *HTTP) Wrk(ctx context.Context, cfg WrkConfig) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Target, r.Scenario = "wrk", Hot
+	r.Target, r.Scenario = cmp.Or(cfg.Target, "wrk"), Hot
 	r.Model = fmt.Sprintf("closed c=%d (wrk -t%d)", cfg.Conns, cfg.Threads)
 	r.Concurrency = cfg.Conns
+	if cfg.NoStock {
+		return r, nil
+	}
 	after, err := h.Levels(ctx, []string{sku})
 	if err != nil {
 		return nil, err

@@ -2,11 +2,17 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/flashstock/flashstock/internal/redisserver"
+	"github.com/flashstock/flashstock/internal/testredis"
 	"github.com/flashstock/flashstock/loadgen"
 )
 
@@ -61,7 +67,7 @@ func TestBenchFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.url != "http://127.0.0.1:3123" || f.secret != "s" || f.buyers != 0 {
+	if f.URL != "http://127.0.0.1:3123" || f.Secret != "s" || f.Buyers != 0 {
 		t.Fatalf("defaults: %+v", f)
 	}
 	if _, err := parseBenchFlags([]string{"-buyers", "x"}, env, &strings.Builder{}); err == nil {
@@ -69,5 +75,91 @@ func TestBenchFlags(t *testing.T) {
 	}
 	if _, err := parseBenchFlags([]string{"extra"}, env, &strings.Builder{}); err == nil {
 		t.Fatal("a stray argument must be refused")
+	}
+}
+
+// The suite's baseline servers, as it starts them: this binary, `bench -serve-baseline`,
+// on PORT, stopped by SIGINT with exit status 0. The bare handler is driven by the load
+// tool and keeps its invariants; hello answers every request.
+func TestBenchServesTheBaselines(t *testing.T) {
+	bin, _ := buildBinary(t)
+	srv, _ := testredis.Start(t)
+	secret := strings.Repeat("b", 40)
+	base := mustServeBaseline(t, bin, "bare", "REDIS_URL=redis://"+srv.Addr, "JWT_SECRET="+secret)
+	cmd := exec.Command(bin, "bench", "-target", "http", "-url", base, "-jwt-secret", secret, "-scenario", "hot", "-buyers", "600", "-concurrency", "16", "-json", "-quiet")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench against the bare handler: %v\n%s", err, out)
+	}
+	var rep loadgen.Report
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("bench -json: %v\n%s", err, out)
+	}
+	if r := rep.Results[0]; r.Successes != 600 || r.StockAfter != 0 || r.Oversell != 0 || r.FalseRefusals != 0 || len(r.Errors) != 0 {
+		t.Fatalf("bare handler: sold %d, left %d, oversell %d, false refusals %d, errors %v; want 600 sold, none left", r.Successes, r.StockAfter, r.Oversell, r.FalseRefusals, r.Errors)
+	}
+
+	base = mustServeBaseline(t, bin, "hello")
+	res, err := http.Post(base+"/api/v1/checkout", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != "Hello, World!" {
+		t.Fatalf("hello: got %d %q, want 200 Hello, World!", res.StatusCode, b)
+	}
+
+	if out, err := exec.Command(bin, "bench", "-serve-baseline", "nope").CombinedOutput(); err == nil {
+		t.Fatalf("an unknown baseline was served: %s", out)
+	}
+}
+
+// mustServeBaseline starts `bench -serve-baseline baseline` on a free port with env,
+// waits until it answers /readyz, and at the end of the test stops it with SIGINT and
+// checks that it exited cleanly.
+func mustServeBaseline(t *testing.T, bin, baseline string, env ...string) string {
+	t.Helper()
+	port, err := redisserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "bench", "-serve-baseline", baseline)
+	cmd.Env = append(append(os.Environ(), "PORT="+strconv.Itoa(port)), env...)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("%s baseline: exit %v after SIGINT\n%s", baseline, err, &logs)
+			}
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("%s baseline: still running 20 s after SIGINT", baseline)
+		}
+	})
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if res, err := http.Get(base + "/readyz"); err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return base
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("%s baseline exited before it was ready: %v\n%s", baseline, err, &logs)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s baseline not ready after 20 s\n%s", baseline, &logs)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package suite
 
 import (
 	"context"
@@ -6,11 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -83,13 +81,14 @@ func childrenCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// benchSuite is `flashstock bench -suite` (make bench): every figure docs/BENCHMARKS.md
+// Run is `flashstock bench -suite` (make bench): every figure docs/BENCHMARKS.md
 // reports, from one run, so that each ratio compares figures taken minutes apart on the
-// same machine. It starts its own redis-server and its own server processes (this
-// binary, `serve`, on that Redis with embedded FerretDB) and needs redis-benchmark and
-// wrk on PATH.
-func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*loadgen.Report, error) {
-	s := &suite{ctx: ctx, rep: &loadgen.Report{Machine: machine()}, progress: progress, log: logw}
+// same machine. It starts its own redis-server and its own server processes (the running
+// executable, which must be flashstock, as `serve`, on that Redis with embedded
+// FerretDB) and needs redis-benchmark and wrk on PATH.
+func Run(ctx context.Context, f Options) (*loadgen.Report, error) {
+	progress := f.Progress
+	s := &suite{ctx: ctx, rep: &loadgen.Report{Machine: machine()}, progress: progress, log: f.Log}
 	rep := s.rep
 	dir, err := os.MkdirTemp("", "flashstock-bench-")
 	if err != nil {
@@ -102,25 +101,25 @@ func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*l
 	}
 	defer srv.Stop()
 	s.redisPid = srv.Pid()
-	rdb, stop, err := benchRedis("redis://"+srv.Addr, f.conc)
+	rdb, stop, err := redisClient("redis://"+srv.Addr, f.Concurrency)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
 	timed := func(sc string, d time.Duration) loadgen.Config {
-		return loadgen.Config{Scenario: sc, Duration: d, Concurrency: f.conc, Users: f.users}
+		return loadgen.Config{Scenario: sc, Duration: d, Concurrency: f.Concurrency, Users: f.Users}
 	}
 	counted := func(sc string, buyers int) loadgen.Config {
-		return loadgen.Config{Scenario: sc, Buyers: buyers, Concurrency: f.conc, Users: f.users}
+		return loadgen.Config{Scenario: sc, Buyers: buyers, Concurrency: f.Concurrency, Users: f.Users}
 	}
-	short := f.wrkDuration / 2
+	short := f.WrkDuration / 2
 
 	// 1. The ceilings, the seed-style baseline and the engine: same Redis, same driver.
 	s.say("redis-server %s on %s: engine-level steps", redisVersion(), srv.Addr)
 	for _, pipeline := range []int{1, 16} {
 		requests := int(short.Seconds() * 40_000 * float64(pipeline/8+1))
 		if err := s.measure(func() (*loadgen.Result, error) {
-			return loadgen.RedisBenchmark(ctx, rdb, f.conc, requests, pipeline)
+			return loadgen.RedisBenchmark(ctx, rdb, f.Concurrency, requests, pipeline)
 		}); err != nil {
 			return rep, err
 		}
@@ -155,13 +154,16 @@ func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*l
 	defer server.stop()
 	defer h.Close()
 	s.say("server (ROLE=api, RATE_LIMIT_PER_MINUTE=0) on %s", server.url)
-	if err := s.run(h, timed(loadgen.Hot, f.wrkDuration)); err != nil {
+	if err := s.run(h, timed(loadgen.Hot, f.WrkDuration)); err != nil {
 		return rep, err
 	}
-	s.say("wrk -t2 -c%d -d%s on the same server", f.conc, f.wrkDuration)
+	s.say("wrk -t2 -c%d -d%s on the same server", f.Concurrency, f.WrkDuration)
 	if err := s.measure(func() (*loadgen.Result, error) {
-		return h.Wrk(ctx, loadgen.WrkConfig{Threads: 2, Conns: f.conc, Duration: f.wrkDuration})
+		return h.Wrk(ctx, loadgen.WrkConfig{Threads: 2, Conns: f.Concurrency, Duration: f.WrkDuration})
 	}); err != nil {
+		return rep, err
+	}
+	if err := s.baselines(dir, env, f); err != nil {
 		return rep, err
 	}
 	for _, cfg := range []loadgen.Config{counted(loadgen.Cart, 40_000), counted(loadgen.Holds, 20_000), timed(loadgen.Storm, short)} {
@@ -192,10 +194,10 @@ func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*l
 	}
 
 	// 4. A sustained run at a fixed rate, with the server's memory sampled.
-	if f.soak > 0 {
-		s.say("soak: %.0f checkouts/s for %s, server memory sampled every 10 s", f.soakRate, f.soak)
-		soak, err := h.RunSoak(ctx, loadgen.Config{Scenario: loadgen.Hot, Rate: f.soakRate, Duration: f.soak,
-			Concurrency: f.conc, Users: f.users}, 10*time.Second, progress)
+	if f.Soak > 0 {
+		s.say("soak: %.0f checkouts/s for %s, server memory sampled every 10 s", f.SoakRate, f.Soak)
+		soak, err := h.RunSoak(ctx, loadgen.Config{Scenario: loadgen.Hot, Rate: f.SoakRate, Duration: f.Soak,
+			Concurrency: f.Concurrency, Users: f.Users}, 10*time.Second, progress)
 		if err != nil {
 			return rep, err
 		}
@@ -205,14 +207,47 @@ func benchSuite(ctx context.Context, f benchFlags, progress, logw io.Writer) (*l
 	return rep, nil
 }
 
+// baselines measures the HTTP baselines of package bare with wrk exactly as the
+// server's wrk run is measured (same threads, connections, duration, request script,
+// secret and Redis), each in its own process as the server is (this binary, `bench
+// -serve-baseline`): the bare handler, then Fiber's hello world. The server under test
+// stays up, idle, meanwhile.
+func (s *suite) baselines(dir string, env map[string]string, f Options) error {
+	defer func(pid int) { s.serverPid = pid }(s.serverPid)
+	for _, b := range []struct {
+		baseline, row string
+		noStock       bool
+	}{{"bare", "bare", false}, {"hello", "fiber-hello", true}} {
+		c, err := startChild(s.ctx, filepath.Join(dir, b.baseline), env, "bench", "-serve-baseline", b.baseline)
+		if err != nil {
+			return fmt.Errorf("%s: %w", b.row, err)
+		}
+		s.serverPid = c.pid()
+		s.say("wrk -t2 -c%d -d%s on the %s baseline (%s)", f.Concurrency, f.WrkDuration, b.row, c.url)
+		err = s.measure(func() (*loadgen.Result, error) {
+			h, err := loadgen.NewHTTP(s.ctx, c.url, loadgen.HTTPOptions{Secret: []byte(env["JWT_SECRET"]), Users: f.Users, Conns: f.Concurrency})
+			if err != nil {
+				return nil, err
+			}
+			defer h.Close()
+			return h.Wrk(s.ctx, loadgen.WrkConfig{Threads: 2, Conns: f.Concurrency, Duration: f.WrkDuration, Target: b.row, NoStock: b.noStock})
+		})
+		c.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", b.row, err)
+		}
+	}
+	return nil
+}
+
 // startServer starts a server with env and connects a driver to it; the server's
 // process is the one measure charges from then on.
-func (s *suite) startServer(dataDir string, env map[string]string, f benchFlags) (*child, *loadgen.HTTP, error) {
+func (s *suite) startServer(dataDir string, env map[string]string, f Options) (*child, *loadgen.HTTP, error) {
 	c, err := startServer(s.ctx, dataDir, env)
 	if err != nil {
 		return nil, nil, err
 	}
-	h, err := loadgen.NewHTTP(s.ctx, c.url, loadgen.HTTPOptions{Secret: []byte(env["JWT_SECRET"]), Users: f.users, Conns: f.conc})
+	h, err := loadgen.NewHTTP(s.ctx, c.url, loadgen.HTTPOptions{Secret: []byte(env["JWT_SECRET"]), Users: f.Users, Conns: f.Concurrency})
 	if err != nil {
 		c.stop()
 		return nil, nil, err
@@ -241,82 +276,4 @@ func redisVersion() string {
 		}
 	}
 	return "?"
-}
-
-// child is a flashstock server process started by the suite.
-type child struct {
-	url  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-// startServer runs this binary's serve with env (and DATA_DIR, PORT) and waits until it
-// is ready.
-func startServer(ctx context.Context, dataDir string, env map[string]string) (*child, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	port, err := redisserver.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "serve")
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir, "MONGODB_URI=", "SEED_DEMO=false")
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	// The server's own log goes to a file beside its data, out of the report's way; a
-	// server that fails to start has its log's end in the error.
-	logPath := dataDir + ".log"
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	failed := func(err error) error {
-		b, _ := os.ReadFile(logPath)
-		return fmt.Errorf("%w; server log ends:\n%s", err, b[max(0, len(b)-2000):])
-	}
-	c := &child{url: "http://127.0.0.1:" + strconv.Itoa(port), cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(c.done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/readyz", nil)
-		if res, err := http.DefaultClient.Do(req); err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return c, nil
-			}
-		}
-		select {
-		case <-c.done:
-			return nil, failed(fmt.Errorf("server exited before it was ready"))
-		case <-ctx.Done():
-			c.stop()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			c.stop()
-			return nil, failed(fmt.Errorf("server on %s not ready after 60 s", c.url))
-		}
-	}
-}
-
-// stop asks the server to shut down (SIGINT) and waits; it kills it after 15 s.
-func (c *child) stop() {
-	_ = c.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-c.done:
-	case <-time.After(15 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/flashstock/flashstock/api/codes"
+	"github.com/flashstock/flashstock/auth"
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/metrics"
 	"github.com/flashstock/flashstock/store"
@@ -82,7 +83,7 @@ type server struct {
 	m     *metrics.Metrics
 	// idPrefix starts every request id this process makes; a counter ends it.
 	idPrefix string
-	tokens   *tokenCache
+	tokens   *auth.Verifier
 	seriesMu sync.RWMutex
 	seriesOf map[seriesKey]*series
 }
@@ -115,7 +116,7 @@ func New(cfg Config, d Deps) *fiber.App {
 		d.Now = time.Now
 	}
 	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
-		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewShortID() + "-", tokens: newTokenCache(1 << 16),
+		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewShortID() + "-", tokens: auth.NewVerifier(cfg.JWTSecret, cfg.JWTIssuer, 1<<16),
 		seriesOf: map[seriesKey]*series{}}
 	app := fiber.New(fiber.Config{
 		AppName:               "flashstock",

@@ -9,64 +9,32 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/flashstock/flashstock/api/codes"
+	"github.com/flashstock/flashstock/auth"
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/store"
 )
 
-// Roles.
+// The roles a token may carry (package auth).
 const (
-	RoleCustomer = "customer"
-	RoleAdmin    = "admin"
+	RoleCustomer = auth.RoleCustomer
+	RoleAdmin    = auth.RoleAdmin
 )
 
-// Claims are the token's claims.
-type Claims struct {
-	Role string `json:"role"`
-	jwt.RegisteredClaims
-}
-
-// Principal is the caller a verified token names.
-type Principal struct {
-	UserID string
-	Role   string
-}
-
-// IssueToken signs a token for a user.
-func IssueToken(secret []byte, issuer, userID, role string, ttl time.Duration, now time.Time) (string, error) {
-	c := Claims{Role: role, RegisteredClaims: jwt.RegisteredClaims{
-		Subject: userID, Issuer: issuer, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-	}}
-	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
-}
-
-// verify checks a bearer token: HS256 only, the right issuer, not expired, a subject
-// and a known role.
-func (s *server) verify(header string) (Principal, error) {
+// verify checks a bearer token with the auth package's rules (HS256 only, the right
+// issuer, not expired, a subject and a known role) and this API's own: a subject that
+// is a valid user id.
+func (s *server) verify(header string) (auth.Principal, error) {
 	raw, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok || raw == "" {
-		return Principal{}, errUnauthorized
+		return auth.Principal{}, errUnauthorized
 	}
-	now := s.now()
-	if p, ok := s.tokens.get(raw, now); ok {
-		return p, nil
+	p, err := s.tokens.Verify(raw, s.now())
+	if err != nil || !engine.ValidKey(p.UserID) {
+		return auth.Principal{}, errUnauthorized
 	}
-	var c Claims
-	_, err := jwt.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return s.cfg.JWTSecret, nil },
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithIssuer(s.cfg.JWTIssuer),
-		jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
-	if err != nil || c.Subject == "" || !engine.ValidKey(c.Subject) || (c.Role != RoleCustomer && c.Role != RoleAdmin) {
-		return Principal{}, errUnauthorized
-	}
-	p := Principal{UserID: strings.Clone(c.Subject), Role: c.Role}
-	e := cachedToken{p: p, expires: c.ExpiresAt.Time}
-	if c.NotBefore != nil {
-		e.notBefore = c.NotBefore.Time
-	}
-	s.tokens.put(strings.Clone(raw), e)
 	return p, nil
 }
 
@@ -87,8 +55,8 @@ func adminOnly(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-func principal(c *fiber.Ctx) Principal {
-	p, _ := c.Locals(localPrincipal).(Principal)
+func principal(c *fiber.Ctx) auth.Principal {
+	p, _ := c.Locals(localPrincipal).(auth.Principal)
 	return p
 }
 
@@ -198,7 +166,7 @@ func (s *server) login(c *fiber.Ctx) error {
 		failed = true
 		return problem(http.StatusUnauthorized, codes.Unauthorized, "email or password is wrong")
 	}
-	tok, err := IssueToken(s.cfg.JWTSecret, s.cfg.JWTIssuer, u.ID, u.Role, s.cfg.TokenTTL, s.now())
+	tok, err := auth.Issue(s.cfg.JWTSecret, s.cfg.JWTIssuer, u.ID, u.Role, s.cfg.TokenTTL, s.now())
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/flashstock/flashstock/api"
+	"github.com/flashstock/flashstock/auth"
 )
 
 func TestTokensThatMustBeRefused(t *testing.T) {
@@ -111,7 +112,7 @@ func TestTokenCacheKeepsTheRules(t *testing.T) {
 	now := time.Now()
 	clock := &now
 	app := api.New(h.cfg, api.Deps{Inv: h.inv, Store: h.st, Now: func() time.Time { return *clock }})
-	tok, err := api.IssueToken(secret, issuer, "u1", api.RoleCustomer, time.Hour, now)
+	tok, err := auth.Issue(secret, issuer, "u1", api.RoleCustomer, time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashstock/flashstock/api"
+	"github.com/flashstock/flashstock/auth"
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/internal/testmongo"
 	"github.com/flashstock/flashstock/internal/testredis"
@@ -81,7 +82,7 @@ func (h *harness) runSyncer(t testing.TB) *stocksync.Syncer {
 
 func token(t testing.TB, user, role string) string {
 	t.Helper()
-	tok, err := api.IssueToken(secret, issuer, user, role, time.Hour, time.Now())
+	tok, err := auth.Issue(secret, issuer, user, role, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,10 @@ type Movement struct {
 	Ref       string // order or hold id, if any
 	Reason    string
 	At        time.Time
+	// After is the SKU's levels right after the movement, as the script left them
+	// (Version is Seq); HasAfter is false for movements written before they carried them.
+	After    Level
+	HasAfter bool
 }
 
 // ID is the movement's deterministic ledger id.
@@ -81,7 +85,8 @@ func DecodeEntry(streamID string, values map[string]any) ([]Event, error) {
 
 // wireEvent is an outbox event as the scripts write it: format version 2, a JSON
 // object of named string fields (scripts/lua/prelude.lua, event). Lines and moves keep
-// their compact forms ("sku:qty:price[:L]" and "sku:seq:dA:dR:dS", joined by ",").
+// their compact forms ("sku:qty:price[:L]" and "sku:seq:dA:dR:dS:a:r:s", joined by ",";
+// the levels after the movement, a:r:s, are absent from entries written before them).
 type wireEvent struct {
 	V        int    `json:"v"`
 	Kind     string `json:"kind"`
@@ -161,17 +166,22 @@ func decodeEvent(streamID, raw string) (Event, error) {
 	}
 	for part := range strings.SplitSeq(w.Moves, ",") {
 		m := strings.Split(part, ":")
-		if len(m) != 5 {
+		if len(m) != 5 && len(m) != 8 { // 8: with the levels after the movement
 			return bad("movement")
 		}
-		var n [4]int64
-		for i := range n {
+		var n [7]int64
+		for i := range len(m) - 1 {
 			if n[i], err = strconv.ParseInt(m[i+1], 10, 64); err != nil {
 				return bad("movement")
 			}
 		}
-		e.Movements = append(e.Movements, Movement{SKU: m[0], Seq: n[0], Kind: mkind,
-			Available: n[1], Reserved: n[2], Sold: n[3], Ref: e.ID, Reason: e.Reason, At: e.At})
+		mv := Movement{SKU: m[0], Seq: n[0], Kind: mkind, Available: n[1], Reserved: n[2], Sold: n[3],
+			Ref: e.ID, Reason: e.Reason, At: e.At}
+		if len(m) == 8 {
+			mv.HasAfter = true
+			mv.After = Level{SKU: m[0], Available: n[4], Reserved: n[5], Sold: n[6], Version: n[0]}
+		}
+		e.Movements = append(e.Movements, mv)
 	}
 	return e, nil
 }

@@ -10,8 +10,10 @@
 --     l (per-user lifetime limit, 0 = none), ss / se (sale window, unix ms, 0 = open).
 --   * Lines travel as "sku:qty:price" joined by ","; a line whose units count against
 --     the SKU's per-user limit ends in ":L", so giving them back is exact even if the
---     limit changed meanwhile. Movements travel as "sku:seq:dAvailable:dReserved:dSold"
---     joined by ",".
+--     limit changed meanwhile. Movements travel as
+--     "sku:seq:dAvailable:dReserved:dSold:available:reserved:sold" joined by ",": the
+--     deltas, then the SKU's levels right after the movement (what threshold events
+--     are decided from, with no read racing the scripts).
 --   * An outbox entry holds one or more events, in fields named 0, 1, 2, ... in order.
 --     An event is a JSON object of named fields, format version 2 (see event below
 --     and engine/event.go, which still reads version 1, the newline-joined list).
@@ -96,7 +98,7 @@ local function move(key, sku, lv, da, dr, ds)
   lv.q = lv.q + 1
   redis.call('HSET', key, 'a', lv.a, 'r', lv.r, 's', lv.s, 'q', lv.q)
   if tonumber(da) > 0 then restocked(sku) end
-  return sku .. ':' .. lv.q .. ':' .. da .. ':' .. dr .. ':' .. ds
+  return sku .. ':' .. lv.q .. ':' .. da .. ':' .. dr .. ':' .. ds .. ':' .. lv.a .. ':' .. lv.r .. ':' .. lv.s
 end
 
 -- levels reads a stock hash; nil when the SKU does not exist.

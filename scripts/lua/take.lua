@@ -167,10 +167,10 @@ local function decide(k, a, out, writes)
     lv.a, lv.q = lv.a - q, lv.q + 1
     if hold then
       lv.r = lv.r + q
-      move = sku .. ':' .. lv.q .. ':-' .. qty .. ':' .. qty .. ':0'
+      move = sku .. ':' .. lv.q .. ':-' .. qty .. ':' .. qty .. ':0:' .. lv.a .. ':' .. lv.r .. ':' .. lv.s
     else
       lv.s = lv.s + q
-      move = sku .. ':' .. lv.q .. ':-' .. qty .. ':0:' .. qty
+      move = sku .. ':' .. lv.q .. ':-' .. qty .. ':0:' .. qty .. ':' .. lv.a .. ':' .. lv.r .. ':' .. lv.s
     end
     if lv.l > 0 then
       line = sku .. ':' .. qty .. ':' .. lv.p .. ':L'

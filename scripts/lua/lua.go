@@ -20,6 +20,8 @@ var (
 	update string
 	//go:embed adjust.lua
 	adjust string
+	//go:embed rebase.lua
+	rebase string
 )
 
 // The scripts' full source, ready for redis.NewScript.
@@ -30,4 +32,5 @@ var (
 	Create = prelude + create
 	Update = update
 	Adjust = prelude + adjust
+	Rebase = prelude + rebase
 )

@@ -1,0 +1,189 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/store"
+)
+
+// Rollback is a SKU whose MongoDB history was ahead of Redis (invariant 12): Redis
+// handed out sequence numbers MongoDB already held, because it lost writes MongoDB had
+// received (a crash with appendfsync everysec, a failover to a lagging replica).
+type Rollback struct {
+	SKU string `json:"sku" bson:"sku"`
+	// RedisVersion is the SKU's live sequence when the rollback was found, and
+	// LedgerVersion how far MongoDB's contiguous ledger reached.
+	RedisVersion  int64 `json:"redisVersion" bson:"redisVersion"`
+	LedgerVersion int64 `json:"ledgerVersion" bson:"ledgerVersion"`
+	// Renumbered counts movements Redis made under sequence numbers MongoDB already
+	// held (kept in the conflicts collection), recorded again by the restore.
+	Renumbered int `json:"renumbered" bson:"renumbered"`
+	// RestoredOrders counts order records MongoDB had and Redis had lost, written back.
+	RestoredOrders int `json:"restoredOrders" bson:"restoredOrders"`
+	// ReleasedHolds counts reserved units returned to available: their holds were lost.
+	ReleasedHolds int64 `json:"releasedHolds" bson:"releasedHolds"`
+	// Restored is true when the SKU's levels and sequence were written back from
+	// MongoDB; false when it could not be yet (the next run tries again).
+	Restored bool `json:"restored" bson:"restored"`
+	// Version is the SKU's sequence after the restore.
+	Version int64 `json:"version" bson:"version"`
+	// Error says why it was not restored, if it was not.
+	Error string `json:"error,omitempty" bson:"error,omitempty"`
+}
+
+// rebaseHook, when set (tests), runs just before a restore is written.
+var rebaseHook func(sku string)
+
+// rebaseAttempts bounds the retries of a restore whose SKU moved meanwhile.
+const rebaseAttempts = 5
+
+// findRollbacks checks every SKU Redis has for a rollback: MongoDB's fold past the live
+// sequence, or movements kept as conflicts. Each one found is restored from MongoDB.
+func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live map[string]engine.Level,
+	conflicts map[string][]store.Conflict, log *slog.Logger) ([]Rollback, error) {
+	folds, err := st.Folds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Rollback
+	for sku, lv := range live {
+		if folds[sku].Seq <= lv.Version && len(conflicts[sku]) == 0 {
+			continue
+		}
+		rb, err := rebaseSKU(ctx, inv, st, sku, conflicts[sku])
+		if err != nil {
+			return out, err
+		}
+		if rb == nil {
+			continue
+		}
+		log.Error("Redis was rolled back: MongoDB holds movements Redis has lost or numbered again",
+			"sku", sku, "redis_version", rb.RedisVersion, "ledger_version", rb.LedgerVersion,
+			"renumbered", rb.Renumbered, "restored_orders", rb.RestoredOrders, "released_hold_units", rb.ReleasedHolds,
+			"restored", rb.Restored, "version", rb.Version, "error", rb.Error)
+		out = append(out, *rb)
+	}
+	return out, nil
+}
+
+// rebaseSKU restores one SKU that Redis has from MongoDB: the fold's levels and
+// sequence, plus the movements Redis numbered again, minus the units of lost holds,
+// with the order records Redis lost, under compare-and-set on the live sequence (a
+// SKU that moves meanwhile is read again). It returns nil if the SKU was not rolled
+// back after all.
+func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku string, cs []store.Conflict) (*Rollback, error) {
+	var rb *Rollback
+	for attempt := range rebaseAttempts {
+		if attempt > 0 {
+			open, err := st.OpenConflicts(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("rollback %s: %w", sku, err)
+			}
+			cs = open[sku]
+		}
+		lvs, err := inv.Lookup(ctx, []string{sku})
+		if err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		}
+		lv, ok := lvs[sku]
+		if !ok {
+			return rb, nil // lost altogether meanwhile: Rebuild's job
+		}
+		f, err := st.Advance(ctx, sku, nil)
+		if err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		}
+		if f.Seq <= lv.Version && len(cs) == 0 {
+			return rb, nil
+		}
+		rb = &Rollback{SKU: sku, RedisVersion: lv.Version, LedgerVersion: f.Seq, Renumbered: len(cs)}
+		if f.Seq < lv.Version {
+			// MongoDB has not caught up with what Redis did since: restoring now would
+			// drop those movements.
+			rb.Error = "the ledger is behind Redis: waiting for the syncer"
+			return rb, nil
+		}
+		req, err := rebaseRequest(ctx, inv, st, sku, lv, f, cs)
+		if err != nil {
+			return nil, err
+		}
+		if rebaseHook != nil {
+			rebaseHook(sku)
+		}
+		res, err := inv.Rebase(ctx, req)
+		if errors.Is(err, engine.ErrVersionConflict) {
+			continue // the SKU moved since it was read: read it again
+		}
+		if errors.Is(err, engine.ErrInvalid) {
+			rb.Error = err.Error()
+			return rb, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		}
+		if err := st.ResolveConflicts(ctx, cs, f.Seq+1); err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		}
+		rb.Restored, rb.Version = true, res.Level.Version
+		rb.RestoredOrders, rb.ReleasedHolds = res.RestoredOrders, req.Release
+		return rb, nil
+	}
+	rb.Error = fmt.Sprintf("the SKU kept moving through %d attempts", rebaseAttempts)
+	return rb, nil
+}
+
+// rebaseRequest builds the restore of a rolled-back SKU whose live level is lv.
+func rebaseRequest(ctx context.Context, inv *engine.Redis, st *store.Store, sku string, lv engine.Level,
+	f store.Fold, cs []store.Conflict) (engine.RebaseRequest, error) {
+	req := engine.RebaseRequest{SKU: sku, ExpectedVersion: lv.Version,
+		Fold:   engine.Level{SKU: sku, Available: f.Available, Reserved: f.Reserved, Sold: f.Sold, Version: f.Seq},
+		Reason: fmt.Sprintf("Redis rolled back to %d; MongoDB had %d", lv.Version, f.Seq)}
+	// The rollback point: Redis's sequence, or below the first number it gave out again.
+	from := lv.Version
+	for _, c := range cs {
+		from = min(from, c.Seq-1)
+		req.Again.Available += c.Movement.Available
+		req.Again.Reserved += c.Movement.Reserved
+		req.Again.Sold += c.Movement.Sold
+	}
+	// Orders MongoDB has past the rollback point may be gone from Redis.
+	tail, err := st.LedgerAfter(ctx, sku, from, f.Seq)
+	if err != nil {
+		return req, fmt.Errorf("rollback %s: %w", sku, err)
+	}
+	seen := map[string]bool{}
+	for _, e := range tail {
+		if (e.Kind != "sale" && e.Kind != "commit" && e.Kind != "cancel") || e.Ref == "" || seen[e.Ref] {
+			continue
+		}
+		seen[e.Ref] = true
+		o, lines, err := st.OrderRecord(ctx, e.Ref)
+		if errors.Is(err, engine.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return req, fmt.Errorf("rollback %s: %w", sku, err)
+		}
+		req.Orders = append(req.Orders, engine.RestoredOrder{Order: o, Lines: lines})
+	}
+	release, err := lostHoldUnits(ctx, inv, sku, f.Reserved+req.Again.Reserved)
+	req.Release = release
+	return req, err
+}
+
+// lostHoldUnits is how many of reserved units no hold in Redis accounts for: their holds
+// were lost with Redis's data and can never be settled.
+func lostHoldUnits(ctx context.Context, inv *engine.Redis, sku string, reserved int64) (int64, error) {
+	if reserved <= 0 {
+		return 0, nil
+	}
+	held, err := inv.HeldUnits(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("rollback %s: %w", sku, err)
+	}
+	return max(reserved-held[sku], 0), nil
+}

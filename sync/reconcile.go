@@ -235,7 +235,7 @@ func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 		log.Warn("rebuilt live stock from MongoDB: Redis had lost it", "skus", len(rep.Restored),
 			"lost_movements", rep.Lost, "released_hold_units", rep.ReleasedHolds)
 	}
-	if rep.RolledBack, err = findRollbacks(ctx, inv, st, present, conflicts, log); err != nil {
+	if rep.RolledBack, err = findRollbacks(ctx, inv, st, present, log); err != nil {
 		return rep, fmt.Errorf("rebuild: %w", err)
 	}
 	return rep, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/store"
@@ -44,8 +45,21 @@ const rebaseAttempts = 5
 // findRollbacks checks every SKU Redis has for a rollback: MongoDB's fold past the live
 // sequence, or movements kept as conflicts. Each one found is restored from MongoDB.
 func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live map[string]engine.Level,
-	conflicts map[string][]store.Conflict, log *slog.Logger) ([]Rollback, error) {
+	log *slog.Logger) ([]Rollback, error) {
+	// What Redis did up to the levels read is brought into MongoDB first, so that
+	// movements numbered again are seen as conflicts even before a syncer runs.
+	last, err := lastEntry(ctx, inv)
+	if err != nil {
+		return nil, err
+	}
+	if err := catchUp(ctx, inv, st, last); err != nil {
+		return nil, err
+	}
 	folds, err := st.Folds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conflicts, err := st.OpenConflicts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +68,7 @@ func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live
 		if folds[sku].Seq <= lv.Version && len(conflicts[sku]) == 0 {
 			continue
 		}
-		rb, err := rebaseSKU(ctx, inv, st, sku, conflicts[sku])
+		rb, err := rebaseSKU(ctx, inv, st, sku)
 		if err != nil {
 			return out, err
 		}
@@ -75,16 +89,10 @@ func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live
 // with the order records Redis lost, under compare-and-set on the live sequence (a
 // SKU that moves meanwhile is read again). It returns nil if the SKU was not rolled
 // back after all.
-func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku string, cs []store.Conflict) (*Rollback, error) {
+func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku string) (*Rollback, error) {
+	var cs []store.Conflict
 	var rb *Rollback
-	for attempt := range rebaseAttempts {
-		if attempt > 0 {
-			open, err := st.OpenConflicts(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("rollback %s: %w", sku, err)
-			}
-			cs = open[sku]
-		}
+	for range rebaseAttempts {
 		lvs, err := inv.Lookup(ctx, []string{sku})
 		if err != nil {
 			return nil, fmt.Errorf("rollback %s: %w", sku, err)
@@ -93,6 +101,20 @@ func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku stri
 		if !ok {
 			return rb, nil // lost altogether meanwhile: Rebuild's job
 		}
+		// Every movement up to lv is in an outbox entry up to last: once those are in
+		// MongoDB, the movements Redis numbered again are all kept as conflicts.
+		last, err := lastEntry(ctx, inv)
+		if err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		}
+		if err := catchUp(ctx, inv, st, last); err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		}
+		open, err := st.OpenConflicts(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		}
+		cs = open[sku]
 		f, err := st.Advance(ctx, sku, nil)
 		if err != nil {
 			return nil, fmt.Errorf("rollback %s: %w", sku, err)
@@ -102,9 +124,9 @@ func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku stri
 		}
 		rb = &Rollback{SKU: sku, RedisVersion: lv.Version, LedgerVersion: f.Seq, Renumbered: len(cs)}
 		if f.Seq < lv.Version {
-			// MongoDB has not caught up with what Redis did since: restoring now would
-			// drop those movements.
-			rb.Error = "the ledger is behind Redis: waiting for the syncer"
+			// A gap in the ledger below Redis's sequence (an entry another syncer is
+			// still writing): restoring now could drop movements. The next run retries.
+			rb.Error = "the ledger has a gap below Redis's sequence"
 			return rb, nil
 		}
 		req, err := rebaseRequest(ctx, inv, st, sku, lv, f, cs)
@@ -186,4 +208,72 @@ func lostHoldUnits(ctx context.Context, inv *engine.Redis, sku string, reserved 
 		return 0, fmt.Errorf("rollback %s: %w", sku, err)
 	}
 	return max(reserved-held[sku], 0), nil
+}
+
+// catchUp writes every outbox entry not yet persisted, up to and including entry upTo,
+// to MongoDB, as a syncer would (the same idempotent writes; nothing is acknowledged,
+// so the syncers still process them, harmlessly). After it, every movement Redis made
+// up to upTo is in the ledger or kept as a conflict: a restore may rely on it even
+// before the syncers have caught up (at start-up none runs yet).
+func catchUp(ctx context.Context, inv *engine.Redis, st *store.Store, upTo string) error {
+	rdb, stream := inv.Client(), inv.OutboxKey()
+	start := "-"
+	groups, err := rdb.XInfoGroups(ctx, stream).Result()
+	if err != nil && !isNoStream(err) {
+		return fmt.Errorf("catch up: %w", err)
+	}
+	for _, g := range groups {
+		if g.Name != Group {
+			continue
+		}
+		start = "(" + g.LastDeliveredID
+		p, err := rdb.XPending(ctx, stream, Group).Result()
+		if err != nil {
+			return fmt.Errorf("catch up: %w", err)
+		}
+		if p.Count > 0 {
+			start = p.Lower
+		}
+	}
+	for {
+		msgs, err := rdb.XRangeN(ctx, stream, start, upTo, 100).Result()
+		if err != nil {
+			return fmt.Errorf("catch up: %w", err)
+		}
+		var events []engine.Event
+		lines := map[string]string{}
+		for _, m := range msgs {
+			evs, err := engine.DecodeEntry(m.ID, m.Values)
+			if err != nil {
+				continue // the syncer parks it
+			}
+			events = append(events, evs...)
+			for id, l := range engine.RecordedLines(m.Values) {
+				lines[id] = l
+			}
+		}
+		if _, err := st.ApplyBatch(ctx, events, lines); err != nil {
+			return fmt.Errorf("catch up: %w", err)
+		}
+		if len(msgs) < 100 {
+			return nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
+func isNoStream(err error) bool {
+	return err != nil && (strings.HasPrefix(err.Error(), "ERR no such key") || strings.Contains(err.Error(), "no such key"))
+}
+
+// lastEntry is the id of the outbox's newest entry ("0" when it is empty).
+func lastEntry(ctx context.Context, inv *engine.Redis) (string, error) {
+	msgs, err := inv.Client().XRevRangeN(ctx, inv.OutboxKey(), "+", "-", 1).Result()
+	if err != nil {
+		return "", fmt.Errorf("outbox: %w", err)
+	}
+	if len(msgs) == 0 {
+		return "0", nil
+	}
+	return msgs[0].ID, nil
 }

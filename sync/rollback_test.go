@@ -1,0 +1,205 @@
+package sync_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/flashstock/flashstock/engine"
+	stocksync "github.com/flashstock/flashstock/sync"
+)
+
+// rollBack writes a SKU's stock hash back to older levels, as a Redis that lost its
+// last writes (appendfsync everysec, a lagging replica promoted) would hold it, and
+// drops the order records written since.
+func (e *env) rollBack(t *testing.T, sku string, to engine.Level, lostOrders ...string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.rdb.HSet(ctx, "fs:{0}:s:"+sku, "a", to.Available, "r", to.Reserved, "s", to.Sold, "q", to.Version).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range lostOrders {
+		if err := e.rdb.Del(ctx, "fs:{0}:o:"+id).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (e *env) level(t *testing.T, sku string) engine.Level {
+	t.Helper()
+	lv, err := e.inv.Levels(context.Background(), []string{sku})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lv[0]
+}
+
+// soldUnits sums the units of confirmed orders, in Redis or MongoDB.
+func (e *env) soldUnits(t *testing.T, ids []string) int64 {
+	t.Helper()
+	var n int64
+	for _, id := range ids {
+		o, err := e.inv.Order(context.Background(), id)
+		if errors.Is(err, engine.ErrNotFound) {
+			o, err = e.st.Order(context.Background(), id)
+		}
+		if err != nil {
+			t.Fatalf("order %s: %v", id, err)
+		}
+		if o.Status == engine.OrderConfirmed {
+			for _, it := range o.Items {
+				n += it.Quantity
+			}
+		}
+	}
+	return n
+}
+
+// Issue 10, fault 1: Redis rolls back a SKU after MongoDB has its movements, and
+// checkouts go on, handing out sequence numbers MongoDB already holds. The syncer keeps
+// the movements numbered again as conflicts; reconciliation reports the rollback and
+// restores levels and sequence from MongoDB plus those movements, and the lost orders;
+// no unit is sold twice.
+func TestRedisRollbackIsDetectedAndRestored(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	e.product(t, "B", 10)
+	sy := e.started(t, "s")
+	before := e.level(t, "A") // q 1
+	lost := e.buy(t, 3, "A")  // seqs 2..4, persisted
+	e.buy(t, 2, "B")
+	waitSynced(t, sy)
+
+	e.rollBack(t, "A", before, lost...)
+	again := e.buy(t, 2, "A") // seqs 2..3 once more
+	waitSynced(t, sy)
+	if sy.Conflicts() != 2 {
+		t.Fatalf("syncer conflicts: got %d, want 2", sy.Conflicts())
+	}
+	cs, err := e.st.Conflicts(ctx, "A")
+	if err != nil || len(cs) != 2 || cs[0].Seq != 2 || cs[1].Seq != 3 || cs[0].Movement.Ref != again[0] {
+		t.Fatalf("kept conflicts: got %+v, %v; want seqs 2 and 3 of %v", cs, err, again)
+	}
+
+	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st}
+	rep, err := rc.Run(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Clean() || len(rep.RolledBack) != 1 || rc.RolledBack() != 1 {
+		t.Fatalf("report: %+v (counter %d); want A rolled back", rep, rc.RolledBack())
+	}
+	rb := rep.RolledBack[0]
+	if rb.SKU != "A" || !rb.Restored || rb.Renumbered != 2 || rb.RestoredOrders != 3 || rb.LedgerVersion != 4 || rb.RedisVersion != 3 {
+		t.Fatalf("rollback: %+v", rb)
+	}
+	if len(rep.Drift) != 0 {
+		t.Fatalf("drift after the restore: %+v", rep.Drift)
+	}
+	lv := e.level(t, "A")
+	all := append(append([]string{}, lost...), again...)
+	if lv.Sold != 5 || lv.Available != 5 || lv.Reserved != 0 || e.soldUnits(t, all) != lv.Sold {
+		t.Fatalf("restored levels %+v; want 5 sold (the confirmed orders hold %d units) and 5 available",
+			lv, e.soldUnits(t, all))
+	}
+	for _, id := range lost {
+		o, err := e.inv.Order(ctx, id)
+		if err != nil || o.Status != engine.OrderConfirmed || len(o.Items) != 1 || o.Items[0].SKU != "A" {
+			t.Fatalf("lost order %s through the engine: %+v, %v", id, o, err)
+		}
+	}
+	open, err := e.st.OpenConflicts(ctx)
+	if err != nil || len(open) != 0 {
+		t.Fatalf("open conflicts after the restore: %+v, %v", open, err)
+	}
+
+	// The ledger explains the restored levels, the next run is clean, and the last
+	// five units sell exactly once.
+	waitSynced(t, sy)
+	e.wantFoldMatches(t, "A")
+	if rep, err := rc.Run(ctx, false); err != nil || !rep.Clean() {
+		t.Fatalf("second run: %+v, %v", rep, err)
+	}
+	all = append(all, e.buy(t, 5, "A")...)
+	_, err = e.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "late", OrderID: engine.NewID(),
+		Lines: []engine.Line{{SKU: "A", Quantity: 1}}})
+	var se *engine.StockError
+	if !errors.As(err, &se) {
+		t.Fatalf("checkout past the stock: got %v, want out of stock", err)
+	}
+	lv = e.level(t, "A")
+	if lv.Sold != 10 || lv.Available != 0 || e.soldUnits(t, all) != 10 {
+		t.Fatalf("after selling out: %+v, orders hold %d units; want 10 sold once", lv, e.soldUnits(t, all))
+	}
+	waitSynced(t, sy)
+	e.wantFoldMatches(t, "A")
+	if lv := e.level(t, "B"); lv.Sold != 2 || lv.Version != 3 {
+		t.Fatalf("B was not rolled back and must be untouched: %+v", lv)
+	}
+}
+
+// At start-up (Rebuild, before any syncer runs), a SKU whose Redis copy is older than
+// MongoDB's is found and restored, its lost orders written back with their per-user
+// counts, and the units of a hold Redis lost are released in the same step.
+func TestRebuildRestoresARolledBackSKU(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	if err := e.inv.UpdateProduct(ctx, "A", engine.ProductPatch{MaxPerUser: ptr(int64(3))}); err != nil {
+		t.Fatal(err)
+	}
+	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{})
+	stop := run(t, sy)
+	before := e.level(t, "A")
+	o, err := e.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.inv.Reserve(ctx, engine.ReserveRequest{UserID: "u2", HoldID: "h1", TTL: time.Hour,
+		Lines: []engine.Line{{SKU: "A", Quantity: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, sy)
+	stop()
+	// The rollback takes the order, the hold and the user's count with it.
+	e.rollBack(t, "A", before, o.ID)
+	if err := e.rdb.Del(ctx, "fs:{0}:h:h1", "fs:{0}:b:A").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.ZRem(ctx, "fs:{0}:hx", "h1").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := stocksync.Rebuild(ctx, e.inv, e.st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.RolledBack) != 1 || !rep.RolledBack[0].Restored || rep.RolledBack[0].ReleasedHolds != 3 ||
+		rep.RolledBack[0].RestoredOrders != 1 {
+		t.Fatalf("rebuild report: %+v", rep)
+	}
+	lv := e.level(t, "A")
+	if want := (engine.Level{SKU: "A", Available: 8, Sold: 2, Version: 4}); lv != want {
+		t.Fatalf("levels: got %+v, want %+v", lv, want)
+	}
+	got, err := e.inv.Order(ctx, o.ID)
+	if err != nil || got.Status != engine.OrderConfirmed || got.Total != o.Total || got.UserID != "u1" {
+		t.Fatalf("restored order: %+v, %v; want %+v", got, err, o)
+	}
+	// The user's two counted units are back under the limit of 3: one more fits, two do not.
+	_, err = e.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u1", OrderID: engine.NewID(), Lines: []engine.Line{{SKU: "A", Quantity: 2}}})
+	var le *engine.LimitError
+	if !errors.As(err, &le) || le.Already != 2 {
+		t.Fatalf("over the limit after the restore: got %v, want a limit error with 2 already taken", err)
+	}
+	sy2 := e.started(t, "s2")
+	waitSynced(t, sy2)
+	e.wantFoldMatches(t, "A")
+	if rep, err := stocksync.Rebuild(ctx, e.inv, e.st, nil); err != nil || len(rep.RolledBack) != 0 {
+		t.Fatalf("second rebuild: %+v, %v", rep, err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -46,15 +46,9 @@ const rebaseAttempts = 5
 // sequence, or movements kept as conflicts. Each one found is restored from MongoDB.
 func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live map[string]engine.Level,
 	log *slog.Logger) ([]Rollback, error) {
-	// What Redis did up to the levels read is brought into MongoDB first, so that
-	// movements numbered again are seen as conflicts even before a syncer runs.
-	last, err := lastEntry(ctx, inv)
-	if err != nil {
-		return nil, err
-	}
-	if err := catchUp(ctx, inv, st, last); err != nil {
-		return nil, err
-	}
+	// Cheap signs first (one read each); the restore of a suspect SKU brings MongoDB up
+	// to date with the outbox before it decides anything. Movements numbered again that
+	// no syncer has stored yet show up as conflicts in a later run.
 	folds, err := st.Folds(ctx)
 	if err != nil {
 		return nil, err

@@ -49,6 +49,10 @@ func RecordedLines(values map[string]any) map[string]string {
 type RestoredOrder struct {
 	Order Order
 	Lines string
+	// Uncounted says the order's counted lines (":L") are missing from the users'
+	// counters and are added when the record is written back. It is false for an order
+	// committed from a hold Redis still has: the hold counts them already.
+	Uncounted bool
 }
 
 func (o RestoredOrder) record() string {
@@ -76,6 +80,16 @@ type RebaseRequest struct {
 	// Orders are records Redis lost, written back only where Redis has none (see
 	// rebase.lua for the per-user counters).
 	Orders []RestoredOrder
+	// Settled are holds Redis has as active that MongoDB's ledger settled after the
+	// rollback point: they are settled the same way (see rebase.lua).
+	Settled []SettledHold
+}
+
+// SettledHold is a hold, as read with Hold, to settle as MongoDB's ledger did.
+type SettledHold struct {
+	Hold    Hold
+	Status  HoldStatus // committed, released or expired
+	OrderID string     // committed: the order it became
 }
 
 // RebaseResult is what Rebase wrote.
@@ -99,7 +113,7 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 	if err := checkAdmin(req.SKU, req.Reason, "reconcile", ""); err != nil {
 		return RebaseResult{}, fmt.Errorf("rebase: %w", err)
 	}
-	keys := []string{r.k.outbox(), r.k.stock(req.SKU), r.k.skus()}
+	keys := []string{r.k.outbox(), r.k.stock(req.SKU), r.k.skus(), r.k.holdIndex()}
 	args := []any{mode, req.SKU, req.ExpectedVersion, req.Fold.Available, req.Fold.Reserved, req.Fold.Sold, req.Fold.Version,
 		req.Again.Available, req.Again.Reserved, req.Again.Sold, req.Release, req.Reason,
 		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), r.recTTL, len(req.Orders)}
@@ -115,7 +129,22 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 		for _, it := range items {
 			keys = append(keys, r.k.bought(it.SKU))
 		}
-		args = append(args, o.record())
+		uncounted := "0"
+		if o.Uncounted {
+			uncounted = "1"
+		}
+		args = append(args, o.record(), uncounted)
+	}
+	args = append(args, len(req.Settled))
+	for _, h := range req.Settled {
+		if err := checkID("id", h.Hold.ID); err != nil {
+			return RebaseResult{}, fmt.Errorf("rebase %s: %w", req.SKU, err)
+		}
+		keys = append(keys, r.k.hold(h.Hold.ID))
+		for _, it := range h.Hold.Items {
+			keys = append(keys, r.k.bought(it.SKU))
+		}
+		args = append(args, h.Hold.ID, string(h.Status), h.OrderID)
 	}
 	rep, err := run(ctx, r.rdb, scriptRebase, keys, args...)
 	if err == nil {

@@ -171,22 +171,63 @@ func rebaseRequest(ctx context.Context, inv *engine.Redis, st *store.Store, sku 
 	if err != nil {
 		return req, fmt.Errorf("rollback %s: %w", sku, err)
 	}
+	// Orders MongoDB has past the rollback point may be gone from Redis, and holds it
+	// settled there may still be active in Redis.
 	seen := map[string]bool{}
+	settled := map[string]engine.SettledHold{}
 	for _, e := range tail {
-		if (e.Kind != "sale" && e.Kind != "commit" && e.Kind != "cancel") || e.Ref == "" || seen[e.Ref] {
+		if e.Ref == "" || seen[e.Kind+e.Ref] {
 			continue
 		}
-		seen[e.Ref] = true
-		o, lines, err := st.OrderRecord(ctx, e.Ref)
+		seen[e.Kind+e.Ref] = true
+		switch e.Kind {
+		case "release":
+			settled[e.Ref] = engine.SettledHold{Status: engine.HoldReleased}
+		case "expire":
+			settled[e.Ref] = engine.SettledHold{Status: engine.HoldExpired}
+		case "sale", "commit", "cancel":
+			o, lines, err := st.OrderRecord(ctx, e.Ref)
+			if errors.Is(err, engine.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return req, fmt.Errorf("rollback %s: %w", sku, err)
+			}
+			ro := engine.RestoredOrder{Order: o, Lines: lines, Uncounted: true}
+			if o.HoldID != "" {
+				settled[o.HoldID] = engine.SettledHold{Status: engine.HoldCommitted, OrderID: o.ID}
+				// A hold Redis still has counts the units already.
+				_, err := inv.Hold(ctx, o.HoldID)
+				if err != nil && !errors.Is(err, engine.ErrNotFound) {
+					return req, fmt.Errorf("rollback %s: %w", sku, err)
+				}
+				ro.Uncounted = err != nil
+			}
+			req.Orders = append(req.Orders, ro)
+		}
+	}
+	// What the settled holds still reserve in Redis is not held any more.
+	var unheld int64
+	for id, sh := range settled {
+		h, err := inv.Hold(ctx, id)
 		if errors.Is(err, engine.ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return req, fmt.Errorf("rollback %s: %w", sku, err)
 		}
-		req.Orders = append(req.Orders, engine.RestoredOrder{Order: o, Lines: lines})
+		if h.Status != engine.HoldActive {
+			continue
+		}
+		sh.Hold = h
+		req.Settled = append(req.Settled, sh)
+		for _, it := range h.Items {
+			if it.SKU == sku {
+				unheld += it.Quantity
+			}
+		}
 	}
-	release, err := lostHoldUnits(ctx, inv, sku, f.Reserved+req.Again.Reserved)
+	release, err := lostHoldUnits(ctx, inv, sku, f.Reserved+req.Again.Reserved+unheld)
 	req.Release = release
 	return req, err
 }

@@ -203,3 +203,80 @@ func TestRebuildRestoresARolledBackSKU(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A rollback can leave Redis showing holds active that MongoDB's ledger settled after
+// the rollback point. The restore settles them the same way, so they can be neither
+// committed nor expired again (which would sell or return their units a second time),
+// and gives released units back to the user's count.
+func TestRollbackSettlesHoldsMongoDBSettled(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	if err := e.inv.UpdateProduct(ctx, "A", engine.ProductPatch{MaxPerUser: ptr(int64(5))}); err != nil {
+		t.Fatal(err)
+	}
+	sy := e.started(t, "s")
+	for _, h := range []struct {
+		id, user string
+		qty      int64
+	}{{"h1", "u1", 2}, {"h2", "u2", 3}} {
+		if _, err := e.inv.Reserve(ctx, engine.ReserveRequest{UserID: h.user, HoldID: h.id, TTL: time.Hour,
+			Lines: []engine.Line{{SKU: "A", Quantity: h.qty}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	point := e.level(t, "A") // q 3: both holds active
+	exp := e.rdb.ZScore(ctx, "fs:{0}:hx", "h1").Val()
+	o, err := e.inv.Commit(ctx, "h1", engine.NewID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.inv.Release(ctx, "h2"); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, sy)
+
+	// Redis goes back to the point where both holds were active.
+	e.rollBack(t, "A", point, o.ID)
+	for _, cmd := range [][]any{{"HSET", "fs:{0}:h:h1", "st", "active"}, {"HDEL", "fs:{0}:h:h1", "o"},
+		{"HSET", "fs:{0}:h:h2", "st", "active"}, {"ZADD", "fs:{0}:hx", exp, "h1", exp, "h2"},
+		{"HSET", "fs:{0}:b:A", "u2", 3}} {
+		if err := e.rdb.Do(ctx, cmd...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rep, err := stocksync.Rebuild(ctx, e.inv, e.st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.RolledBack) != 1 || !rep.RolledBack[0].Restored || rep.RolledBack[0].RestoredOrders != 1 ||
+		rep.RolledBack[0].ReleasedHolds != 0 {
+		t.Fatalf("rebuild report: %+v", rep)
+	}
+	if lv := e.level(t, "A"); lv != (engine.Level{SKU: "A", Available: 8, Sold: 2, Version: 5}) {
+		t.Fatalf("levels: %+v; want 8 available, 2 sold, none reserved at version 5", lv)
+	}
+	if h, err := e.inv.Hold(ctx, "h1"); err != nil || h.Status != engine.HoldCommitted || h.OrderID != o.ID {
+		t.Fatalf("h1: %+v, %v; want committed to %s", h, err, o.ID)
+	}
+	if h, err := e.inv.Hold(ctx, "h2"); err != nil || h.Status != engine.HoldReleased {
+		t.Fatalf("h2: %+v, %v; want released", h, err)
+	}
+	if n, err := e.inv.ActiveHolds(ctx); err != nil || n != 0 {
+		t.Fatalf("active holds: %d, %v; want 0", n, err)
+	}
+	if _, err := e.inv.Release(ctx, "h1"); !errors.Is(err, engine.ErrHoldCommitted) {
+		t.Fatalf("release of the committed hold: got %v, want ErrHoldCommitted", err)
+	}
+	u1, _ := e.rdb.HGet(ctx, "fs:{0}:b:A", "u1").Int64()
+	u2, _ := e.rdb.HGet(ctx, "fs:{0}:b:A", "u2").Int64()
+	if u1 != 2 || u2 != 0 {
+		t.Fatalf("per-user counts: u1 %d, u2 %d; want 2 (bought) and 0 (released)", u1, u2)
+	}
+	if got, err := e.inv.Order(ctx, o.ID); err != nil || got.HoldID != "h1" || got.Status != engine.OrderConfirmed {
+		t.Fatalf("restored order: %+v, %v", got, err)
+	}
+	waitSynced(t, sy)
+	e.wantFoldMatches(t, "A")
+}

@@ -11,8 +11,11 @@
 -- KEYS[1]        outbox stream
 -- KEYS[2]        stock hash
 -- KEYS[3]        SKU index (set)
--- KEYS[4..]      per restored order i: its record, then the per-user counter hash of
---                each of its lines, in the record's line order
+-- KEYS[4]        hold expiry index (sorted set)
+-- KEYS[5..]      per restored order i: its record, then the per-user counter hash of
+--                each of its lines, in the record's line order; then per settled hold
+--                j: its hash, then the per-user counter hash of each of its lines
+
 -- ARGV[1]        mode: 'restore' | 'rebase'
 -- ARGV[2]        sku
 -- ARGV[3]        expected sequence (rebase)
@@ -23,7 +26,15 @@
 -- ARGV[13..17]   price, currency, per-user limit, sale start ms, sale end ms (restore)
 -- ARGV[18]       order record TTL, seconds
 -- ARGV[19]       number of orders n, then per order: the record as MongoDB has it
---                (status, ts, currency, hold id, lines, fingerprint '*', user)
+--                (status, ts, currency, hold id, lines, fingerprint '*', user), and
+--                '1' if its counted lines are missing from the user's counters ('0'
+--                when the hold it was committed from still counts them)
+-- ARGV[20+2n]    number of settled holds m, then per hold: id, status (committed,
+--                released, expired), order id (committed)
+--
+-- Holds: a hold Redis has as active that MongoDB's ledger settled is settled the same
+-- way (no movement: the fold has it), leaving the expiry index; released or expired, its
+-- counted lines go back to the user's counters.
 --
 -- Orders: a record Redis lacks is written (SET NX) and, if confirmed, its counted lines
 -- (":L") are added to the user's counters; a record Redis has as confirmed that MongoDB
@@ -62,9 +73,10 @@ if rel > 0 then
 end
 if lv.a > 0 then restocked(sku) end
 
-local k, restored = 4, 0
+local k, restored = 5, 0
 for i = 1, tonumber(ARGV[19]) do
-  local rec = ARGV[19 + i]
+  local rec, uncounted = ARGV[18 + 2 * i], ARGV[19 + 2 * i] == '1'
+
   local st, ts, currency, hold_id, l, fp, user = parse_order(rec)
   local lines = parse_lines(l)
   local key = KEYS[k]
@@ -73,7 +85,7 @@ for i = 1, tonumber(ARGV[19]) do
   if not old then
     redis.call('SET', key, rec, 'EX', ARGV[18])
     restored = restored + 1
-    if st == 'confirmed' then sign = 1 end
+    if st == 'confirmed' and uncounted then sign = 1 end
   else
     local ost, ots, ocur, ohold, ol, ofp, ouser = parse_order(old)
     if ost == 'confirmed' and st == 'cancelled' then
@@ -86,6 +98,25 @@ for i = 1, tonumber(ARGV[19]) do
     if sign ~= 0 and line[4] and lines[j] and lines[j][1] == line[1] then
       redis.call('HINCRBY', KEYS[k + j], user, sign * line[2])
     end
+  end
+  k = k + 1 + #lines
+end
+
+local a = 20 + 2 * tonumber(ARGV[19])
+for j = 1, tonumber(ARGV[a]) do
+  local hold_id, new, order_id = ARGV[a + 3 * j - 2], ARGV[a + 3 * j - 1], ARGV[a + 3 * j]
+  local h = redis.call('HMGET', KEYS[k], 'u', 'st', 'l')
+  local lines = parse_lines(h[3] or '')
+  if h[2] == 'active' then
+    if new == 'committed' then
+      redis.call('HSET', KEYS[k], 'st', new, 'o', order_id)
+    else
+      redis.call('HSET', KEYS[k], 'st', new)
+      for i, line in ipairs(lines) do
+        if line[4] then redis.call('HINCRBY', KEYS[k + i], h[1], -line[2]) end
+      end
+    end
+    redis.call('ZREM', KEYS[4], hold_id)
   end
   k = k + 1 + #lines
 end

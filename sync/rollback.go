@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/store"
@@ -84,6 +85,16 @@ func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live
 // SKU that moves meanwhile is read again). It returns nil if the SKU was not rolled
 // back after all.
 func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku string) (*Rollback, error) {
+	// One restorer per SKU at a time (syncers, scheduled and admin reconciliations):
+	// two could both count the same conflicts before either marks them resolved.
+	lock, err := Acquire(ctx, inv.Client(), "fs:rebase:"+sku, time.Minute)
+	if errors.Is(err, ErrLocked) {
+		return &Rollback{SKU: sku, Error: "another process is restoring it"}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rollback %s: %w", sku, err)
+	}
+	defer lock.Release(context.WithoutCancel(ctx))
 	var cs []store.Conflict
 	var rb *Rollback
 	for range rebaseAttempts {

@@ -57,33 +57,24 @@ func (e *env) soldUnits(t *testing.T, ids []string) int64 {
 }
 
 // Issue 10, fault 1: Redis rolls back a SKU after MongoDB has its movements, and
-// checkouts go on, handing out sequence numbers MongoDB already holds. The syncer keeps
-// the movements numbered again as conflicts; reconciliation reports the rollback and
-// restores levels and sequence from MongoDB plus those movements, and the lost orders;
-// no unit is sold twice.
+// checkouts go on, handing out sequence numbers MongoDB already holds. Reconciliation
+// finds MongoDB ahead, reports the rollback, and restores levels and sequence from
+// MongoDB plus the movements numbered again, and the lost orders; no unit is sold twice.
 func TestRedisRollbackIsDetectedAndRestored(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.product(t, "A", 10)
 	e.product(t, "B", 10)
-	sy := e.started(t, "s")
+	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
 	before := e.level(t, "A") // q 1
 	lost := e.buy(t, 3, "A")  // seqs 2..4, persisted
 	e.buy(t, 2, "B")
-	waitSynced(t, sy)
+	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
+	stop()
 
 	e.rollBack(t, "A", before, lost...)
-	again := e.buy(t, 2, "A") // seqs 2..3 once more
-	waitSynced(t, sy)
-	if sy.Conflicts() != 2 {
-		t.Fatalf("syncer conflicts: got %d, want 2", sy.Conflicts())
-	}
-	cs, err := e.st.Conflicts(ctx, "A")
-	if err != nil || len(cs) != 2 || cs[0].Seq != 2 || cs[1].Seq != 3 || cs[0].Movement.Ref != again[0] {
-		t.Fatalf("kept conflicts: got %+v, %v; want seqs 2 and 3 of %v", cs, err, again)
-	}
-
-	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st}
+	again := e.buy(t, 2, "A") // seqs 2..3 once more; no syncer has seen them
+	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st, Wait: 200 * time.Millisecond}
 	rep, err := rc.Run(ctx, false)
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +89,10 @@ func TestRedisRollbackIsDetectedAndRestored(t *testing.T) {
 	if len(rep.Drift) != 0 {
 		t.Fatalf("drift after the restore: %+v", rep.Drift)
 	}
+	cs, err := e.st.Conflicts(ctx, "A")
+	if err != nil || len(cs) != 2 || cs[0].Seq != 2 || cs[1].Seq != 3 || cs[0].Movement.Ref != again[0] || !cs[0].Resolved {
+		t.Fatalf("kept conflicts: got %+v, %v; want seqs 2 and 3 of %v, resolved", cs, err, again)
+	}
 	lv := e.level(t, "A")
 	all := append(append([]string{}, lost...), again...)
 	if lv.Sold != 5 || lv.Available != 5 || lv.Reserved != 0 || e.soldUnits(t, all) != lv.Sold {
@@ -110,13 +105,10 @@ func TestRedisRollbackIsDetectedAndRestored(t *testing.T) {
 			t.Fatalf("lost order %s through the engine: %+v, %v", id, o, err)
 		}
 	}
-	open, err := e.st.OpenConflicts(ctx)
-	if err != nil || len(open) != 0 {
-		t.Fatalf("open conflicts after the restore: %+v, %v", open, err)
-	}
 
-	// The ledger explains the restored levels, the next run is clean, and the last
-	// five units sell exactly once.
+	// Once synced, the ledger explains the restored levels, the next run is clean, and
+	// the last five units sell exactly once.
+	sy := e.started(t, "s2")
 	waitSynced(t, sy)
 	e.wantFoldMatches(t, "A")
 	if rep, err := rc.Run(ctx, false); err != nil || !rep.Clean() {
@@ -138,6 +130,40 @@ func TestRedisRollbackIsDetectedAndRestored(t *testing.T) {
 	if lv := e.level(t, "B"); lv.Sold != 2 || lv.Version != 3 {
 		t.Fatalf("B was not rolled back and must be untouched: %+v", lv)
 	}
+}
+
+// The syncer meets the movements Redis numbered again: it keeps each in the conflicts
+// collection, counts it, and restores the SKU from MongoDB at once.
+func TestSyncerRestoresARollbackAtOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
+	before := e.level(t, "A")
+	lost := e.buy(t, 3, "A")
+	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
+	stop()
+	e.rollBack(t, "A", before, lost...)
+	again := e.buy(t, 2, "A")
+
+	sy := e.started(t, "s2")
+	waitSynced(t, sy)
+	if sy.Conflicts() != 2 {
+		t.Fatalf("syncer conflicts: got %d, want 2", sy.Conflicts())
+	}
+	if open, err := e.st.OpenConflicts(ctx); err != nil || len(open) != 0 {
+		t.Fatalf("open conflicts: %+v, %v; want all resolved by the restore", open, err)
+	}
+	lv := e.level(t, "A")
+	all := append(append([]string{}, lost...), again...)
+	if lv.Sold != 5 || lv.Available != 5 || e.soldUnits(t, all) != 5 {
+		t.Fatalf("levels %+v; want 5 sold and 5 available", lv)
+	}
+	if _, err := e.inv.Order(ctx, lost[0]); err != nil {
+		t.Fatalf("lost order through the engine: %v", err)
+	}
+	waitSynced(t, sy)
+	e.wantFoldMatches(t, "A")
 }
 
 // At start-up (Rebuild, before any syncer runs), a SKU whose Redis copy is older than

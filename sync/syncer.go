@@ -242,6 +242,11 @@ func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, lines m
 		s.log.Error("movement id already names another movement in MongoDB: Redis was rolled back; kept in the conflicts collection",
 			"movement", c.Movement.ID, "stored", c.Stored, "hash", c.Hash)
 	}
+	if err == nil && len(conflicts) > 0 {
+		// Redis is selling from levels older than MongoDB's: restore them now rather
+		// than at the next reconciliation.
+		s.restore(wctx, conflicts)
+	}
 	if err != nil {
 		s.failures.Add(1)
 		s.log.Warn("persist batch failed; retrying", "entries", len(events), "err", err)
@@ -266,6 +271,28 @@ func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, lines m
 	}
 	s.persisted.Add(int64(len(ids)))
 	return true
+}
+
+// restore restores the SKUs of conflicts from MongoDB (see Rollback). A failure is
+// logged; reconciliation tries again.
+func (s *Syncer) restore(ctx context.Context, conflicts []store.Conflict) {
+	done := map[string]bool{}
+	for _, c := range conflicts {
+		if done[c.SKU] {
+			continue
+		}
+		done[c.SKU] = true
+		rb, err := rebaseSKU(ctx, s.inv, s.store, c.SKU)
+		if err != nil {
+			s.log.Error("restore a rolled-back SKU; reconciliation will retry", "sku", c.SKU, "err", err)
+			continue
+		}
+		if rb != nil {
+			s.log.Error("Redis was rolled back: restored from MongoDB", "sku", rb.SKU, "redis_version", rb.RedisVersion,
+				"ledger_version", rb.LedgerVersion, "renumbered", rb.Renumbered, "restored_orders", rb.RestoredOrders,
+				"released_hold_units", rb.ReleasedHolds, "restored", rb.Restored, "version", rb.Version, "error", rb.Error)
+		}
+	}
 }
 
 // Lag is how far MongoDB is behind the outbox.

@@ -47,9 +47,17 @@ const rebaseAttempts = 5
 // sequence, or movements kept as conflicts. Each one found is restored from MongoDB.
 func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live map[string]engine.Level,
 	log *slog.Logger) ([]Rollback, error) {
-	// Cheap signs first (one read each); the restore of a suspect SKU brings MongoDB up
-	// to date with the outbox before it decides anything. Movements numbered again that
-	// no syncer has stored yet show up as conflicts in a later run.
+	// What Redis did up to the levels read is brought into MongoDB first (the backlog
+	// the syncers have not written yet, usually a few entries), so that movements
+	// numbered again show up as conflicts even where no syncer runs: otherwise a Redis
+	// that handed out as many numbers again as it lost would compare clean.
+	last, err := lastEntry(ctx, inv)
+	if err != nil {
+		return nil, err
+	}
+	if err := catchUp(ctx, inv, st, last); err != nil {
+		return nil, err
+	}
 	folds, err := st.Folds(ctx)
 	if err != nil {
 		return nil, err
@@ -173,14 +181,26 @@ func rebaseRequest(ctx context.Context, inv *engine.Redis, st *store.Store, sku 
 	from := lv.Version
 	for _, c := range cs {
 		from = min(from, c.Seq-1)
-		req.Again.Available += c.Movement.Available
-		req.Again.Reserved += c.Movement.Reserved
-		req.Again.Sold += c.Movement.Sold
 	}
-	// Orders MongoDB has past the rollback point may be gone from Redis.
 	tail, err := st.LedgerAfter(ctx, sku, from, f.Seq)
 	if err != nil {
 		return req, fmt.Errorf("rollback %s: %w", sku, err)
+	}
+	// A movement Redis made again for an order MongoDB has past the rollback point is
+	// the same order run twice (a keyed retry after Redis lost its record): it counts once.
+	ledgered := map[string]bool{}
+	for _, e := range tail {
+		if e.Ref != "" {
+			ledgered[e.Kind+"\n"+e.Ref] = true
+		}
+	}
+	for _, c := range cs {
+		if m := c.Movement; m.Ref != "" && ledgered[m.Kind+"\n"+m.Ref] {
+			continue
+		}
+		req.Again.Available += c.Movement.Available
+		req.Again.Reserved += c.Movement.Reserved
+		req.Again.Sold += c.Movement.Sold
 	}
 	// Orders MongoDB has past the rollback point may be gone from Redis, and holds it
 	// settled there may still be active in Redis.

@@ -306,3 +306,39 @@ func TestRollbackSettlesHoldsMongoDBSettled(t *testing.T) {
 	waitSynced(t, sy)
 	e.wantFoldMatches(t, "A")
 }
+
+// A keyed checkout retried after Redis lost its order record runs again under the same
+// order id. The restore counts that order once: its units are sold once.
+func TestRollbackCountsARerunOrderOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
+	before := e.level(t, "A")
+	req := engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
+	o, err := e.inv.Checkout(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
+	stop()
+	e.rollBack(t, "A", before, o.ID)
+	again, err := e.inv.Checkout(ctx, req) // Redis has no record: it runs again
+	if err != nil || again.ID != o.ID || again.Replayed {
+		t.Fatalf("retry after the rollback: %+v, %v; want the same order run again", again, err)
+	}
+	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st, Wait: 200 * time.Millisecond}
+	rep, err := rc.Run(ctx, false)
+	if err != nil || len(rep.RolledBack) != 1 || !rep.RolledBack[0].Restored {
+		t.Fatalf("report: %+v, %v", rep, err)
+	}
+	if lv := e.level(t, "A"); lv.Sold != 2 || lv.Available != 8 {
+		t.Fatalf("levels %+v; want the one order's 2 units sold once", lv)
+	}
+	sy := e.started(t, "s2")
+	waitSynced(t, sy)
+	e.wantFoldMatches(t, "A")
+	if n, err := e.st.CountOrders(ctx, ""); err != nil || n != 1 {
+		t.Fatalf("orders in MongoDB: %d, %v; want 1", n, err)
+	}
+}

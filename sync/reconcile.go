@@ -209,6 +209,18 @@ func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 	if err != nil {
 		return rep, fmt.Errorf("rebuild: %w", err)
 	}
+	// What Redis did up to the levels read is brought into MongoDB first (the backlog
+	// the syncers have not written yet, usually a few entries; at start-up none runs
+	// yet). Then a lost SKU's ledger has no gap that the outbox could still fill, and
+	// movements Redis numbered again are conflicts even where no syncer runs: otherwise
+	// a Redis that handed out as many numbers again as it lost would compare clean.
+	last, err := lastEntry(ctx, inv)
+	if err != nil {
+		return rep, fmt.Errorf("rebuild: %w", err)
+	}
+	if err := catchUp(ctx, inv, st, last); err != nil {
+		return rep, fmt.Errorf("rebuild: %w", err)
+	}
 	conflicts, err := st.OpenConflicts(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("rebuild: %w", err)

@@ -45,19 +45,9 @@ const rebaseAttempts = 5
 
 // findRollbacks checks every SKU Redis has for a rollback: MongoDB's fold past the live
 // sequence, or movements kept as conflicts. Each one found is restored from MongoDB.
+// The caller has brought MongoDB up to the outbox entries behind live (catchUp).
 func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live map[string]engine.Level,
 	log *slog.Logger) ([]Rollback, error) {
-	// What Redis did up to the levels read is brought into MongoDB first (the backlog
-	// the syncers have not written yet, usually a few entries), so that movements
-	// numbered again show up as conflicts even where no syncer runs: otherwise a Redis
-	// that handed out as many numbers again as it lost would compare clean.
-	last, err := lastEntry(ctx, inv)
-	if err != nil {
-		return nil, err
-	}
-	if err := catchUp(ctx, inv, st, last); err != nil {
-		return nil, err
-	}
 	folds, err := st.Folds(ctx)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -32,6 +33,9 @@ type Conflict struct {
 	Resolved bool        `bson:"resolved"`
 	// RebasedAt is the sequence number of the movement that recorded it again.
 	RebasedAt int64 `bson:"rebasedAt,omitempty"`
+	// Pending names the restore about to record it again (MarkConflicts), so that a
+	// restore whose outcome was not seen is neither lost nor applied twice.
+	Pending string `bson:"pending,omitempty"`
 }
 
 // contentHash identifies a ledger entry's content: two entries with one id and one hash
@@ -112,6 +116,35 @@ func (s *Store) ResolveConflicts(ctx context.Context, cs []Conflict, seq int64) 
 		}
 	}
 	return nil
+}
+
+// MarkConflicts names the restore (token) about to record conflicts again.
+func (s *Store) MarkConflicts(ctx context.Context, cs []Conflict, token string) error {
+	for _, c := range cs {
+		if _, err := s.conflicts.UpdateOne(ctx, bson.M{"_id": c.ID}, bson.M{"$set": bson.M{"pending": token}}); err != nil {
+			return dbErr("mark conflict "+c.ID, err)
+		}
+	}
+	return nil
+}
+
+// RebaseMovement finds a SKU's ledger entry of kind rebase whose reason carries token,
+// and returns its sequence number.
+func (s *Store) RebaseMovement(ctx context.Context, sku, token string) (int64, bool, error) {
+	cur, err := s.ledger.Find(ctx, bson.M{"sku": sku, "kind": engine.EventRebase})
+	if err != nil {
+		return 0, false, dbErr("ledger "+sku, err)
+	}
+	var es []LedgerEntry
+	if err := cur.All(ctx, &es); err != nil {
+		return 0, false, dbErr("ledger "+sku, err)
+	}
+	for _, e := range es {
+		if strings.Contains(e.Reason, token) {
+			return e.Seq, true, nil
+		}
+	}
+	return 0, false, nil
 }
 
 // Conflicts returns a SKU's conflicts, resolved or not, in sequence order.

@@ -278,6 +278,9 @@ func rebuildSKU(ctx context.Context, inv *engine.Redis, st *store.Store, p store
 	if f.Seq == 0 {
 		return nil // never had stock movements: nothing to restore
 	}
+	if cs, err = unapplied(ctx, st, p.SKU, cs); err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
+	}
 	ep := p.EngineProduct(0)
 	req := engine.RebaseRequest{SKU: p.SKU, Product: &ep,
 		Fold:   engine.Level{SKU: p.SKU, Available: f.Available, Reserved: f.Reserved, Sold: f.Sold, Version: f.Seq},
@@ -289,6 +292,9 @@ func rebuildSKU(ctx context.Context, inv *engine.Redis, st *store.Store, p store
 	}
 	if req.Release, err = lostHoldUnits(ctx, inv, p.SKU, f.Reserved+req.Again.Reserved); err != nil {
 		return err
+	}
+	if err := markApplying(ctx, st, &req, cs); err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
 	}
 	if rebaseHook != nil {
 		rebaseHook(p.SKU)

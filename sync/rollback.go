@@ -117,7 +117,9 @@ func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku stri
 		if err != nil {
 			return nil, fmt.Errorf("rollback %s: %w", sku, err)
 		}
-		cs = open[sku]
+		if cs, err = unapplied(ctx, st, sku, open[sku]); err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		}
 		f, err := st.Advance(ctx, sku, nil)
 		if err != nil {
 			return nil, fmt.Errorf("rollback %s: %w", sku, err)
@@ -135,6 +137,9 @@ func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku stri
 		req, err := rebaseRequest(ctx, inv, st, sku, lv, f, cs)
 		if err != nil {
 			return nil, err
+		}
+		if err := markApplying(ctx, st, &req, cs); err != nil {
+			return nil, fmt.Errorf("rollback %s: %w", sku, err)
 		}
 		if rebaseHook != nil {
 			rebaseHook(sku)
@@ -332,4 +337,45 @@ func lastEntry(ctx context.Context, inv *engine.Redis) (string, error) {
 		return "0", nil
 	}
 	return msgs[0].ID, nil
+}
+
+// unapplied returns the conflicts a restore has not yet recorded again. A conflict
+// marked by a restore whose outcome was never seen (the process died, the reply was
+// lost) was applied if that restore's rebase movement is in the ledger (the caller has
+// caught MongoDB up with the outbox): it is resolved now instead of applied twice.
+func unapplied(ctx context.Context, st *store.Store, sku string, cs []store.Conflict) ([]store.Conflict, error) {
+	out := make([]store.Conflict, 0, len(cs))
+	byToken := map[string][]store.Conflict{}
+	for _, c := range cs {
+		if c.Pending == "" {
+			out = append(out, c)
+		} else {
+			byToken[c.Pending] = append(byToken[c.Pending], c)
+		}
+	}
+	for token, group := range byToken {
+		seq, found, err := st.RebaseMovement(ctx, sku, token)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			out = append(out, group...)
+			continue
+		}
+		if err := st.ResolveConflicts(ctx, group, seq); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// markApplying names the restore req in its reason and on the conflicts it records
+// again, before it is written (see unapplied).
+func markApplying(ctx context.Context, st *store.Store, req *engine.RebaseRequest, cs []store.Conflict) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	token := "rebase-" + engine.NewID()
+	req.Reason += " (" + token + ")"
+	return st.MarkConflicts(ctx, cs, token)
 }

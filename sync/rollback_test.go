@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/bson"
+
 	"github.com/flashstock/flashstock/engine"
 	stocksync "github.com/flashstock/flashstock/sync"
 )
@@ -340,5 +342,40 @@ func TestRollbackCountsARerunOrderOnce(t *testing.T) {
 	e.wantFoldMatches(t, "A")
 	if n, err := e.st.CountOrders(ctx, ""); err != nil || n != 1 {
 		t.Fatalf("orders in MongoDB: %d, %v; want 1", n, err)
+	}
+}
+
+// A restore whose conflicts were recorded again but not marked resolved (the process
+// died in between) is not applied a second time: the next run finds its rebase movement
+// in the ledger and only marks them.
+func TestRollbackRestoreIsNotAppliedTwice(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
+	before := e.level(t, "A")
+	lost := e.buy(t, 3, "A")
+	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
+	stop()
+	e.rollBack(t, "A", before, lost...)
+	e.buy(t, 2, "A")
+	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st, Wait: 200 * time.Millisecond}
+	if rep, err := rc.Run(ctx, false); err != nil || len(rep.RolledBack) != 1 || !rep.RolledBack[0].Restored {
+		t.Fatalf("first run: %+v, %v", rep, err)
+	}
+	want := e.level(t, "A")
+	// The process "died" before marking the conflicts resolved.
+	res, err := e.st.Database().Collection("conflicts").UpdateMany(ctx, bson.M{}, bson.M{"$set": bson.M{"resolved": false}})
+	if err != nil || res.ModifiedCount != 2 {
+		t.Fatalf("unresolve: %+v, %v", res, err)
+	}
+	if _, err := rc.Run(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if lv := e.level(t, "A"); lv != want || lv.Sold != 5 {
+		t.Fatalf("after the second run: %+v; want %+v (5 sold, once)", lv, want)
+	}
+	if open, err := e.st.OpenConflicts(ctx); err != nil || len(open) != 0 {
+		t.Fatalf("open conflicts: %+v, %v", open, err)
 	}
 }

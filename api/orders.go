@@ -259,13 +259,22 @@ func (s *server) cancelOrder(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	lines := ""
 	if !live {
-		return problem(http.StatusConflict, "version_conflict", "the order is past its cancellation window")
+		// Redis let the record go (7 days after MongoDB had it): cancel from MongoDB's
+		// copy, written back into Redis, through the normal cancel script.
+		if o, lines, err = s.store.OrderRecord(c.UserContext(), o.ID); err != nil {
+			return err
+		}
 	}
 	if err := s.bindKey(c, "cancel", o.ID); err != nil {
 		return err
 	}
-	o, err = s.inv.CancelOrder(c.UserContext(), o)
+	if live {
+		o, err = s.inv.CancelOrder(c.UserContext(), o)
+	} else {
+		o, err = s.inv.CancelRestored(c.UserContext(), o, lines)
+	}
 	if err != nil {
 		return err
 	}

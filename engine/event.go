@@ -25,14 +25,17 @@ const (
 
 // Event is one outbox event as the scripts wrote it. An outbox entry holds one or more.
 type Event struct {
-	StreamID  string // the id of the outbox entry that holds the event
-	Kind      string // one of the Event* constants
-	ID        string // order or hold id (order, cancel, hold, release, expire)
-	SKU       string // create, adjust, set, repair
-	UserID    string
-	At        time.Time
-	Currency  string
-	Items     []Item
+	StreamID string // the id of the outbox entry that holds the event
+	Kind     string // one of the Event* constants
+	ID       string // order or hold id (order, cancel, hold, release, expire)
+	SKU      string // create, adjust, set, repair
+	UserID   string
+	At       time.Time
+	Currency string
+	Items    []Item
+	// Lines are Items as the script recorded them ("sku:qty:price", ":L" marking units
+	// counted against a per-user limit): what a record written back needs.
+	Lines     string
 	HoldID    string    // order from a hold's commit
 	ExpiresAt time.Time // hold
 	Reason    string
@@ -142,7 +145,7 @@ func decodeEvent(streamID, raw string) (Event, error) {
 	}
 	e := Event{
 		StreamID: streamID, Kind: w.Kind, ID: w.ID, UserID: w.User, At: time.UnixMilli(ts).UTC(),
-		Currency: w.Currency, HoldID: w.Hold, SKU: w.SKU, Reason: w.Reason, Actor: w.Actor,
+		Currency: w.Currency, Lines: w.Lines, HoldID: w.Hold, SKU: w.SKU, Reason: w.Reason, Actor: w.Actor,
 	}
 	if w.Expires != "" {
 		ms, err := strconv.ParseInt(w.Expires, 10, 64)

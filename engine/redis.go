@@ -50,7 +50,7 @@ var (
 	scriptCreate = redis.NewScript(lua.Create)
 	scriptUpdate = redis.NewScript(lua.Update)
 	scriptAdjust = redis.NewScript(lua.Adjust)
-	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust}
+	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase}
 )
 
 // NewRedis returns an Inventory on rdb, which may be a client, a cluster client or a ring.

@@ -58,16 +58,28 @@ type orderDoc struct {
 	CreatedAt   time.Time     `bson:"createdAt"`
 	HoldID      string        `bson:"holdId,omitempty"`
 	CancelledAt *time.Time    `bson:"cancelledAt,omitempty"`
+	// Lines are the order's lines as Redis recorded them, ":L" marking units counted
+	// against a per-user limit: what restoring the order into Redis needs.
+	Lines string `bson:"lines,omitempty"`
 }
 
-// ApplyEvents persists a batch of outbox events: orders, cancellations and every
-// movement, then advances the touched SKUs' folds. Applying a batch again (after a crash
-// before the XACK) changes nothing.
+// ApplyEvents persists a batch of outbox events: see ApplyBatch.
+func (s *Store) ApplyEvents(ctx context.Context, events []engine.Event) error {
+	_, err := s.ApplyBatch(ctx, events, nil)
+	return err
+}
+
+// ApplyBatch persists a batch of outbox events: orders, cancellations and every
+// movement, then advances the touched SKUs' folds. lines maps order ids to their lines
+// as recorded (engine.RecordedLines), kept with the order. Applying a batch again (after
+// a crash before the XACK) changes nothing.
 //
 // Writes are inserts wherever possible, and a duplicate key means "already there": on
 // FerretDB an upsert of a new _id scans the collection, while an insert, or an update
-// of an existing _id, is an index lookup.
-func (s *Store) ApplyEvents(ctx context.Context, events []engine.Event) error {
+// of an existing _id, is an index lookup. A ledger entry whose id is taken by an entry
+// with other content is not dropped: it is kept as a Conflict (returned when recorded
+// for the first time) and left out of the fold.
+func (s *Store) ApplyBatch(ctx context.Context, events []engine.Event, lines map[string]string) ([]Conflict, error) {
 	var ledger []any
 	var orders []orderDoc
 	var cancels []engine.Event
@@ -76,7 +88,7 @@ func (s *Store) ApplyEvents(ctx context.Context, events []engine.Event) error {
 		switch e.Kind {
 		case engine.EventOrder:
 			d := orderDoc{ID: e.ID, UserID: e.UserID, Items: e.Items, Currency: e.Currency,
-				Status: string(engine.OrderConfirmed), CreatedAt: e.At, HoldID: e.HoldID}
+				Status: string(engine.OrderConfirmed), CreatedAt: e.At, HoldID: e.HoldID, Lines: lines[e.ID]}
 			for _, it := range e.Items {
 				d.Total += it.Quantity * it.UnitPrice
 			}
@@ -94,23 +106,34 @@ func (s *Store) ApplyEvents(ctx context.Context, events []engine.Event) error {
 			known[m.SKU][m.Seq] = le
 		}
 	}
-	if _, err := insertNew(ctx, s.ledger, ledger); err != nil {
-		return dbErr("write ledger", err)
+	dups, err := insertNew(ctx, s.ledger, ledger)
+	if err != nil {
+		return nil, dbErr("write ledger", err)
+	}
+	dupEntries := make([]LedgerEntry, len(dups))
+	for i, d := range dups {
+		dupEntries[i] = ledger[d].(LedgerEntry)
+		// The fold reads what the ledger holds, not what this batch brought.
+		delete(known[dupEntries[i].SKU], dupEntries[i].Seq)
+	}
+	conflicts, err := s.sortConflicts(ctx, dupEntries)
+	if err != nil {
+		return conflicts, err
 	}
 	if err := s.putOrders(ctx, orders); err != nil {
-		return dbErr("write orders", err)
+		return conflicts, dbErr("write orders", err)
 	}
 	for _, e := range cancels {
 		if err := s.cancelOrder(ctx, e); err != nil {
-			return dbErr("write orders", err)
+			return conflicts, dbErr("write orders", err)
 		}
 	}
 	for sku, k := range known {
 		if _, err := s.Advance(ctx, sku, k); err != nil {
-			return err
+			return conflicts, err
 		}
 	}
-	return nil
+	return conflicts, nil
 }
 
 // insertNew inserts docs, unordered, and returns the indexes of those whose _id existed
@@ -154,6 +177,9 @@ func (s *Store) putOrders(ctx context.Context, orders []orderDoc) error {
 		set := bson.M{"userId": d.UserID, "items": d.Items, "total": d.Total, "currency": d.Currency, "createdAt": d.CreatedAt}
 		if d.HoldID != "" {
 			set["holdId"] = d.HoldID
+		}
+		if d.Lines != "" {
+			set["lines"] = d.Lines
 		}
 		if _, err := s.orders.UpdateOne(ctx, bson.M{"_id": d.ID}, bson.M{"$set": set}); err != nil {
 			return err

@@ -30,12 +30,14 @@ const (
 	colFolds     = "folds"
 	colSnapshots = "snapshots"
 	colReports   = "reconcile_reports"
+	colConflicts = "conflicts"
 )
 
 // Store is the MongoDB persistence. It is safe for concurrent use.
 type Store struct {
 	db                                                  *mongo.Database
 	products, users, orders, ledger, folds, snaps, reps *mongo.Collection
+	conflicts                                           *mongo.Collection
 }
 
 // New returns a Store on db. Call EnsureIndexes once at start-up.
@@ -43,7 +45,7 @@ func New(db *mongo.Database) *Store {
 	return &Store{
 		db: db, products: db.Collection(colProducts), users: db.Collection(colUsers),
 		orders: db.Collection(colOrders), ledger: db.Collection(colLedger), folds: db.Collection(colFolds),
-		snaps: db.Collection(colSnapshots), reps: db.Collection(colReports),
+		snaps: db.Collection(colSnapshots), reps: db.Collection(colReports), conflicts: db.Collection(colConflicts),
 	}
 }
 

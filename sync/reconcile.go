@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/flashstock/flashstock/engine"
@@ -45,10 +46,15 @@ type Report struct {
 	Behind []string `json:"behind" bson:"behind"`
 	// Rebuilt lists SKUs missing from Redis that were restored from MongoDB.
 	Rebuilt []string `json:"rebuilt" bson:"rebuilt"`
+	// RolledBack lists SKUs whose MongoDB history was ahead of Redis (a Redis rollback),
+	// restored from MongoDB (see Rollback).
+	RolledBack []Rollback `json:"rolledBack" bson:"rolledBack"`
 }
 
 // Clean reports whether the run found nothing to correct.
-func (r Report) Clean() bool { return len(r.Drift) == 0 && len(r.Rebuilt) == 0 }
+func (r Report) Clean() bool {
+	return len(r.Drift) == 0 && len(r.Rebuilt) == 0 && len(r.RolledBack) == 0
+}
 
 // Reconciler compares Redis with MongoDB (invariant 9). It is the one implementation
 // behind the admin endpoint, the scheduled job and `flashstock reconcile`.
@@ -59,7 +65,13 @@ type Reconciler struct {
 	Wait   time.Duration
 	Logger *slog.Logger
 	Now    func() time.Time
+
+	rolledBack atomic.Int64
 }
+
+// RolledBack counts the SKUs this reconciler's runs found rolled back: MongoDB ahead of
+// Redis (see Rollback). Export it as a counter and alert on any increase.
+func (rc *Reconciler) RolledBack() int64 { return rc.rolledBack.Load() }
 
 // Run checks every SKU of the catalog and of Redis. Each SKU is compared at one point:
 // its live levels and movement sequence, read together, against the ledger folded up to
@@ -72,7 +84,9 @@ func (rc *Reconciler) Run(ctx context.Context, repair bool) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	rep := Report{At: now, Drift: []Drift{}, Behind: []string{}, Rebuilt: append([]string{}, rb.Restored...)}
+	rc.rolledBack.Add(int64(len(rb.RolledBack)))
+	rep := Report{At: now, Drift: []Drift{}, Behind: []string{}, Rebuilt: append([]string{}, rb.Restored...),
+		RolledBack: append([]Rollback{}, rb.RolledBack...)}
 	skus, err := rc.Inv.SKUs(ctx)
 	if err != nil {
 		return Report{}, fmt.Errorf("reconcile: %w", err)
@@ -176,11 +190,16 @@ type RebuildReport struct {
 	Lost int64
 	// ReleasedHolds counts reserved units returned to available: their holds were lost.
 	ReleasedHolds int64
+	// RolledBack lists SKUs Redis has whose MongoDB history was ahead (a Redis
+	// rollback), restored from MongoDB.
+	RolledBack []Rollback
 }
 
 // Rebuild restores the live stock of every catalog SKU that Redis does not have, from
-// the MongoDB ledger, before the service takes traffic and in every reconciliation.
-// Redis losing its data is recoverable, and never hidden: the caller logs the report.
+// the MongoDB ledger, and restores every SKU whose MongoDB history is ahead of Redis (a
+// Redis rollback: see Rollback), before the service takes traffic and in every
+// reconciliation. Redis losing data is recoverable, and never hidden: Rebuild logs what
+// it found (a rollback at error level) and returns it.
 func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.Logger) (RebuildReport, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -190,16 +209,32 @@ func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 	if err != nil {
 		return rep, fmt.Errorf("rebuild: %w", err)
 	}
+	// What Redis did up to the levels read is brought into MongoDB first (the backlog
+	// the syncers have not written yet, usually a few entries; at start-up none runs
+	// yet). Then a lost SKU's ledger has no gap that the outbox could still fill, and
+	// movements Redis numbered again are conflicts even where no syncer runs: otherwise
+	// a Redis that handed out as many numbers again as it lost would compare clean.
+	last, err := lastEntry(ctx, inv)
+	if err != nil {
+		return rep, fmt.Errorf("rebuild: %w", err)
+	}
+	if err := catchUp(ctx, inv, st, last); err != nil {
+		return rep, fmt.Errorf("rebuild: %w", err)
+	}
+	conflicts, err := st.OpenConflicts(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("rebuild: %w", err)
+	}
 	for after := ""; ; {
 		page, err := st.Products(ctx, after, 200)
 		if err != nil {
 			return rep, fmt.Errorf("rebuild: %w", err)
 		}
 		for _, p := range page {
-			if present[p.SKU] {
+			if _, ok := present[p.SKU]; ok {
 				continue
 			}
-			if err := rebuildSKU(ctx, inv, st, p, &rep); err != nil {
+			if err := rebuildSKU(ctx, inv, st, p, conflicts[p.SKU], &rep); err != nil {
 				return rep, err
 			}
 		}
@@ -212,28 +247,26 @@ func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 		log.Warn("rebuilt live stock from MongoDB: Redis had lost it", "skus", len(rep.Restored),
 			"lost_movements", rep.Lost, "released_hold_units", rep.ReleasedHolds)
 	}
+	if rep.RolledBack, err = findRollbacks(ctx, inv, st, present, log); err != nil {
+		return rep, fmt.Errorf("rebuild: %w", err)
+	}
 	return rep, nil
 }
 
-// liveSKUs returns the SKUs whose stock hash Redis has: the SKU index, confirmed by one
-// pipelined read of the hashes (an index entry can outlive its hash).
-func liveSKUs(ctx context.Context, inv *engine.Redis) (map[string]bool, error) {
+// liveSKUs returns the levels of the SKUs whose stock hash Redis has: the SKU index,
+// confirmed by one pipelined read of the hashes (an index entry can outlive its hash).
+func liveSKUs(ctx context.Context, inv *engine.Redis) (map[string]engine.Level, error) {
 	skus, err := inv.SKUs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	found, err := inv.Lookup(ctx, skus)
-	if err != nil {
-		return nil, err
-	}
-	present := make(map[string]bool, len(found))
-	for sku := range found {
-		present[sku] = true
-	}
-	return present, nil
+	return inv.Lookup(ctx, skus)
 }
 
-func rebuildSKU(ctx context.Context, inv *engine.Redis, st *store.Store, p store.Product, rep *RebuildReport) error {
+// rebuildSKU writes a lost SKU back from its ledger's fold, with the movements kept as
+// conflicts recorded again and the units of lost holds released, in one atomic step
+// (so no checkout can land between the restore and the release).
+func rebuildSKU(ctx context.Context, inv *engine.Redis, st *store.Store, p store.Product, cs []store.Conflict, rep *RebuildReport) error {
 	_, lost, err := st.FillGaps(ctx, p.SKU)
 	if err != nil {
 		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
@@ -245,18 +278,39 @@ func rebuildSKU(ctx context.Context, inv *engine.Redis, st *store.Store, p store
 	if f.Seq == 0 {
 		return nil // never had stock movements: nothing to restore
 	}
-	restored, err := inv.Restore(ctx, p.EngineProduct(0),
-		engine.Level{SKU: p.SKU, Available: f.Available, Reserved: f.Reserved, Sold: f.Sold, Version: f.Seq})
-	if err != nil || !restored {
+	if cs, err = unapplied(ctx, st, p.SKU, cs); err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
+	}
+	ep := p.EngineProduct(0)
+	req := engine.RebaseRequest{SKU: p.SKU, Product: &ep,
+		Fold:   engine.Level{SKU: p.SKU, Available: f.Available, Reserved: f.Reserved, Sold: f.Sold, Version: f.Seq},
+		Reason: "rebuilt from MongoDB: Redis had lost the SKU"}
+	for _, c := range cs {
+		req.Again.Available += c.Movement.Available
+		req.Again.Reserved += c.Movement.Reserved
+		req.Again.Sold += c.Movement.Sold
+	}
+	if req.Release, err = lostHoldUnits(ctx, inv, p.SKU, f.Reserved+req.Again.Reserved); err != nil {
 		return err
+	}
+	if err := markApplying(ctx, st, &req, cs); err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
+	}
+	if rebaseHook != nil {
+		rebaseHook(p.SKU)
+	}
+	_, err = inv.Rebase(ctx, req)
+	if errors.Is(err, engine.ErrAlreadyExists) {
+		return nil // someone else restored it meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
+	}
+	if err := st.ResolveConflicts(ctx, cs, f.Seq+1); err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.SKU, err)
 	}
 	rep.Restored = append(rep.Restored, p.SKU)
 	rep.Lost += lost
-	if f.Reserved > 0 {
-		if _, err := inv.ReleaseLostHolds(ctx, p.SKU, f.Seq, f.Reserved); err != nil {
-			return fmt.Errorf("rebuild %s: %w", p.SKU, err)
-		}
-		rep.ReleasedHolds += f.Reserved
-	}
+	rep.ReleasedHolds += req.Release
 	return nil
 }

@@ -103,6 +103,7 @@ func Snapshot(ctx context.Context, inv *engine.Redis, st *store.Store, at time.T
 // jobs: a tick is claimed in Redis, so each tick of a job runs in one process, and a run
 // holds a lock (random token, TTL, released only by its owner) so runs never overlap.
 type Scheduler struct {
+	id   string // names this scheduler in the tick claims it makes
 	rdb  redis.UniversalClient
 	cron *cron.Cron
 	jobs []Job
@@ -114,7 +115,7 @@ func NewScheduler(rdb redis.UniversalClient, log *slog.Logger, jobs ...Job) (*Sc
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Scheduler{rdb: rdb, jobs: jobs, log: log.With("component", "scheduler"),
+	s := &Scheduler{id: engine.NewID(), rdb: rdb, jobs: jobs, log: log.With("component", "scheduler"),
 		cron: cron.New(cron.WithParser(specParser))}
 	for _, j := range jobs {
 		if _, err := specParser.Parse(j.Spec); err != nil {
@@ -143,7 +144,7 @@ func (s *Scheduler) Start(ctx context.Context) {
 // has claimed that tick or a run of j is still going. It reports whether it ran j.
 func (s *Scheduler) RunTick(ctx context.Context, j Job, at time.Time) (bool, error) {
 	tick := at.Round(time.Second).Unix()
-	claimed, err := s.rdb.SetNX(ctx, "fs:jobs:"+j.Name+":tick:"+strconv.FormatInt(tick, 10), 1, 10*time.Minute).Result()
+	claimed, err := claim(ctx, s.rdb, "fs:jobs:"+j.Name+":tick:"+strconv.FormatInt(tick, 10), s.id, 10*time.Minute)
 	if err != nil || !claimed {
 		return false, err
 	}
@@ -175,18 +176,54 @@ type Lock struct {
 	token string
 }
 
+var claimScript = redis.NewScript(`
+-- Claim KEYS[1] for the claimant ARGV[1] for ARGV[2] ms, unless someone else has it.
+-- A claimant that finds its own value owns the key: re-sending a claim whose reply was
+-- lost is safe.
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then return 1 end
+return 0`)
+
+// claimSends is how often a claim is sent when its reply is lost. The client never
+// re-sends on its own (engine.NoRetries); a claim is safe to send again, since its
+// value names the claimant.
+const claimSends = 3
+
+// claim takes key for value unless another value holds it; it reports whether value
+// holds it now.
+func claim(ctx context.Context, rdb redis.UniversalClient, key, value string, ttl time.Duration) (bool, error) {
+	var err error
+	for range claimSends {
+		var n int64
+		n, err = claimScript.Run(ctx, rdb, []string{key}, value, ttl.Milliseconds()).Int64()
+		if err == nil {
+			return n == 1, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return false, fmt.Errorf("claim %s: %w", key, err)
+}
+
 var releaseScript = redis.NewScript(`
 -- Delete KEYS[1] only if it still holds our token ARGV[1]: a lock that expired and was
 -- taken by another process is theirs, not ours to release.
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-// Acquire takes the lock at key for ttl. Errors: ErrLocked.
+// Acquire takes the lock at key for ttl. A lost reply is re-sent (the token names the
+// holder, so a re-sent acquire that finds its own token holds the lock).
+// Errors: ErrLocked.
 func Acquire(ctx context.Context, rdb redis.UniversalClient, key string, ttl time.Duration) (*Lock, error) {
 	token := engine.NewID()
-	ok, err := rdb.SetNX(ctx, key, token, ttl).Result()
+	ok, err := claim(ctx, rdb, key, token, ttl)
 	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", key, err)
+		return nil, fmt.Errorf("lock: %w", err)
 	}
 	if !ok {
 		return nil, ErrLocked
@@ -194,7 +231,18 @@ func Acquire(ctx context.Context, rdb redis.UniversalClient, key string, ttl tim
 	return &Lock{rdb: rdb, key: key, token: token}, nil
 }
 
-// Release gives the lock back if this holder still owns it.
+// Release gives the lock back if this holder still owns it. Compare-and-delete is safe
+// to send again, so a lost reply is re-sent: a lock left behind would skip the job's
+// ticks until it expires.
 func (l *Lock) Release(ctx context.Context) error {
-	return releaseScript.Run(ctx, l.rdb, []string{l.key}, l.token).Err()
+	var err error
+	for range claimSends {
+		if err = releaseScript.Run(ctx, l.rdb, []string{l.key}, l.token).Err(); err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("release lock %s: %w", l.key, err)
+	}
+	return nil
 }

@@ -54,9 +54,11 @@ type Syncer struct {
 	opts   SyncerOptions
 	log    *slog.Logger
 
-	persisted atomic.Int64
-	failures  atomic.Int64
-	lastClaim time.Time
+	persisted    atomic.Int64
+	failures     atomic.Int64
+	deadFailures atomic.Int64
+	conflicts    atomic.Int64
+	lastClaim    time.Time
 }
 
 // NewSyncer returns a syncer of inv's outbox into st.
@@ -89,6 +91,16 @@ func (s *Syncer) Persisted() int64 { return s.persisted.Load() }
 
 // Failures counts failed MongoDB writes (each retried).
 func (s *Syncer) Failures() int64 { return s.failures.Load() }
+
+// DeadLetterFailures counts failed attempts to park an undecodable entry in the
+// dead-letter stream (each retried; the entry stays unacknowledged meanwhile).
+func (s *Syncer) DeadLetterFailures() int64 { return s.deadFailures.Load() }
+
+// Conflicts counts movements this syncer found stored under their id with other
+// content: the id was handed out twice, the sign of a Redis rollback (see
+// store.ErrConflict). Each is kept in MongoDB's conflicts collection and reported by
+// reconciliation. Export it as a counter and alert on any increase.
+func (s *Syncer) Conflicts() int64 { return s.conflicts.Load() }
 
 // Run syncs until ctx ends. A batch that was read is written and acknowledged before Run
 // returns (within 10 s), so shutdown leaves nothing half done. While MongoDB fails, Run
@@ -171,22 +183,32 @@ func first(res []redis.XStream) []redis.XMessage {
 
 // persist writes one batch and acknowledges it, retrying with backoff until it succeeds
 // or the process is stopping (then the entries stay pending for the next syncer).
+// Undecodable entries are parked in the dead-letter stream first: the batch is not
+// acknowledged until every one of them is parked, so none is dropped unseen.
 func (s *Syncer) persist(ctx context.Context, msgs []redis.XMessage) {
 	events := make([]engine.Event, 0, len(msgs))
 	ids := make([]string, 0, len(msgs))
+	var bad []redis.XMessage
+	lines := map[string]string{}
 	for _, m := range msgs {
 		ids = append(ids, m.ID)
 		evs, err := engine.DecodeEntry(m.ID, m.Values)
 		if err != nil {
-			// Park it where an operator will see it rather than retry it for ever.
-			s.log.Error("undecodable outbox entry moved to the dead-letter stream", "id", m.ID, "err", err)
-			s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.dead, Values: m.Values})
+			s.log.Error("undecodable outbox entry: moving it to the dead-letter stream", "id", m.ID, "err", err)
+			bad = append(bad, m)
 			continue
 		}
 		events = append(events, evs...)
+		for id, l := range engine.RecordedLines(m.Values) {
+			lines[id] = l
+		}
 	}
 	backoff := 100 * time.Millisecond
-	for !s.writeAndAck(ctx, events, ids) {
+	for {
+		bad = s.park(ctx, bad)
+		if len(bad) == 0 && s.writeAndAck(ctx, events, lines, ids) {
+			return
+		}
 		if ctx.Err() != nil {
 			return // unacknowledged: redelivered to whoever syncs next
 		}
@@ -195,12 +217,37 @@ func (s *Syncer) persist(ctx context.Context, msgs []redis.XMessage) {
 	}
 }
 
+// park copies undecodable entries to the dead-letter stream, where an operator will see
+// them rather than have them retried for ever, and returns those it could not copy.
+func (s *Syncer) park(ctx context.Context, bad []redis.XMessage) []redis.XMessage {
+	for i, m := range bad {
+		err := s.rdb.XAdd(context.WithoutCancel(ctx), &redis.XAddArgs{Stream: s.dead, Values: m.Values}).Err()
+		if err != nil {
+			s.deadFailures.Add(1)
+			s.log.Error("park undecodable outbox entry; it stays unacknowledged", "id", m.ID, "err", err)
+			return bad[i:]
+		}
+	}
+	return nil
+}
+
 // writeAndAck writes one batch and acknowledges it; it reports whether the write
 // succeeded. Both finish (within 10 s) even if ctx ends meanwhile.
-func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, ids []string) bool {
+func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, lines map[string]string, ids []string) bool {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := s.store.ApplyEvents(wctx, events); err != nil {
+	conflicts, err := s.store.ApplyBatch(wctx, events, lines)
+	for _, c := range conflicts {
+		s.conflicts.Add(1)
+		s.log.Error("movement id already names another movement in MongoDB: Redis was rolled back; kept in the conflicts collection",
+			"movement", c.Movement.ID, "stored", c.Stored, "hash", c.Hash)
+	}
+	if err == nil && len(conflicts) > 0 {
+		// Redis is selling from levels older than MongoDB's: restore them now rather
+		// than at the next reconciliation.
+		s.restore(wctx, conflicts)
+	}
+	if err != nil {
 		s.failures.Add(1)
 		s.log.Warn("persist batch failed; retrying", "entries", len(events), "err", err)
 		return false
@@ -224,6 +271,28 @@ func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, ids []s
 	}
 	s.persisted.Add(int64(len(ids)))
 	return true
+}
+
+// restore restores the SKUs of conflicts from MongoDB (see Rollback). A failure is
+// logged; reconciliation tries again.
+func (s *Syncer) restore(ctx context.Context, conflicts []store.Conflict) {
+	done := map[string]bool{}
+	for _, c := range conflicts {
+		if done[c.SKU] {
+			continue
+		}
+		done[c.SKU] = true
+		rb, err := rebaseSKU(ctx, s.inv, s.store, c.SKU)
+		if err != nil {
+			s.log.Error("restore a rolled-back SKU; reconciliation will retry", "sku", c.SKU, "err", err)
+			continue
+		}
+		if rb != nil {
+			s.log.Error("Redis was rolled back: restored from MongoDB", "sku", rb.SKU, "redis_version", rb.RedisVersion,
+				"ledger_version", rb.LedgerVersion, "renumbered", rb.Renumbered, "restored_orders", rb.RestoredOrders,
+				"released_hold_units", rb.ReleasedHolds, "restored", rb.Restored, "version", rb.Version, "error", rb.Error)
+		}
+	}
 }
 
 // Lag is how far MongoDB is behind the outbox.

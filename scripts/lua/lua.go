@@ -20,6 +20,8 @@ var (
 	update string
 	//go:embed adjust.lua
 	adjust string
+	//go:embed rebase.lua
+	rebase string
 	//go:embed throttle.lua
 	Throttle string // standalone: no prelude
 )
@@ -32,4 +34,5 @@ var (
 	Create = prelude + create
 	Update = update
 	Adjust = prelude + adjust
+	Rebase = prelude + rebase
 )

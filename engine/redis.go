@@ -53,6 +53,9 @@ var (
 	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase}
 )
 
+// ScriptCount is how many scripts LoadScripts keeps in Redis's script cache.
+func ScriptCount() int { return len(allScripts) }
+
 // NewRedis returns an Inventory on rdb, which may be a client, a cluster client or a ring.
 // rdb must not retry commands on its own (build its options with NoRetries); NewRedis
 // panics if it would.

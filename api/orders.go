@@ -20,12 +20,13 @@ type itemsInput struct {
 // synthetic buyers both go through it.
 // rate is the user's requests-per-minute limit, counted in the checkout's own script
 // (0 for none, as for the simulation's synthetic buyers).
-func (s *server) placeOrder(ctx context.Context, user string, lines []engine.Line, key string, rate int) (engine.Order, error) {
+// inv is the server's inventory, or the simulation's lane of it.
+func placeOrder(ctx context.Context, inv *engine.Redis, user string, lines []engine.Line, key string, rate int) (engine.Order, error) {
 	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, RatePerMinute: rate}
 	if key == "" { // with a key, the key names the order
 		req.OrderID = engine.NewID()
 	}
-	return s.inv.Checkout(ctx, req)
+	return inv.Checkout(ctx, req)
 }
 
 // decodeItems reads an optional {"items":[…]} body: the plain form the fast parser
@@ -70,7 +71,7 @@ func (s *server) checkout(c *fiber.Ctx) error {
 	} else {
 		lines = *in.Items
 	}
-	o, err := s.placeOrder(ctx, user, lines, key, s.cfg.RateLimitPerMinute)
+	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute)
 	if err != nil {
 		return err
 	}

@@ -75,9 +75,12 @@ func (s *server) checkout(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if fromCart && !o.Replayed {
-		if err := s.rdb.Del(ctx, s.cartKey(user)).Err(); err != nil {
-			reqLog(c, s.log).Warn("empty cart after checkout", "user", user, "err", err)
+	// Only what was bought leaves the cart (a line added or changed while the checkout
+	// ran stays), and a replay removes it too: the first attempt may have bought the
+	// lines and failed before taking them out.
+	if fromCart {
+		if err := s.removeBought(ctx, user, o.Items); err != nil {
+			reqLog(c, s.log).Warn("remove bought lines from the cart", "user", user, "err", err)
 		}
 	}
 	markReplay(c, o.Replayed)

@@ -1,0 +1,56 @@
+package api_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/flashstock/flashstock/api"
+)
+
+// The document carries contract v1.1: every problem code, outcome_unknown (503 with
+// Retry-After) on the routes that change stock, 429 with Retry-After on login and
+// registration, and the number bounds.
+func TestOpenAPICarriesContractV11(t *testing.T) {
+	doc := loadDoc(t, newHarness(t, api.Config{}))
+	var codes []string
+	for _, v := range doc.Components.Schemas["Problem"].Value.Properties["code"].Value.Enum {
+		codes = append(codes, v.(string))
+	}
+	for _, c := range []string{"validation_failed", "cart_empty", "unauthorized", "forbidden", "not_found",
+		"out_of_stock", "purchase_limit_exceeded", "sale_not_active", "insufficient_stock", "version_conflict",
+		"already_exists", "hold_expired", "hold_released", "idempotency_key_reused", "payload_too_large",
+		"rate_limited", "unavailable", "outcome_unknown", "internal"} {
+		if !slices.Contains(codes, c) {
+			t.Errorf("Problem.code lacks %s", c)
+		}
+	}
+	check := func(method, path, status, word string) {
+		t.Helper()
+		op := doc.Paths.Find(path).GetOperation(method)
+		if op == nil {
+			t.Fatalf("%s %s is not documented", method, path)
+		}
+		r := op.Responses.Value(status)
+		if r == nil || r.Value.Headers["Retry-After"] == nil || !strings.Contains(*r.Value.Description, word) {
+			t.Errorf("%s %s: want a %s response naming %s, with Retry-After", method, path, status, word)
+		}
+	}
+	for _, r := range [][2]string{{"POST", "/api/v1/checkout"}, {"POST", "/api/v1/holds"},
+		{"POST", "/api/v1/holds/{id}/commit"}, {"DELETE", "/api/v1/holds/{id}"}, {"POST", "/api/v1/orders/{id}/cancel"},
+		{"POST", "/api/v1/inventory/{sku}/adjustments"}, {"PUT", "/api/v1/inventory/{sku}"}} {
+		check(r[0], r[1], "503", "outcome_unknown")
+	}
+	check("POST", "/api/v1/auth/login", "429", "rate_limited")
+	check("POST", "/api/v1/auth/register", "429", "rate_limited")
+	for schema, field := range map[string]string{"ProductCreate": "stock", "SetLevel": "available", "Adjustment": "delta"} {
+		if m := doc.Components.Schemas[schema].Value.Properties[field].Value.Max; m == nil || *m != 1e9 {
+			t.Errorf("%s.%s: maximum %v, want 1e9", schema, field, m)
+		}
+	}
+	for _, schema := range []string{"ProductCreate", "ProductPatch"} {
+		if m := doc.Components.Schemas[schema].Value.Properties["price"].Value.Max; m == nil || *m != 1e12 {
+			t.Errorf("%s.price: maximum %v, want 1e12", schema, m)
+		}
+	}
+}

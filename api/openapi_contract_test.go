@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -51,6 +53,31 @@ func TestOpenAPICarriesContractV11(t *testing.T) {
 	for _, schema := range []string{"ProductCreate", "ProductPatch"} {
 		if m := doc.Components.Schemas[schema].Value.Properties["price"].Value.Max; m == nil || *m != 1e12 {
 			t.Errorf("%s.price: maximum %v, want 1e12", schema, m)
+		}
+	}
+}
+
+// docs/API.md, the prose description, names every route the served document has and
+// every problem code, with its status.
+func TestAPIDocNamesEveryRouteAndCode(t *testing.T) {
+	doc := loadDoc(t, newHarness(t, api.Config{}))
+	b, err := os.ReadFile("../docs/API.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			row := regexp.MustCompile(`(?m)^\| ` + method + " \\| `" + regexp.QuoteMeta(path) + "[`?]")
+			if !row.MatchString(md) {
+				t.Errorf("docs/API.md has no table row for %s %s", method, path)
+			}
+		}
+	}
+	for _, v := range doc.Components.Schemas["Problem"].Value.Properties["code"].Value.Enum {
+		row := regexp.MustCompile("(?m)^\\| `" + v.(string) + "` \\| [0-9]{3} \\|")
+		if !row.MatchString(md) {
+			t.Errorf("docs/API.md's error table lacks %s", v)
 		}
 	}
 }

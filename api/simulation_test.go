@@ -119,12 +119,20 @@ func TestSimulationIsExclusiveSeparateAndStopsAtShutdown(t *testing.T) {
 	const stock = 1_000_000
 	h.product(t, "SIM", stock, `,"maxPerUser":5`)
 	h.product(t, "LIVE", 1000, "")
+	// Each synthetic buyer takes 100 lines, so that 100,000 of them take far longer
+	// than the test needs to act while they run.
+	lines := []string{`{"sku":"SIM","quantity":1}`}
+	for i := range engine.MaxLines - 1 {
+		sku := "S" + itoa(i)
+		mustCreate(t, h, sku, stock)
+		lines = append(lines, `{"sku":"`+sku+`","quantity":1}`)
+	}
 	admin := token(t, "root", api.RoleAdmin)
 	url := h.serve(t)
 
 	const buyers = 100_000
 	running := post(t, url+"/api/v1/carts/bulk-checkout", admin,
-		`{"items":[{"sku":"SIM","quantity":1}],"buyers":100000,"concurrency":1000}`)
+		`{"items":[`+strings.Join(lines, ",")+`],"buyers":100000,"concurrency":1000}`)
 	for h.level(t, "SIM").Sold == 0 {
 		select {
 		case r := <-running:
@@ -157,6 +165,7 @@ func TestSimulationIsExclusiveSeparateAndStopsAtShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	t.Logf("the run stopped after %d of %d buyers", rep.Attempted, buyers)
 	if !rep.Cancelled || rep.Attempted >= buyers || rep.Buyers != buyers {
 		t.Fatalf("report: got cancelled %v, attempted %d of %d; want a run stopped early", rep.Cancelled, rep.Attempted, rep.Buyers)
 	}

@@ -26,11 +26,24 @@ func (r *Redis) Lane(workers int) (lane *Redis, closeLane func()) {
 // so removing one changes no stock; an order of those users that is cancelled later
 // gives its counted units back to a counter that starts again from zero.
 func (r *Redis) ForgetBuyers(ctx context.Context, skus []string, users []string) error {
+	// Only SKUs that have ever had a limit have counters: skip the others' HDELs.
+	exists := make([]*redis.IntCmd, len(skus))
+	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sku := range skus {
+			exists[i] = p.Exists(ctx, r.k.bought(sku))
+		}
+		return nil
+	}); err != nil {
+		return storeErr("forget buyers", err)
+	}
 	const chunk = 1000 // fields per HDEL
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, sku := range skus {
-			for i := 0; i < len(users); i += chunk {
-				p.HDel(ctx, r.k.bought(sku), users[i:min(i+chunk, len(users))]...)
+		for i, sku := range skus {
+			if exists[i].Val() == 0 {
+				continue
+			}
+			for j := 0; j < len(users); j += chunk {
+				p.HDel(ctx, r.k.bought(sku), users[j:min(j+chunk, len(users))]...)
 			}
 		}
 		return nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,16 @@ type Config struct {
 	// RateLimitPerMinute caps checkout, hold and commit requests per user per minute,
 	// across every replica (0 disables).
 	RateLimitPerMinute int
+	// LoginLimit caps failed logins (and registrations) per email, and
+	// LoginAddressLimit login and register requests per client address, per
+	// LoginWindow (default one minute), across every replica; 0 disables either. Over
+	// them: 429 rate_limited with Retry-After.
+	LoginLimit        int
+	LoginAddressLimit int
+	LoginWindow       time.Duration
+	// TrustedProxies are the proxies whose X-Forwarded-For names the client (for the
+	// per-address limit); without them the peer's address is the client.
+	TrustedProxies []netip.Prefix
 	// RequestTimeout bounds each request (default 10 s).
 	RequestTimeout time.Duration
 	// CartTTL is how long an untouched cart lives (default 7 days).
@@ -48,8 +59,11 @@ type Deps struct {
 	Logger     *slog.Logger
 	// Metrics, if set, is instrumented and served at /metrics.
 	Metrics *metrics.Metrics
-	// Ready reports whether the process may take traffic (readiness), with details.
-	Ready func(ctx context.Context) (bool, map[string]string)
+	// Ready, if set, reports each dependency's readiness: nil when it answers, else
+	// why not. /readyz shows only a status word per dependency ("ok", "unavailable",
+	// "timeout", "unknown"); the reasons go to the log. Without it, /readyz checks
+	// Redis, MongoDB and the scripts itself (see checkDependencies).
+	Ready func(ctx context.Context) map[string]error
 	Now   func() time.Time
 }
 
@@ -60,7 +74,7 @@ type server struct {
 	store *store.Store
 	rc    *stocksync.Reconciler
 	log   *slog.Logger
-	ready func(ctx context.Context) (bool, map[string]string)
+	ready func(ctx context.Context) map[string]error
 	now   func() time.Time
 	reqs  atomic.Uint64
 	m     *metrics.Metrics
@@ -85,6 +99,9 @@ func New(cfg Config, d Deps) *fiber.App {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.LoginWindow <= 0 {
+		cfg.LoginWindow = defaultLoginWindow
 	}
 	if cfg.CartTTL <= 0 {
 		cfg.CartTTL = 7 * 24 * time.Hour
@@ -267,12 +284,8 @@ func (s *server) handleError(c *fiber.Ctx, err error) error {
 func (s *server) writeProblem(c *fiber.Ctx, err error) string {
 	id, _ := c.Locals(localRequestID).(string)
 	p := toProblem(err, func() *slog.Logger { return reqLog(c, s.log) }, id)
-	if p.Code == "rate_limited" && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
-		retry := int64(60)
-		if re := (*engine.RateError)(nil); errors.As(err, &re) {
-			retry = re.RetryAfter
-		}
-		c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(retry, 10))
+	if p.RetryAfter > 0 && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
+		c.Set(fiber.HeaderRetryAfter, strconv.FormatInt(p.RetryAfter, 10))
 	}
 	c.Set(fiber.HeaderContentType, "application/problem+json")
 	c.Status(p.Status)
@@ -282,16 +295,61 @@ func (s *server) writeProblem(c *fiber.Ctx, err error) string {
 	return p.Code
 }
 
+// readyz answers 200 when every dependency answers, else 503, with one status word per
+// dependency. Errors stay in the log: they name addresses and driver internals.
 func (s *server) readyz(c *fiber.Ctx) error {
-	ok, detail := true, map[string]string{}
+	ctx, cancel := context.WithTimeout(c.UserContext(), readyTimeout)
+	defer cancel()
+	var errs map[string]error
 	if s.ready != nil {
-		ok, detail = s.ready(c.UserContext())
+		errs = s.ready(ctx)
+	} else {
+		errs = s.checkDependencies(ctx)
+	}
+	ok, checks := true, make(map[string]string, len(errs))
+	for name, err := range errs {
+		word := readinessWord(err)
+		checks[name] = word
+		if word != "ok" {
+			ok = false
+			reqLog(c, s.log).Warn("not ready", "dependency", name, "status", word, "err", err)
+		}
 	}
 	status := http.StatusOK
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
-	return c.Status(status).JSON(fiber.Map{"ready": ok, "checks": detail})
+	return c.Status(status).JSON(fiber.Map{"ready": ok, "checks": checks})
+}
+
+// readyTimeout bounds a readiness check: a probe that hangs is as bad as a failed one.
+const readyTimeout = 3 * time.Second
+
+// ErrNotChecked marks a readiness check skipped because one it depends on failed.
+var ErrNotChecked = errors.New("not checked: a dependency it needs is down")
+
+// readinessWord is what /readyz shows for a check's error.
+func readinessWord(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNotChecked):
+		return "unknown"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	default:
+		return "unavailable"
+	}
+}
+
+// checkDependencies pings Redis and MongoDB and makes sure the scripts are loaded
+// (checked only when Redis answers).
+func (s *server) checkDependencies(ctx context.Context) map[string]error {
+	out := map[string]error{"redis": s.rdb.Ping(ctx).Err(), "mongodb": s.store.Ping(ctx), "scripts": ErrNotChecked}
+	if out["redis"] == nil {
+		out["scripts"] = s.inv.LoadScripts(ctx)
+	}
+	return out
 }
 
 // reqLog is the request's logger: every line it writes carries the request id. It is

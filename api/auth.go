@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/mail"
@@ -103,7 +104,15 @@ type userView struct {
 	Role  string `json:"role"`
 }
 
+// register creates a customer. Its answer does not tell whether the email already had
+// an account: for a taken email it answers the same 201 {id, email, name, role} after the
+// same work (the password is hashed either way), but creates and changes nothing; the
+// id it shows is fresh and names no account, and logging in with that password fails.
+// Requests count against the caller's address and the email (see throttle.go).
 func (s *server) register(c *fiber.Ctx) error {
+	if err := s.throttleAddress(c); err != nil {
+		return err
+	}
 	var in credentials
 	if _, err := decodeStrict(c.Body(), &in, false); err != nil {
 		return err
@@ -112,27 +121,46 @@ func (s *server) register(c *fiber.Ctx) error {
 	switch {
 	case !validEmail(email):
 		return validation("email", "must be an email address")
-	case len(in.Password) < 8 || len(in.Password) > 72:
-		return validation("password", "must be 8 to 72 characters")
 	case len(in.Name) > 200:
 		return validation("name", "must be at most 200 characters")
+	}
+	if err := checkPassword(in.Password); err != nil {
+		return err
+	}
+	if err := s.inv.Throttle(c.UserContext(), scopeAuthEmail, email, s.emailLimit()); err != nil {
+		return err
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(in.Password), bcrypt.DefaultCost)
 	if err != nil {
 		return err
 	}
 	u := store.User{Email: email, ID: engine.NewID(), Name: in.Name, PasswordHash: string(hash), Role: RoleCustomer}
-	if err := s.store.CreateUser(c.UserContext(), u); err != nil {
+	if err := s.store.CreateUser(c.UserContext(), u); err != nil && !errors.Is(err, engine.ErrAlreadyExists) {
 		return err
 	}
 	return c.Status(http.StatusCreated).JSON(userView{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role})
+}
+
+// checkPassword enforces the contract's 8 to 72 bytes: bcrypt reads no further than 72,
+// so a longer password would share its hash with its first 72 bytes.
+func checkPassword(p string) error {
+	if len(p) < 8 || len(p) > 72 {
+		return validation("password", "must be 8 to 72 bytes")
+	}
+	return nil
 }
 
 // dummyHash is compared against when the email is unknown, so login takes as long
 // either way.
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("flashstock-no-such-user"), bcrypt.DefaultCost)
 
+// login issues a token. Every request counts against the caller's address; each
+// attempt counts against the email first and is given back when it succeeds, so only
+// failures use up the email's allowance, and concurrent guesses cannot overrun it.
 func (s *server) login(c *fiber.Ctx) error {
+	if err := s.throttleAddress(c); err != nil {
+		return err
+	}
 	var in credentials
 	if _, err := decodeStrict(c.Body(), &in, false); err != nil {
 		return err
@@ -140,7 +168,25 @@ func (s *server) login(c *fiber.Ctx) error {
 	if in.Name != "" {
 		return validation("name", "unknown field")
 	}
-	u, err := s.store.UserByEmail(c.UserContext(), in.Email)
+	if err := checkPassword(in.Password); err != nil {
+		return err
+	}
+	email := store.NormalizeEmail(in.Email)
+	ctx := c.UserContext()
+	if err := s.inv.Throttle(ctx, scopeAuthEmail, email, s.emailLimit()); err != nil {
+		return err
+	}
+	failed := false
+	defer func() {
+		if failed {
+			return
+		}
+		// Not a wrong password (a success, or our own error): it does not count.
+		if err := s.inv.Unthrottle(context.WithoutCancel(ctx), scopeAuthEmail, email, s.emailLimit()); err != nil {
+			reqLog(c, s.log).Warn("login: could not give back the attempt", "err", err)
+		}
+	}()
+	u, err := s.store.UserByEmail(ctx, email)
 	hash := []byte(u.PasswordHash)
 	if errors.Is(err, engine.ErrNotFound) {
 		hash = dummyHash
@@ -148,6 +194,7 @@ func (s *server) login(c *fiber.Ctx) error {
 		return err
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(in.Password)) != nil || u.ID == "" {
+		failed = true
 		return problem(http.StatusUnauthorized, "unauthorized", "email or password is wrong")
 	}
 	tok, err := IssueToken(s.cfg.JWTSecret, s.cfg.JWTIssuer, u.ID, u.Role, s.cfg.TokenTTL, s.now())

@@ -23,6 +23,8 @@ type Problem struct {
 	Field string `json:"field,omitempty"`
 	// RequestID ties the answer to the server's log lines.
 	RequestID string `json:"requestId,omitempty"`
+	// RetryAfter, in seconds, goes out as the Retry-After header when positive.
+	RetryAfter int64 `json:"-"`
 }
 
 // apiError is an error raised by a handler with its contract code.
@@ -70,6 +72,8 @@ var engineErrors = []struct {
 	{engine.ErrHoldExpired, http.StatusGone, "hold_expired"},
 	{engine.ErrHoldReleased, http.StatusGone, "hold_released"},
 	{engine.ErrIdempotencyKeyReused, http.StatusUnprocessableEntity, "idempotency_key_reused"},
+	// Before ErrUnavailable: "may have been applied" must never be told "was not".
+	{engine.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
 	{engine.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 	{engine.ErrRateLimited, http.StatusTooManyRequests, "rate_limited"},
 }
@@ -83,9 +87,13 @@ func toProblem(err error, log func() *slog.Logger, reqID string) Problem {
 		log().Error("internal error", "err", err)
 		p.Detail = ""
 	}
-	if p.Code == "unavailable" {
+	switch p.Code {
+	case "unavailable":
 		log().Warn("dependency unavailable", "err", err)
-		p.Detail = "a dependency is unavailable; retry shortly"
+		p.Detail = "a dependency is unavailable and nothing was applied; retry shortly"
+	case "outcome_unknown":
+		log().Warn("outcome unknown", "err", err)
+		p.Detail = "the request may or may not have been applied; retry with the same Idempotency-Key to learn which"
 	}
 	return p
 }
@@ -97,6 +105,7 @@ func classify(err error) Problem {
 	var fe *fiber.Error
 	var ve *engine.ValidationError
 	var se *engine.StockError
+	var re *engine.RateError
 	switch {
 	case errors.As(err, &se):
 		// The refusal a sold-out storm answers most: no message formatting.
@@ -115,6 +124,15 @@ func classify(err error) Problem {
 	}
 	if errors.As(err, &ve) {
 		p.Field, p.Detail = ve.Field, ve.Error()
+	}
+	switch p.Code {
+	case "rate_limited":
+		p.RetryAfter = 60
+		if errors.As(err, &re) {
+			p.RetryAfter = re.RetryAfter
+		}
+	case "outcome_unknown", "unavailable":
+		p.RetryAfter = 1
 	}
 	p.Type = "https://flashstock.dev/problems/" + p.Code
 	p.Title = http.StatusText(p.Status)

@@ -1,17 +1,19 @@
 package api
 
 import (
-	"context"
 	"errors"
-	"fmt"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashstock/flashstock/engine"
 )
 
-// redisErr marks a failed Redis call of the API's own (carts) as unavailable.
+// redisErr classifies a failed Redis call of the API's own (carts, idempotency-key
+// bindings) with the engine's one classifier: unavailable when it did not run,
+// outcome unknown when it may have. redis.Nil (no such key) passes unchanged.
 func redisErr(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, redis.Nil) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", engine.ErrUnavailable, err)
+	return engine.WriteErr("redis", err)
 }

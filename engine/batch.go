@@ -3,8 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // A batcher coalesces concurrent checkouts and reservations into one take.lua call.
@@ -38,7 +38,18 @@ type takeReq struct {
 	rep       reply
 	err       error
 	done      chan struct{}
+	// state tells a caller who gives up whether its request was sent: a worker moves
+	// it from queued to sent before the batch goes out, a caller from queued to
+	// abandoned, and a worker skips abandoned requests.
+	state atomic.Int32
 }
+
+// The states of a takeReq.
+const (
+	reqQueued int32 = iota
+	reqSent
+	reqAbandoned
+)
 
 const (
 	batchRequests = 64  // requests per script call at most
@@ -60,14 +71,18 @@ func (b *batcher) close() {
 	b.wg.Wait()
 }
 
-// submit queues req and waits for its answer. If ctx ends first, submit returns its
-// error; the request may still be applied, as with any call whose reply was lost.
+// submit queues req and waits for its answer. If ctx ends first, a request not yet
+// sent is withdrawn and answered ErrUnavailable (it will not run); one already sent is
+// answered ErrOutcomeUnknown, since its batch may still apply it.
 func (b *batcher) submit(req *takeReq) (reply, error) {
 	req.done = make(chan struct{})
+	if err := req.ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, err)
+	}
 	select {
 	case b.queue <- req:
 	case <-req.ctx.Done():
-		return nil, req.ctx.Err()
+		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, req.ctx.Err())
 	case <-b.stop:
 		return nil, fmt.Errorf("%w: inventory closed", ErrUnavailable)
 	}
@@ -75,7 +90,15 @@ func (b *batcher) submit(req *takeReq) (reply, error) {
 	case <-req.done:
 		return req.rep, req.err
 	case <-req.ctx.Done():
-		return nil, req.ctx.Err()
+	}
+	if req.state.CompareAndSwap(reqQueued, reqAbandoned) {
+		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, req.ctx.Err())
+	}
+	select {
+	case <-req.done: // answered at the same moment
+		return req.rep, req.err
+	default:
+		return nil, fmt.Errorf("%w: sent, no answer in time: %w", ErrOutcomeUnknown, req.ctx.Err())
 	}
 }
 
@@ -93,12 +116,19 @@ func (b *batcher) work() {
 				return
 			}
 		}
-		batch = append(batch[:0], first)
-		nkeys := 2 + 2*len(first.lines)
+		batch = batch[:0]
+		nkeys := 2
+		if first.state.CompareAndSwap(reqQueued, reqSent) {
+			batch = append(batch, first)
+			nkeys += 2 + 2*len(first.lines)
+		}
 	fill:
 		for len(batch) < b.maxReqs {
 			select {
 			case req := <-b.queue:
+				if !req.state.CompareAndSwap(reqQueued, reqSent) {
+					continue // its caller gave up: it must not run
+				}
 				batch = append(batch, req)
 				if nkeys += 2 + 2*len(req.lines); nkeys >= b.maxKeys {
 					break fill
@@ -107,7 +137,9 @@ func (b *batcher) work() {
 				break fill
 			}
 		}
-		b.exec(batch)
+		if len(batch) > 0 {
+			b.exec(batch)
+		}
 	}
 }
 
@@ -120,17 +152,17 @@ func (b *batcher) exec(batch []*takeReq) {
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]any, 0, nargs)
-	keys = append(keys, r.k.outbox(), r.k.holdIndex())
+	keys = append(keys, r.k.Outbox(), r.k.HoldIndex())
 	args = append(args, r.recTTL)
 	for _, req := range batch {
-		record := r.k.order(req.id)
+		record := r.k.Order(req.id)
 		if req.mode == "hold" {
-			record = r.k.hold(req.id)
+			record = r.k.Hold(req.id)
 		}
 		keys = append(keys, record)
 		args = append(args, req.mode, req.user, req.id, req.fp, req.holdMs, len(req.lines))
 		for _, l := range req.lines {
-			keys = append(keys, r.k.stock(l.SKU), r.k.bought(l.SKU))
+			keys = append(keys, r.k.Stock(l.SKU), r.k.Bought(l.SKU))
 			args = append(args, l.SKU, l.Quantity)
 		}
 		rateKey := req.rateKey
@@ -172,9 +204,11 @@ func takeError(rep reply) error {
 	case "reused":
 		return ErrIdempotencyKeyReused
 	case "rate_limited":
-		return newRateError()
+		return newRateError(rep.num(1))
 	case "not_found":
 		return fmt.Errorf("sku %s: %w", rep.str(1), ErrNotFound)
+	case "corrupt":
+		return fmt.Errorf("sku %s: the stock record lacks a field", rep.str(1))
 	case "window":
 		return fmt.Errorf("sku %s: %w", rep.str(1), ErrSaleNotActive)
 	case "currency":
@@ -189,38 +223,4 @@ func takeError(rep reply) error {
 		return se
 	}
 	return rep.expect("ok")
-}
-
-// parseOrder reads an order record: status, ts, currency, hold id, lines, fingerprint,
-// user, one per line.
-func parseOrder(id, v string) (Order, error) {
-	var f [7]string
-	rest := v
-	for i := range 6 {
-		var ok bool
-		if f[i], rest, ok = cut(rest); !ok {
-			return Order{}, fmt.Errorf("order %s: malformed record", id)
-		}
-	}
-	f[6] = rest
-	ts, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return Order{}, fmt.Errorf("order %s: malformed record", id)
-	}
-	items, err := parseItems(f[4])
-	if err != nil {
-		return Order{}, fmt.Errorf("order %s: %w", id, err)
-	}
-	o := newOrder(id, f[6], OrderStatus(f[0]), f[2], items, ts, f[3])
-	o.lines = f[4]
-	return o, nil
-}
-
-func cut(s string) (before, after string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }

@@ -26,7 +26,7 @@ func benchInventory(b *testing.B, skus ...string) *engine.Redis {
 	inv := engine.NewRedis(c, engine.Options{})
 	b.Cleanup(inv.Close)
 	for _, sku := range skus {
-		mustCreate(b, inv, engine.Product{SKU: sku, Stock: 1 << 40, Price: 100})
+		mustCreate(b, inv, engine.Product{SKU: sku, Stock: engine.MaxUnits, Price: 100})
 	}
 	return inv
 }

@@ -36,7 +36,9 @@ func checkNoRetries(rdb redis.UniversalClient) {
 	default:
 		return
 	}
-	if n >= 0 {
+	// go-redis turns MaxRetries -1 into 0 when it builds the client (0 in Options
+	// means its default, 3): 0 here is "never retry".
+	if n > 0 {
 		panic(fmt.Sprintf("engine: the Redis client retries commands (MaxRetries %d): build its options with engine.NoRetries", n))
 	}
 }

@@ -21,8 +21,14 @@ var (
 	ErrHoldReleased         = errors.New("hold released")
 	ErrHoldCommitted        = errors.New("hold committed")
 	ErrIdempotencyKeyReused = errors.New("idempotency key reused with a different request")
-	ErrUnavailable          = errors.New("store unavailable")
-	ErrRateLimited          = errors.New("rate limited")
+	// ErrUnavailable means the request was not applied: Redis could not be reached, or
+	// refused it before running it (out of memory, loading, read-only replica).
+	ErrUnavailable = errors.New("store unavailable")
+	// ErrOutcomeUnknown means the request may or may not have been applied: it was sent
+	// and no answer came back (a timeout, a broken connection). Retrying it with the
+	// same idempotency key tells which; it is never retried on its own.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
+	ErrRateLimited    = errors.New("rate limited")
 )
 
 // ValidationError says which input was refused and why. It matches ErrInvalid.
@@ -85,7 +91,7 @@ func (e *LimitError) Unwrap() error { return ErrLimitExceeded }
 // RateError refuses a request over the user's requests per minute. It matches
 // ErrRateLimited.
 type RateError struct {
-	RetryAfter int64 // seconds until the next minute starts
+	RetryAfter int64 // whole seconds until a request would be admitted, at least 1
 }
 
 func (e *RateError) Error() string {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -57,7 +58,8 @@ type Movement struct {
 func (m Movement) ID() string { return m.SKU + ":" + strconv.FormatInt(m.Seq, 10) }
 
 // DecodeEntry parses an outbox entry: one or more events, in fields "0", "1", ... (see
-// scripts/lua/prelude.lua). Every event carries the entry's id as StreamID.
+// scripts/lua/prelude.lua). Every event carries the entry's id as StreamID. Entries of
+// every format version written so far decode: stream entries outlive deploys.
 func DecodeEntry(streamID string, values map[string]any) ([]Event, error) {
 	if len(values) == 0 {
 		return nil, fmt.Errorf("outbox entry %s: no events", streamID)
@@ -77,31 +79,74 @@ func DecodeEntry(streamID string, values map[string]any) ([]Event, error) {
 	return out, nil
 }
 
+// wireEvent is an outbox event as the scripts write it: format version 2, a JSON
+// object of named string fields (scripts/lua/prelude.lua, event). Lines and moves keep
+// their compact forms ("sku:qty:price[:L]" and "sku:seq:dA:dR:dS", joined by ",").
+type wireEvent struct {
+	V        int    `json:"v"`
+	Kind     string `json:"kind"`
+	ID       string `json:"id"`
+	User     string `json:"user"`
+	TS       string `json:"ts"`
+	Currency string `json:"currency"`
+	Lines    string `json:"lines"`
+	Moves    string `json:"moves"`
+	Expires  string `json:"expires"`
+	Hold     string `json:"hold"`
+	SKU      string `json:"sku"`
+	Reason   string `json:"reason"`
+	Actor    string `json:"actor"`
+}
+
+// eventFormat is the version the scripts write now.
+const eventFormat = 2
+
+// readWireEvent reads either version: 2 (a JSON object) or 1, written before events had
+// names: kind, id, user, ts, currency, lines, moves, expiry, hold id, sku, reason, actor,
+// newline-separated.
+func readWireEvent(raw string) (wireEvent, error) {
+	var w wireEvent
+	if strings.HasPrefix(raw, "{") {
+		if err := json.Unmarshal([]byte(raw), &w); err != nil {
+			return w, fmt.Errorf("event: %w", err)
+		}
+		if w.V < 2 || w.V > eventFormat {
+			return w, fmt.Errorf("event: format version %d is not known here", w.V)
+		}
+		return w, nil
+	}
+	f := strings.Split(raw, "\n")
+	if len(f) != 12 {
+		return w, fmt.Errorf("event: %d fields, want 12 (version 1)", len(f))
+	}
+	return wireEvent{V: 1, Kind: f[0], ID: f[1], User: f[2], TS: f[3], Currency: f[4], Lines: f[5],
+		Moves: f[6], Expires: f[7], Hold: f[8], SKU: f[9], Reason: f[10], Actor: f[11]}, nil
+}
+
 func decodeEvent(streamID, raw string) (Event, error) {
 	bad := func(what string) (Event, error) {
 		return Event{}, fmt.Errorf("outbox entry %s: malformed %s", streamID, what)
 	}
-	f := strings.Split(raw, "\n")
-	if len(f) != 12 {
-		return bad("event")
+	w, err := readWireEvent(raw)
+	if err != nil {
+		return Event{}, fmt.Errorf("outbox entry %s: %w", streamID, err)
 	}
-	kind, f := f[0], f[1:]
-	ts, err := strconv.ParseInt(f[2], 10, 64)
+	ts, err := strconv.ParseInt(w.TS, 10, 64)
 	if err != nil {
 		return bad("ts")
 	}
 	e := Event{
-		StreamID: streamID, Kind: kind, ID: f[0], UserID: f[1], At: time.UnixMilli(ts).UTC(),
-		Currency: f[3], HoldID: f[7], SKU: f[8], Reason: f[9], Actor: f[10],
+		StreamID: streamID, Kind: w.Kind, ID: w.ID, UserID: w.User, At: time.UnixMilli(ts).UTC(),
+		Currency: w.Currency, HoldID: w.Hold, SKU: w.SKU, Reason: w.Reason, Actor: w.Actor,
 	}
-	if f[6] != "" {
-		ms, err := strconv.ParseInt(f[6], 10, 64)
+	if w.Expires != "" {
+		ms, err := strconv.ParseInt(w.Expires, 10, 64)
 		if err != nil {
 			return bad("expiry")
 		}
 		e.ExpiresAt = time.UnixMilli(ms).UTC()
 	}
-	if e.Items, err = parseItems(f[4]); err != nil {
+	if e.Items, err = parseItems(w.Lines); err != nil {
 		return Event{}, fmt.Errorf("outbox entry %s: %w", streamID, err)
 	}
 	mkind := e.Kind
@@ -114,7 +159,7 @@ func decodeEvent(streamID, raw string) (Event, error) {
 	case EventHold:
 		mkind = "reserve"
 	}
-	for part := range strings.SplitSeq(f[5], ",") {
+	for part := range strings.SplitSeq(w.Moves, ",") {
 		m := strings.Split(part, ":")
 		if len(m) != 5 {
 			return bad("movement")

@@ -2,25 +2,62 @@ package engine
 
 import "strconv"
 
-// keys names every Redis key of one partition. All of them carry the partition's hash
-// tag, so each script's keys live in one Redis Cluster slot. A partition holds SKUs that
-// may be bought together; more partitions mean more slots to spread over a cluster.
-type keys struct {
+// Keys names every Redis key flashstock uses; nothing else builds a key name. Every key
+// of a partition carries the partition's hash tag, so each script's keys live in one
+// Redis Cluster slot. A partition holds SKUs that may be bought together; more
+// partitions mean more slots to spread over a cluster.
+type Keys struct {
 	prefix string // "fs:{<partition>}:"
 }
 
-func newKeys(partition string) keys { return keys{prefix: "fs:{" + partition + "}:"} }
+// NewKeys names the keys of one partition.
+func NewKeys(partition string) Keys { return Keys{prefix: "fs:{" + partition + "}:"} }
 
-func (k keys) stock(sku string) string  { return k.prefix + "s:" + sku }
-func (k keys) bought(sku string) string { return k.prefix + "b:" + sku }
-func (k keys) order(id string) string   { return k.prefix + "o:" + id }
-func (k keys) hold(id string) string    { return k.prefix + "h:" + id }
-func (k keys) holdIndex() string        { return k.prefix + "hx" }
-func (k keys) outbox() string           { return k.prefix + "ob" }
-func (k keys) skus() string             { return k.prefix + "skus" }
+// Stock is a SKU's stock hash (see docs/ARCHITECTURE.md for its fields).
+func (k Keys) Stock(sku string) string { return k.prefix + "s:" + sku }
 
-// idem names the idempotency record of one (scope, key): the user's length prefixes it so
-// that no two (scope, key) pairs share a name.
-func (k keys) idem(scope, key string) string {
+// Bought is a SKU's per-user purchase counters (units taken under its limit).
+func (k Keys) Bought(sku string) string { return k.prefix + "b:" + sku }
+
+// Order is an order record.
+func (k Keys) Order(id string) string { return k.prefix + "o:" + id }
+
+// Hold is a hold record.
+func (k Keys) Hold(id string) string { return k.prefix + "h:" + id }
+
+// HoldIndex is the sorted set of active holds by expiry (the sweep's index).
+func (k Keys) HoldIndex() string { return k.prefix + "hx" }
+
+// HoldQuarantine is the sorted set of holds the sweep could not read.
+func (k Keys) HoldQuarantine() string { return k.prefix + "hx:bad" }
+
+// Outbox is the stream every movement is appended to.
+func (k Keys) Outbox() string { return k.prefix + "ob" }
+
+// DeadLetter is the stream where the syncer parks outbox entries it cannot decode.
+func (k Keys) DeadLetter() string { return k.prefix + "ob:dead" }
+
+// SKUs is the set of every SKU with a stock record.
+func (k Keys) SKUs() string { return k.prefix + "skus" }
+
+// RestockChannel is the pub/sub channel on which scripts announce returned units.
+func (k Keys) RestockChannel() string { return k.prefix + "restock" }
+
+// RateLimit is a user's sliding rate-limit window.
+func (k Keys) RateLimit(user string) string { return k.prefix + "rl:" + user }
+
+// Idem names the idempotency record of one (scope, key): the scope's length prefixes it
+// so that no two (scope, key) pairs share a name.
+func (k Keys) Idem(scope, key string) string {
 	return k.prefix + "i:" + strconv.Itoa(len(scope)) + ":" + scope + ":" + key
 }
+
+// Throttle is one login/register limiter: its scope (by address, by email) and the
+// hash of what it limits.
+func (k Keys) Throttle(scope, hash string) string { return k.prefix + "t:" + scope + ":" + hash }
+
+// Cart is a user's cart.
+func (k Keys) Cart(user string) string { return k.prefix + "cart:" + user }
+
+// Job names a scheduled job's keys: its per-tick claims and its run lock, by suffix.
+func (k Keys) Job(name, suffix string) string { return k.prefix + "jobs:" + name + ":" + suffix }

@@ -12,7 +12,13 @@ import (
 // reply is a script's answer: a status word, then its values.
 type reply []any
 
+// run runs a script that may change data. A caller whose context has ended by now is
+// answered ErrUnavailable without sending anything; once the script is sent, a lost
+// reply is ErrOutcomeUnknown (see writeErr).
 func run(ctx context.Context, s redis.Scripter, script *redis.Script, keys []string, args ...any) (reply, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("script: not sent: %w: %w", ErrUnavailable, err)
+	}
 	return runResult{script.Run(ctx, s, keys, args...)}.result()
 }
 
@@ -21,7 +27,7 @@ type runResult struct{ cmd *redis.Cmd }
 func (r runResult) result() (reply, error) {
 	v, err := r.cmd.Slice()
 	if err != nil {
-		return nil, storeErr("script", err)
+		return nil, writeErr("script", err)
 	}
 	if len(v) == 0 {
 		return nil, fmt.Errorf("script: empty reply")

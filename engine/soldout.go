@@ -30,8 +30,7 @@ type soldOut struct {
 }
 
 // restockChannel carries the SKUs whose stock has just come back, one SKU per message.
-// The scripts derive the same name from the outbox key (prelude.lua, restocked).
-func (k keys) restockChannel() string { return k.prefix + "restock" }
+// The scripts receive it as their last KEYS entry (prelude.lua, restocked).
 
 func newSoldOut(ctx context.Context, rdb redis.UniversalClient, channel string, ttl time.Duration) *soldOut {
 	s := &soldOut{ttl: ttl, until: map[string]int64{}, done: make(chan struct{})}

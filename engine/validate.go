@@ -19,6 +19,13 @@ const (
 	MaxIDLength    = 128  // user, order, hold ids and idempotency keys
 	MaxSKULength   = 64
 	MaxReasonBytes = 256
+	// MaxUnits bounds stock, deltas, levels and per-user limits: far above any real
+	// stock, and far below where a Lua number (a double) or a formatted movement stops
+	// being exact.
+	MaxUnits = 1_000_000_000
+	// MaxPrice bounds a unit price in minor units; with MaxQuantity and MaxLines, no
+	// order total can overflow an int64.
+	MaxPrice = 1_000_000_000_000
 )
 
 // NewID returns a new time-ordered id for an order or hold (a UUIDv7).
@@ -30,6 +37,14 @@ func NewID() string {
 		return uuid.Must(uuid.NewRandomFromReader(rand.Reader)).String()
 	}
 	return id.String()
+}
+
+// NewShortID returns 12 random hex characters: for names that need to differ between
+// processes or runs (a consumer name, a request-id prefix), not for records.
+func NewShortID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
 }
 
 // recordNamespace scopes the UUIDs derived from idempotency keys.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flashstock/flashstock/engine"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -28,7 +29,7 @@ func RedisBenchmark(ctx context.Context, rdb *redis.Client, conns, requests, pip
 		return nil, err
 	}
 	key := availKey("rb-" + strconv.FormatInt(time.Now().UnixNano(), 36))
-	const stock = 1 << 40
+	const stock = engine.MaxUnits // the most a SKU may hold
 	if err := rdb.Set(ctx, key, stock, 0).Err(); err != nil {
 		return nil, err
 	}

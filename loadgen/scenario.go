@@ -86,9 +86,9 @@ func (c *Config) defaults() error {
 	if c.Stock <= 0 {
 		switch c.Scenario {
 		case Hot, Holds:
-			c.Stock = int64(c.Buyers)
+			c.Stock = min(int64(c.Buyers), engine.MaxUnits)
 		case Cart:
-			c.Stock = int64(c.Buyers) / 2
+			c.Stock = min(int64(c.Buyers)/2, engine.MaxUnits)
 		case Storm:
 			c.Stock = min(100, int64(c.Buyers))
 		}

@@ -59,7 +59,7 @@ func (h *HTTP) Wrk(ctx context.Context, cfg WrkConfig) (*Result, error) {
 		cfg.RunID = strconv.FormatInt(time.Now().UnixNano()%1e12, 36)
 	}
 	sku := "B" + cfg.RunID + "-wrk"
-	const stock = 1 << 40
+	const stock = engine.MaxUnits // the most a SKU may hold
 	if err := h.Prepare(ctx, map[string]int64{sku: stock}); err != nil {
 		return nil, err
 	}

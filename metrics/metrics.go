@@ -1,7 +1,8 @@
 // Package metrics is flashstock's Prometheus instrumentation: HTTP latency by route,
 // checkout outcomes, stock conflicts, per-SKU stock gauges, holds, outbox lag, syncer
-// errors and Redis and MongoDB latency. Gauges that describe state (stock, holds, lag)
-// are read from Redis when Prometheus scrapes, so they are never stale.
+// errors and Redis and MongoDB latency. Gauges that describe state (holds, lag) are read
+// from Redis when Prometheus scrapes; the per-SKU stock gauges, which cost a read of
+// every SKU, are read at most once per State.LevelsEvery however often scrapes come.
 package metrics
 
 import (
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,8 +92,14 @@ func (m *Metrics) MongoMonitor() *event.CommandMonitor {
 
 // State reads what the scrape-time gauges report.
 type State struct {
-	// Levels returns every SKU's available units.
+	// Levels returns every SKU's available units. It reads every SKU, so scrapes share
+	// one call per LevelsEvery.
 	Levels func(ctx context.Context) (map[string]int64, error)
+	// LevelsEvery is how long one Levels answer (or failure) serves scrapes (default
+	// DefaultLevelsEvery): the stock gauges lag by at most that long.
+	LevelsEvery time.Duration
+	// Now is the clock for LevelsEvery (default time.Now).
+	Now func() time.Time
 	// ActiveHolds counts holds not yet settled.
 	ActiveHolds func(ctx context.Context) (int64, error)
 	// OutboxLag counts outbox entries not yet persisted (nil where no syncer runs).
@@ -105,8 +113,17 @@ type State struct {
 	Logger   *slog.Logger
 }
 
+// DefaultLevelsEvery is State.LevelsEvery's default.
+const DefaultLevelsEvery = 5 * time.Second
+
 // RegisterState adds the scrape-time gauges.
 func (m *Metrics) RegisterState(s State) {
+	if s.LevelsEvery <= 0 {
+		s.LevelsEvery = DefaultLevelsEvery
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
 	m.Registry.MustRegister(&stateCollector{s: s,
 		available: prometheus.NewDesc("flashstock_stock_available", "Available units by SKU.", []string{"sku"}, nil),
 		low:       prometheus.NewDesc("flashstock_stock_low", "1 when a SKU's available units are at or below the low-stock threshold.", []string{"sku"}, nil),
@@ -122,6 +139,28 @@ func (m *Metrics) RegisterState(s State) {
 type stateCollector struct {
 	s                                                     State
 	available, low, holds, lag, errs, memUsed, memMax, up *prometheus.Desc
+
+	// levelsMu serialises refreshes: scrapes that arrive during one wait for it
+	// instead of starting their own.
+	levelsMu  sync.Mutex
+	levels    map[string]int64 // never modified once stored: scrapes share it
+	levelsErr error
+	levelsAt  time.Time // when levels was read; zero before the first read
+}
+
+// cachedLevels returns the last Levels answer if it is younger than LevelsEvery, and
+// reads a new one otherwise. A failure is remembered as long as an answer would be, so a
+// Redis that is down costs one attempt per interval too.
+func (c *stateCollector) cachedLevels(ctx context.Context) (map[string]int64, error) {
+	c.levelsMu.Lock()
+	defer c.levelsMu.Unlock()
+	now := c.s.Now()
+	if !c.levelsAt.IsZero() && now.Sub(c.levelsAt) < c.s.LevelsEvery && now.Sub(c.levelsAt) >= 0 {
+		return c.levels, c.levelsErr
+	}
+	c.levels, c.levelsErr = c.s.Levels(ctx)
+	c.levelsAt = now
+	return c.levels, c.levelsErr
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -141,7 +180,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if c.s.Levels != nil {
-		levels, err := c.s.Levels(ctx)
+		levels, err := c.cachedLevels(ctx)
 		if err != nil {
 			fail("levels", err)
 		}

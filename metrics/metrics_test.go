@@ -2,7 +2,10 @@ package metrics_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,4 +70,76 @@ flashstock_state_scrape_ok 0
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "flashstock_state_scrape_ok"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The stock gauges read every SKU: scrapes within LevelsEvery share one read, and a
+// failed read is not retried by every scrape either.
+func TestStockGaugesAreReadOncePerInterval(t *testing.T) {
+	var calls atomic.Int64
+	fail := false
+	levels := func(context.Context) (map[string]int64, error) {
+		calls.Add(1)
+		if fail {
+			return nil, errors.New("redis down")
+		}
+		return map[string]int64{"A": calls.Load(), "B": 9}, nil
+	}
+	now := time.Unix(1_000_000, 0)
+	m := metrics.New()
+	m.RegisterState(metrics.State{Levels: levels, LevelsEvery: 5 * time.Second, Now: func() time.Time { return now }, LowStock: 5})
+	scrape := func(wantA string) {
+		t.Helper()
+		want := "# HELP flashstock_stock_available Available units by SKU.\n# TYPE flashstock_stock_available gauge\n" +
+			`flashstock_stock_available{sku="A"} ` + wantA + "\n" + `flashstock_stock_available{sku="B"} 9` + "\n"
+		if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "flashstock_stock_available"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		scrape("1")
+	}
+	// Many scrapers at once: still no second read.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { _, _ = m.Registry.Gather() })
+	}
+	wg.Wait()
+	if got := calls.Load(); got != 1 {
+		t.Fatalf("28 scrapes within the interval read the levels %d times, want 1", got)
+	}
+	now = now.Add(5 * time.Second)
+	scrape("2")
+	scrape("2")
+	if got := calls.Load(); got != 2 {
+		t.Fatalf("after the interval: %d reads, want 2", got)
+	}
+
+	fail = true
+	now = now.Add(6 * time.Second)
+	for range 10 {
+		if n, err := testutil.GatherAndCount(m.Registry, "flashstock_stock_available"); err != nil || n != 0 {
+			t.Fatalf("while the read fails: %d series, %v", n, err)
+		}
+		if v := scrapeOK(t, m); v != 0 {
+			t.Fatalf("flashstock_state_scrape_ok %v while the read fails, want 0", v)
+		}
+	}
+	if got := calls.Load(); got != 3 {
+		t.Fatalf("a failing read was tried %d times in one interval, want once (3 in all, got %d)", got-2, got)
+	}
+}
+
+func scrapeOK(t *testing.T, m *metrics.Metrics) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "flashstock_state_scrape_ok" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no flashstock_state_scrape_ok")
+	return -1
 }

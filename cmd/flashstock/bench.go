@@ -245,6 +245,7 @@ func benchRedis(url string, conns int) (*redis.Client, func(), error) {
 			return nil, nil, usageError{fmt.Sprintf("bench: -redis: %v", err)}
 		}
 		o.PoolSize = max(o.PoolSize, conns)
+		// engine.NoRetries: MaxRetries -1, a lost reply is never re-sent.
 		c := redis.NewClient(engine.NoRetries(o))
 		return c, func() { c.Close() }, nil
 	}
@@ -257,6 +258,7 @@ func benchRedis(url string, conns int) (*redis.Client, func(), error) {
 		os.RemoveAll(dir)
 		return nil, nil, err
 	}
+	// engine.NoRetries: MaxRetries -1, a lost reply is never re-sent.
 	c := redis.NewClient(engine.NoRetries(&redis.Options{Addr: srv.Addr, PoolSize: max(conns, 64)}))
 	return c, func() { c.Close(); srv.Stop(); os.RemoveAll(dir) }, nil
 }

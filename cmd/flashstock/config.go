@@ -1,13 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/joho/godotenv"
 
 	stocksync "github.com/flashstock/flashstock/sync"
 )
@@ -15,14 +18,28 @@ import (
 // Config is every setting, loaded once from the environment and a .env file (the
 // environment wins). Defaults live here and nowhere else.
 type Config struct {
-	Port               int
-	RedisURL           string
-	MongoURI           string
-	MongoDatabase      string
-	DataDir            string
-	JWTSecret          string
-	JWTIssuer          string
-	SeedDemo           bool
+	// Host is the interface the API listens on: 127.0.0.1 in the embedded mode (its demo
+	// admin has a published password), all interfaces otherwise, unless HOST is set.
+	Host          string
+	Port          int
+	RedisURL      string
+	MongoURI      string
+	MongoDatabase string
+	DataDir       string
+	JWTSecret     string
+	JWTIssuer     string
+	SeedDemo      bool
+	// DemoAdminPassword is the demo admin's password: DEMO_ADMIN_PASSWORD, required to
+	// seed outside the embedded mode; the embedded mode falls back to admin12345.
+	DemoAdminPassword string
+	// LoginLimitPerMinute is how many failed logins one email may have per minute;
+	// LoginAddressLimitPerMinute how many login and register requests one client
+	// address may make per minute. 0 disables either.
+	LoginLimitPerMinute        int
+	LoginAddressLimitPerMinute int
+	// TrustedProxies are the proxies (IPs or CIDRs) whose X-Forwarded-For names the
+	// client, for the per-address limit.
+	TrustedProxies     []netip.Prefix
 	RateLimitPerMinute int
 	SoldoutCacheMs     int
 	// LowStockThreshold is the available level at or below which a SKU is reported as
@@ -32,9 +49,11 @@ type Config struct {
 	Role     string
 	LogLevel string
 	// PprofAddr, if set, serves net/http/pprof on that address (keep it on loopback).
-	PprofAddr       string
-	ShutdownTimeout time.Duration
-	Specs           stocksync.Specs
+	PprofAddr string
+	// PprofAllowRemote lets PprofAddr be a non-loopback address.
+	PprofAllowRemote bool
+	ShutdownTimeout  time.Duration
+	Specs            stocksync.Specs
 }
 
 // Embedded reports whether Redis and MongoDB run inside this process.
@@ -79,20 +98,24 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		return def
 	}
 	c := Config{
-		Port:               num("PORT", 3000, 0, 65535),
-		RedisURL:           get("REDIS_URL"),
-		MongoURI:           get("MONGODB_URI"),
-		MongoDatabase:      str("MONGODB_DATABASE", "flashstock"),
-		DataDir:            str("DATA_DIR", "./data"),
-		JWTSecret:          get("JWT_SECRET"),
-		JWTIssuer:          str("JWT_ISSUER", "flashstock"),
-		RateLimitPerMinute: num("RATE_LIMIT_PER_MINUTE", 120, 0, 1_000_000),
-		SoldoutCacheMs:     num("SOLDOUT_CACHE_MS", 0, 0, 60_000),
-		LowStockThreshold:  num("LOW_STOCK_THRESHOLD", 5, 0, 1_000_000_000),
-		Role:               str("ROLE", "all"),
-		LogLevel:           str("LOG_LEVEL", "info"),
-		PprofAddr:          str("PPROF_ADDR", ""),
-		ShutdownTimeout:    time.Duration(num("SHUTDOWN_TIMEOUT_SECONDS", 15, 1, 600)) * time.Second,
+		Host:                       get("HOST"),
+		Port:                       num("PORT", 3000, 0, 65535),
+		RedisURL:                   get("REDIS_URL"),
+		MongoURI:                   get("MONGODB_URI"),
+		MongoDatabase:              str("MONGODB_DATABASE", "flashstock"),
+		DataDir:                    str("DATA_DIR", "./data"),
+		JWTSecret:                  get("JWT_SECRET"),
+		JWTIssuer:                  str("JWT_ISSUER", "flashstock"),
+		RateLimitPerMinute:         num("RATE_LIMIT_PER_MINUTE", 120, 0, 1_000_000),
+		DemoAdminPassword:          get("DEMO_ADMIN_PASSWORD"),
+		LoginLimitPerMinute:        num("LOGIN_LIMIT_PER_MINUTE", 10, 0, 1_000_000),
+		LoginAddressLimitPerMinute: num("LOGIN_ADDRESS_LIMIT_PER_MINUTE", 30, 0, 1_000_000),
+		SoldoutCacheMs:             num("SOLDOUT_CACHE_MS", 0, 0, 60_000),
+		LowStockThreshold:          num("LOW_STOCK_THRESHOLD", 5, 0, 1_000_000_000),
+		Role:                       str("ROLE", "all"),
+		LogLevel:                   str("LOG_LEVEL", "info"),
+		PprofAddr:                  str("PPROF_ADDR", ""),
+		ShutdownTimeout:            time.Duration(num("SHUTDOWN_TIMEOUT_SECONDS", 15, 1, 600)) * time.Second,
 		Specs: stocksync.Specs{
 			HoldExpiry: str("HOLD_EXPIRY_SCHEDULE", stocksync.DefaultSpecs.HoldExpiry),
 			Snapshot:   str("SNAPSHOT_SCHEDULE", stocksync.DefaultSpecs.Snapshot),
@@ -100,14 +123,54 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			Trim:       str("OUTBOX_TRIM_SCHEDULE", stocksync.DefaultSpecs.Trim),
 		},
 	}
-	switch v := get("SEED_DEMO"); v {
-	case "":
-		c.SeedDemo = c.Embedded()
-	case "true", "1", "yes":
-		c.SeedDemo = true
-	case "false", "0", "no":
-	default:
-		bad("SEED_DEMO", v, "must be true or false")
+	flag := func(k string, def bool) bool {
+		switch v := get(k); v {
+		case "":
+			return def
+		case "true", "1", "yes":
+			return true
+		case "false", "0", "no":
+			return false
+		default:
+			bad(k, v, "must be true or false")
+			return def
+		}
+	}
+	c.SeedDemo = flag("SEED_DEMO", c.Embedded())
+	c.PprofAllowRemote = flag("PPROF_ALLOW_REMOTE", false)
+	if c.Host == "" && c.Embedded() {
+		c.Host = "127.0.0.1"
+	}
+	if c.Host != "" && !validHost(c.Host) {
+		bad("HOST", c.Host, "must be an IP address or a host name, without a port")
+	}
+	switch {
+	case c.DemoAdminPassword != "" && (len(c.DemoAdminPassword) < 12 || len(c.DemoAdminPassword) > 72):
+		errs = append(errs, "DEMO_ADMIN_PASSWORD must be 12 to 72 bytes")
+	case c.DemoAdminPassword == "" && c.SeedDemo && !c.Embedded():
+		errs = append(errs, "SEED_DEMO=true with REDIS_URL or MONGODB_URI needs DEMO_ADMIN_PASSWORD (12 to 72 bytes): "+
+			"outside the embedded mode the demo admin never gets the published password")
+	case c.DemoAdminPassword == "" && c.Embedded():
+		c.DemoAdminPassword = embeddedAdminPassword
+	}
+	for _, v := range strings.Split(get("TRUSTED_PROXIES"), ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(v)
+		if a, aerr := netip.ParseAddr(v); aerr == nil {
+			p, err = a.Prefix(a.BitLen())
+		}
+		if err != nil {
+			bad("TRUSTED_PROXIES", v, "must be IP addresses or CIDR blocks, separated by commas")
+			continue
+		}
+		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+	}
+	if c.PprofAddr != "" {
+		if why := checkPprofAddr(c.PprofAddr, c.PprofAllowRemote); why != "" {
+			bad("PPROF_ADDR", c.PprofAddr, why)
+		}
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		bad("REDIS_URL", c.RedisURL, "must start with redis:// or rediss://")
@@ -142,34 +205,54 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-// readDotenv reads KEY=VALUE lines (# comments, optional quotes); a missing file is empty.
+// embeddedAdminPassword is the demo admin's published password, for the embedded mode
+// only (which listens on loopback unless HOST says otherwise).
+const embeddedAdminPassword = "admin12345"
+
+// validHost accepts an IP address or a DNS name: what HOST may be.
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkPprofAddr says what is wrong with a pprof address, or "". The profiles show
+// the process's command line, memory and goroutines: they stay on loopback unless
+// remote access is asked for explicitly.
+func checkPprofAddr(addr string, allowRemote bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return "must be host:port, e.g. 127.0.0.1:6060"
+	}
+	if allowRemote {
+		return ""
+	}
+	if host == "localhost" {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return ""
+	}
+	return "must be a loopback address (127.0.0.1, ::1 or localhost); set PPROF_ALLOW_REMOTE=true to serve profiles on other interfaces"
+}
+
+// readDotenv reads a .env file with godotenv (KEY=VALUE lines, # comments, also after
+// an unquoted value, quotes, export); a missing file is empty.
 func readDotenv(path string) (map[string]string, error) {
-	f, err := os.Open(path)
+	m, err := godotenv.Read(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return map[string]string{}, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if !ok {
-			return nil, fmt.Errorf("line %d: want KEY=VALUE", n)
-		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
-		}
-		out[strings.TrimSpace(k)] = v
-	}
-	return out, sc.Err()
+	return m, err
 }
 
 // masked shows a secret's presence, never its value.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,9 +25,81 @@ func TestConfigDefaultsAreTheEmbeddedMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.LoginLimitPerMinute != 10 || c.LoginAddressLimitPerMinute != 30 || c.TrustedProxies != nil || c.Host != "127.0.0.1" {
+		t.Fatalf("login limits and listening defaults: %+v", c)
+	}
+	c, err = loadConfig(env(map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"}))
+	if err != nil || fmt.Sprint(c.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]" {
+		t.Fatalf("TRUSTED_PROXIES: got %v, %v", c.TrustedProxies, err)
+	}
 	if !c.Embedded() || !c.SeedDemo || c.Port != 3000 || c.RateLimitPerMinute != 120 || c.JWTIssuer != "flashstock" ||
 		c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.SoldoutCacheMs != 0 || c.Role != "all" {
 		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// The embedded mode's demo admin has a published password, so it listens on loopback
+// unless told otherwise; outside it, seeding needs a password of the operator's own.
+func TestConfigDemoAdminAndListenAddress(t *testing.T) {
+	inTempDir(t)
+	secret := strings.Repeat("s", 32)
+	external := map[string]string{"REDIS_URL": "redis://r:6379", "MONGODB_URI": "mongodb://m", "JWT_SECRET": secret}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range external {
+			m[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	cases := []struct {
+		name        string
+		env         map[string]string
+		listen      string
+		seed        bool
+		adminPasswd string
+	}{
+		{"embedded", nil, "127.0.0.1:3000", true, "admin12345"},
+		{"embedded with HOST", map[string]string{"HOST": "0.0.0.0"}, "0.0.0.0:3000", true, "admin12345"},
+		{"embedded with its own admin password", map[string]string{"DEMO_ADMIN_PASSWORD": "a-long-password"}, "127.0.0.1:3000", true, "a-long-password"},
+		{"external", with(), ":3000", false, ""},
+		{"external with HOST", with("HOST", "10.0.0.7", "PORT", "8080"), "10.0.0.7:8080", false, ""},
+		{"external seeding", with("SEED_DEMO", "true", "DEMO_ADMIN_PASSWORD", "twelve-chars"), ":3000", true, "twelve-chars"},
+		{"IPv6 host", map[string]string{"HOST": "::1"}, "[::1]:3000", true, "admin12345"},
+	}
+	for _, tc := range cases {
+		c, err := loadConfig(env(tc.env))
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if got := listenAddr(c); got != tc.listen {
+			t.Errorf("%s: listen on %q, want %q", tc.name, got, tc.listen)
+		}
+		if c.SeedDemo != tc.seed || c.DemoAdminPassword != tc.adminPasswd {
+			t.Errorf("%s: seed %v with admin password %q, want %v with %q", tc.name, c.SeedDemo, c.DemoAdminPassword, tc.seed, tc.adminPasswd)
+		}
+	}
+	// seed, the command, never falls back to the published password either.
+	var ue usageError
+	if err := run(t.Context(), []string{"seed"}, env(with()), os.Stdout); !errors.As(err, &ue) || !strings.Contains(err.Error(), "DEMO_ADMIN_PASSWORD") {
+		t.Fatalf("seed without DEMO_ADMIN_PASSWORD: got %v", err)
+	}
+}
+
+// Profiles stay on loopback unless remote access is asked for by name.
+func TestConfigPprofAddress(t *testing.T) {
+	inTempDir(t)
+	for _, addr := range []string{"127.0.0.1:6060", "localhost:6060", "[::1]:6060", "127.0.0.2:0"} {
+		if c, err := loadConfig(env(map[string]string{"PPROF_ADDR": addr})); err != nil || c.PprofAddr != addr {
+			t.Errorf("PPROF_ADDR=%s: got %q, %v", addr, c.PprofAddr, err)
+		}
+	}
+	c, err := loadConfig(env(map[string]string{"PPROF_ADDR": "0.0.0.0:6060", "PPROF_ALLOW_REMOTE": "true"}))
+	if err != nil || !c.PprofAllowRemote || c.PprofAddr != "0.0.0.0:6060" {
+		t.Fatalf("forced remote pprof: got %+v, %v", c, err)
 	}
 }
 
@@ -52,6 +125,19 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{"split role when embedded", map[string]string{"ROLE": "api"}, "needs REDIS_URL"},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"schedule", map[string]string{"SNAPSHOT_SCHEDULE": "every minute"}, "SNAPSHOT_SCHEDULE"},
+		{"external seed without an admin password", map[string]string{"REDIS_URL": "redis://r:6379", "MONGODB_URI": "mongodb://m",
+			"JWT_SECRET": secret, "SEED_DEMO": "true"}, "needs DEMO_ADMIN_PASSWORD"},
+		{"short admin password", map[string]string{"REDIS_URL": "redis://r:6379", "MONGODB_URI": "mongodb://m",
+			"JWT_SECRET": secret, "SEED_DEMO": "true", "DEMO_ADMIN_PASSWORD": "elevenchars"}, "DEMO_ADMIN_PASSWORD must be 12"},
+		{"host with a port", map[string]string{"HOST": "0.0.0.0:3000"}, "HOST"},
+		{"pprof on every interface", map[string]string{"PPROF_ADDR": ":6060"}, "loopback"},
+		{"pprof on a public address", map[string]string{"PPROF_ADDR": "0.0.0.0:6060"}, "PPROF_ALLOW_REMOTE"},
+		{"pprof on a host name", map[string]string{"PPROF_ADDR": "example.com:6060"}, "loopback"},
+		{"pprof without a port", map[string]string{"PPROF_ADDR": "127.0.0.1"}, "host:port"},
+		{"pprof flag", map[string]string{"PPROF_ADDR": "0.0.0.0:6060", "PPROF_ALLOW_REMOTE": "sure"}, "PPROF_ALLOW_REMOTE"},
+		{"login limit", map[string]string{"LOGIN_LIMIT_PER_MINUTE": "-1"}, "LOGIN_LIMIT_PER_MINUTE"},
+		{"login address limit", map[string]string{"LOGIN_ADDRESS_LIMIT_PER_MINUTE": "lots"}, "LOGIN_ADDRESS_LIMIT_PER_MINUTE"},
+		{"trusted proxies", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, lb.internal"}, "TRUSTED_PROXIES"},
 	}
 	for _, tc := range cases {
 		_, err := loadConfig(env(tc.env))
@@ -108,5 +194,40 @@ func TestRedactHidesCredentials(t *testing.T) {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The shipped .env.example, copied to .env as its header says, must load as written:
+// inline comments included.
+func TestConfigLoadsTheShippedEnvExample(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("..", "..", ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := inTempDir(t)
+	if err := os.WriteFile(filepath.Join(dir, ".env"), example, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := readDotenv(".env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"SOLDOUT_CACHE_MS": "0", "LOGIN_LIMIT_PER_MINUTE": "10", "LOGIN_ADDRESS_LIMIT_PER_MINUTE": "30"} {
+		if got := raw[k]; got != want {
+			t.Errorf("%s: got %q, want %q (an inline comment is not part of the value)", k, got, want)
+		}
+	}
+	c, err := loadConfig(env(nil))
+	if err != nil {
+		t.Fatalf(".env.example as .env: %v", err)
+	}
+	if c.Port != 3000 || c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.JWTIssuer != "flashstock" ||
+		c.RateLimitPerMinute != 120 || c.SoldoutCacheMs != 0 || !c.Embedded() || c.LoginLimitPerMinute != 10 ||
+		c.LoginAddressLimitPerMinute != 30 || c.Host != "127.0.0.1" || c.TrustedProxies != nil {
+		t.Fatalf("got %+v", c)
+	}
+	// The environment still wins over the file.
+	if c, err := loadConfig(env(map[string]string{"SOLDOUT_CACHE_MS": "50"})); err != nil || c.SoldoutCacheMs != 50 {
+		t.Fatalf("environment over .env: got %d, %v", c.SoldoutCacheMs, err)
 	}
 }

@@ -26,6 +26,7 @@ type proc struct {
 	cmd      *exec.Cmd
 	base     string
 	mongoURI string
+	addr     string // the address the server says it listens on
 	logs     *strings.Builder
 }
 
@@ -37,7 +38,8 @@ func startBinary(t *testing.T, bin, dataDir string) *proc {
 	}
 	cmd := exec.Command(bin, "serve")
 	cmd.Dir = dataDir
-	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "DATA_DIR="+dataDir, "JWT_SECRET="+strings.Repeat("e", 40))
+	// HOST unset: the embedded mode must choose loopback by itself.
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "DATA_DIR="+dataDir, "JWT_SECRET="+strings.Repeat("e", 40), "HOST=")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +61,7 @@ func startBinary(t *testing.T, bin, dataDir string) *proc {
 					p.mongoURI = u
 				}
 				if m["msg"] == "flashstock ready" {
+					p.addr, _ = m["addr"].(string)
 					close(ready)
 				}
 			}
@@ -135,6 +138,10 @@ func buildBinary(t *testing.T) (bin, data string) {
 func TestBinaryEmbeddedModeSurvivesARestart(t *testing.T) {
 	bin, data := buildBinary(t)
 	p := startBinary(t, bin, data)
+	// The demo admin's password is published: the embedded mode listens on loopback only.
+	if want := strings.TrimPrefix(p.base, "http://"); p.addr != want {
+		t.Fatalf("embedded mode listens on %q, want %q", p.addr, want)
+	}
 	admin := p.login(t, "admin@example.com", "admin12345")
 	cust := p.login(t, "customer7@example.com", "customer12345")
 	if st, m := p.call(t, "GET", "/api/v1/auth/me", admin, ""); st != 200 || m["role"] != "admin" {

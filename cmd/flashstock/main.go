@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -81,11 +82,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return usageError{fmt.Sprintf("unknown command %q\n%s", cmd, usage)}
 }
 
-// healthcheck asks the server on this host's PORT whether it is alive.
+// healthcheck asks the server on this host's HOST and PORT whether it is alive.
 func healthcheck(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(cfg.Port)+"/healthz", nil)
+	host := cfg.Host
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1" // the server listens on every interface
+	}
+	u := "http://" + net.JoinHostPort(host, strconv.Itoa(cfg.Port)) + "/healthz"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}

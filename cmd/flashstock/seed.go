@@ -24,12 +24,16 @@ var demoProducts = []store.Product{
 
 const demoCustomers = 1000
 
-// seedDemo writes the contract's demo data; it is idempotent and leaves existing users
-// and stock alone.
-func seedDemo(ctx context.Context, d *deps, log *slog.Logger) error {
+// seedDemo writes the contract's demo data, the admin with adminPassword; it is
+// idempotent and leaves existing users and stock alone. adminPassword is admin12345
+// only in the embedded mode (see Config.DemoAdminPassword).
+func seedDemo(ctx context.Context, d *deps, log *slog.Logger, adminPassword string) error {
 	start := time.Now()
+	if adminPassword == "" {
+		return errors.New("seed: no demo admin password")
+	}
 	// One hash for the shared customer password, not a thousand.
-	adminHash, err := bcrypt.GenerateFromPassword([]byte("admin12345"), bcrypt.DefaultCost)
+	adminHash, err := bcrypt.GenerateFromPassword([]byte(adminPassword), bcrypt.DefaultCost)
 	if err != nil {
 		return err
 	}
@@ -47,6 +51,19 @@ func seedDemo(ctx context.Context, d *deps, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("seed users: %w", err)
 	}
+	if adminPassword != embeddedAdminPassword {
+		// An admin seeded earlier (by an older version, or the embedded mode on the
+		// same MongoDB) may still have the published password: seeding would leave
+		// that door open, so it stops and says how to close it.
+		u, err := d.st.UserByEmail(ctx, "admin@example.com")
+		if err != nil {
+			return fmt.Errorf("seed: read the demo admin: %w", err)
+		}
+		if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(embeddedAdminPassword)) == nil {
+			return errors.New(`seed: admin@example.com already exists with the published password admin12345; ` +
+				`delete it (db.users.deleteOne({_id: "admin@example.com"})) and start again to seed it with DEMO_ADMIN_PASSWORD`)
+		}
+	}
 	products := 0
 	for _, p := range demoProducts {
 		_, err := d.inv.CreateProduct(ctx, p.EngineProduct(20))
@@ -61,8 +78,12 @@ func seedDemo(ctx context.Context, d *deps, log *slog.Logger) error {
 		}
 		products++
 	}
+	shown := "(DEMO_ADMIN_PASSWORD)"
+	if adminPassword == embeddedAdminPassword {
+		shown = embeddedAdminPassword
+	}
 	log.Info("demo data seeded", "users_created", created, "products_created", products,
-		"admin", "admin@example.com / admin12345", "customers", "customer1..1000@example.com / customer12345",
+		"admin", "admin@example.com / "+shown, "customers", "customer1..1000@example.com / customer12345",
 		"ms", time.Since(start).Milliseconds())
 	return nil
 }

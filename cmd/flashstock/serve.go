@@ -61,6 +61,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 			return nil, fmt.Errorf("embedded redis: %w", err)
 		}
 		d.closers = append(d.closers, mr.Close)
+		// engine.NoRetries: MaxRetries -1, a lost reply is never re-sent.
 		d.rdb = redis.NewClient(engine.NoRetries(&redis.Options{Addr: mr.Addr(), PoolSize: 64}))
 		log.Info("embedded Redis (miniredis) started in-process; it keeps nothing across restarts, live stock is rebuilt from MongoDB", "addr", mr.Addr())
 	} else {
@@ -69,6 +70,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 			return nil, usageError{fmt.Sprintf("REDIS_URL: %v", err)}
 		}
 		o.PoolSize = max(o.PoolSize, 128)
+		// engine.NoRetries: MaxRetries -1, a lost reply is never re-sent.
 		d.rdb = redis.NewClient(engine.NoRetries(o))
 	}
 	d.rdb.AddHook(d.m.RedisHook())
@@ -125,13 +127,17 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		cfg.JWTSecret = hex.EncodeToString(b)
 		log.Warn("generated a JWT secret for this run (embedded mode): tokens die with the process; set JWT_SECRET to keep them")
 	}
-	log.Info("starting flashstock", "role", cfg.Role, "port", cfg.Port, "redis", redact(cfg.RedisURL),
+	log.Info("starting flashstock", "role", cfg.Role, "host", cfg.Host, "port", cfg.Port, "redis", redact(cfg.RedisURL),
 		"mongodb", redact(cfg.MongoURI), "database", cfg.MongoDatabase, "jwt_secret", masked(cfg.JWTSecret),
-		"rate_limit_per_minute", cfg.RateLimitPerMinute)
+		"rate_limit_per_minute", cfg.RateLimitPerMinute, "login_limit_per_minute", cfg.LoginLimitPerMinute,
+		"login_address_limit_per_minute", cfg.LoginAddressLimitPerMinute, "trusted_proxies", len(cfg.TrustedProxies))
 	if cfg.SoldoutCacheMs > 0 {
 		log.Info("sold-out marks on: a refusal may lag returned stock by up to SOLDOUT_CACHE_MS", "ms", cfg.SoldoutCacheMs)
 	}
 	if cfg.PprofAddr != "" {
+		if cfg.PprofAllowRemote {
+			log.Warn("pprof may listen beyond loopback (PPROF_ALLOW_REMOTE=true): anyone who reaches it can read memory profiles and the command line", "addr", cfg.PprofAddr)
+		}
 		go servePprof(cfg.PprofAddr, log)
 	}
 	start := time.Now()
@@ -146,7 +152,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		return err
 	}
 	if cfg.SeedDemo {
-		if err := seedDemo(ctx, d, log); err != nil {
+		if err := seedDemo(ctx, d, log, cfg.DemoAdminPassword); err != nil {
 			return err
 		}
 	}
@@ -195,9 +201,9 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		Logger:       log,
 	})
 	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
-		RateLimitPerMinute: cfg.RateLimitPerMinute}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m,
-		Ready: func(ctx context.Context) (bool, map[string]string) { return ready(ctx, d) }})
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+		RateLimitPerMinute: cfg.RateLimitPerMinute, LoginLimit: cfg.LoginLimitPerMinute,
+		LoginAddressLimit: cfg.LoginAddressLimitPerMinute, TrustedProxies: cfg.TrustedProxies}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m}) // /readyz checks Redis, MongoDB and the scripts
+	ln, err := net.Listen("tcp", listenAddr(cfg))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -220,22 +226,9 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	return nil
 }
 
-// ready reports per-dependency readiness.
-func ready(ctx context.Context, d *deps) (bool, map[string]string) {
-	ok, out := true, map[string]string{"redis": "ok", "mongodb": "ok", "scripts": "ok"}
-	if err := d.rdb.Ping(ctx).Err(); err != nil {
-		ok, out["redis"] = false, err.Error()
-	}
-	if err := d.st.Ping(ctx); err != nil {
-		ok, out["mongodb"] = false, err.Error()
-	}
-	if out["redis"] == "ok" {
-		if err := d.inv.LoadScripts(ctx); err != nil {
-			ok, out["scripts"] = false, err.Error()
-		}
-	}
-	return ok, out
-}
+// listenAddr is where the API listens: HOST (127.0.0.1 by default in the embedded
+// mode, all interfaces otherwise) and PORT.
+func listenAddr(cfg Config) string { return net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)) }
 
 var errDrift = errors.New("drift found")
 
@@ -269,13 +262,16 @@ func seedOnly(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.Embedded() {
 		return usageError{"seed needs REDIS_URL and MONGODB_URI; the embedded mode seeds itself (SEED_DEMO)"}
 	}
+	if cfg.DemoAdminPassword == "" {
+		return usageError{"seed needs DEMO_ADMIN_PASSWORD (12 to 72 bytes): outside the embedded mode the demo admin never gets the published password"}
+	}
 	log := newLogger(cfg, stdout)
 	d, err := open(ctx, cfg, log, stdout)
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	return seedDemo(ctx, d, log)
+	return seedDemo(ctx, d, log, cfg.DemoAdminPassword)
 }
 
 // redact hides the password in a URL for logging.

@@ -4,6 +4,7 @@
 -- KEYS[2]        order record
 -- KEYS[1+2i]     stock hash of line i, in the order's line order
 -- KEYS[2+2i]     per-user purchase counter hash of line i
+-- KEYS[#KEYS]    restock channel
 -- ARGV[1]        order id
 -- ARGV[2]        the order's lines as the caller read them (guards KEYS against a stale read)
 --
@@ -27,5 +28,5 @@ for i, line in ipairs(lines) do
   if line[4] then redis.call('HINCRBY', KEYS[2 + 2 * i], user, -line[2]) end
 end
 redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user), 'KEEPTTL')
-emit(KEYS[1], 'cancel', ARGV[1], user, now, '', '', table.concat(moves, ','), '', '', '', '', '')
+emit(KEYS[1], {kind = 'cancel', id = ARGV[1], user = user, ts = tostring(now), moves = table.concat(moves, ',')})
 return {'ok', now}

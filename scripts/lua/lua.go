@@ -20,6 +20,8 @@ var (
 	update string
 	//go:embed adjust.lua
 	adjust string
+	//go:embed throttle.lua
+	Throttle string // standalone: no prelude
 )
 
 // The scripts' full source, ready for redis.NewScript.

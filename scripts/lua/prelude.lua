@@ -13,8 +13,8 @@
 --     limit changed meanwhile. Movements travel as "sku:seq:dAvailable:dReserved:dSold"
 --     joined by ",".
 --   * An outbox entry holds one or more events, in fields named 0, 1, 2, ... in order.
---     An event is its kind, then id, user, ts, currency, lines, movements, expiry, hold
---     id, sku, reason, actor, separated by newlines (no field may contain one).
+--     An event is a JSON object of named fields, format version 2 (see event below
+--     and engine/event.go, which still reads version 1, the newline-joined list).
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -31,32 +31,60 @@ local function parse_lines(s)
   return out
 end
 
--- event formats one outbox event: its kind, then the payload fields, newline-separated.
-local function event(kind, id, user, ts, currency, lines, moves, exp, hold_id, sku, why, by)
-  return kind .. '\n' .. id .. '\n' .. user .. '\n' .. ts .. '\n' .. currency .. '\n' .. lines .. '\n' ..
-    moves .. '\n' .. exp .. '\n' .. hold_id .. '\n' .. sku .. '\n' .. why .. '\n' .. by
+-- event encodes one outbox event, format version 2: a JSON object whose fields are
+--   v 2 | kind | id (order or hold) | user | ts (unix ms) | currency | lines | moves |
+--   expires (unix ms, holds) | hold (the hold an order came from) | sku | reason | actor
+-- all strings; a field with nothing to say is left out. engine/event.go reads it.
+local function event(e)
+  e.v = 2
+  return cjson.encode(e)
 end
 
 -- emit appends one entry holding one event to the outbox stream.
-local function emit(stream, ...)
-  redis.call('XADD', stream, '*', '0', event(...))
+local function emit(stream, e)
+  redis.call('XADD', stream, '*', '0', event(e))
 end
 
--- over_rate counts one request on a user's per-minute counter and says whether it went
--- past limit. It counts whatever the request's outcome, so callers run it before their
--- checks: the one write a script makes before them.
+-- over_rate admits one request against a user's allowance of `limit` requests a minute
+-- and returns nil, or, when the request is over it, how many ms to wait. The window
+-- slides on Redis's clock (TIME), so API hosts with skewed clocks agree: the count of
+-- the last 60 s is estimated as this window's count plus the previous window's count
+-- weighted by the share of it still inside the last 60 s (rounded to whole requests),
+-- so no burst of twice the limit fits across a window boundary. One hash per user: s (window start ms),
+-- c (count in it), p (count in the window before). A refused request is not counted.
+-- Callers run it before their checks: it is the one write a script makes before them.
 local function over_rate(key, limit)
-  local c = redis.call('INCR', key)
-  if c == 1 then redis.call('EXPIRE', key, 120) end
-  return c > limit
+  local now = now_ms()
+  local win = now - now % 60000
+  local v = redis.call('HMGET', key, 's', 'c', 'p')
+  local s, c, p = tonumber(v[1]) or win, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  if s ~= win then
+    if s == win - 60000 then p = c else p = 0 end
+    s, c = win, 0
+  end
+  local left = 60000 - (now - win) -- ms of this window still to come
+  if math.floor(p * left / 60000 + 0.5) + c + 1 > limit then
+    local wait
+    if c + 1 <= limit then
+      -- within this window, once enough of the previous one has slid out
+      wait = left - (limit - c - 0.5) * 60000 / p + 1
+    else
+      -- in the next window, where this window's count is the one sliding out
+      wait = left + math.max(0, 60000 - (limit - 0.5) * 60000 / c + 1)
+    end
+    return math.max(1, math.ceil(wait))
+  end
+  redis.call('HSET', key, 's', s, 'c', c + 1, 'p', p)
+  redis.call('PEXPIRE', key, 120000)
+  return nil
 end
 
 -- restocked tells the processes that keep sold-out marks (SOLDOUT_CACHE_MS) that units
--- of sku are available again, in the same atomic step that returned them. The channel
--- sits beside the outbox, which every script that returns units has as KEYS[1]
--- ("<prefix>ob" -> "<prefix>restock").
+-- of sku are available again, in the same atomic step that returned them. Every script
+-- that can make units available receives the restock channel as its last KEYS entry
+-- (it carries the partition's hash tag like every key), so no name is built here.
 local function restocked(sku)
-  redis.call('PUBLISH', string.sub(KEYS[1], 1, -3) .. 'restock', sku)
+  redis.call('PUBLISH', KEYS[#KEYS], sku)
 end
 
 -- move applies one movement to a stock hash whose current levels are a, r, s, q

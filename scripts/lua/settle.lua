@@ -13,23 +13,30 @@
 -- ARGV[2]        hold id
 -- ARGV[3]        the hold's lines as the caller read them (guards KEYS against a stale read)
 -- ARGV[4]        order id (commit)
--- ARGV[5]        the caller's requests-per-minute limit (commit; 0 = none), counted on
---                the last key, the caller's rate-limit counter for this minute
+-- KEYS[#KEYS-1]  the caller's rate-limit window (any same-slot key when ARGV[5] is 0)
+-- KEYS[#KEYS]    restock channel
+-- ARGV[5]        the caller's requests-per-minute limit (commit; 0 = none)
 --
 -- Returns one of:
 --   {'ok', status, ts}              status after this call: committed, released or expired
 --   {'replay', status, order_id}    the hold was already settled this way
 --   {'noop', status}                expire found nothing to do
 --   {'not_found'} | {'stale'} | {'committed'} | {'released'} | {'expired'}
+--   {'rate_limited', wait_ms}
 
 local mode, hold_id = ARGV[1], ARGV[2]
 
-local limit = tonumber(ARGV[5])
-if limit > 0 and over_rate(KEYS[#KEYS], limit) then return {'rate_limited'} end
 local h = redis.call('HMGET', KEYS[2], 'u', 'st', 'x', 'c', 'l', 'o')
 if not h[1] then return {'not_found'} end
 if h[5] ~= ARGV[3] then return {'stale'} end
 local st = h[2]
+-- A settled hold answers before the rate limit counts: a retry learning the outcome of
+-- a commit whose reply was lost is not a new request.
+local limit = tonumber(ARGV[5])
+if st == 'active' and limit > 0 then
+  local wait = over_rate(KEYS[#KEYS - 1], limit)
+  if wait then return {'rate_limited', wait} end
+end
 
 if st ~= 'active' then
   if mode == 'expire' then
@@ -71,10 +78,12 @@ if new == 'committed' then
   redis.call('HSET', KEYS[2], 'st', new, 'o', order_id)
   -- No TTL until MongoDB has the order, as for checkouts (the syncer sets it).
   redis.call('SET', KEYS[4], order_record('confirmed', now, h[4], hold_id, h[5], '', user))
-  emit(KEYS[1], 'order', order_id, user, now, h[4], h[5], m, '', hold_id, '', '', '')
+  emit(KEYS[1], {kind = 'order', id = order_id, user = user, ts = tostring(now), currency = h[4],
+    lines = h[5], moves = m, hold = hold_id})
 else
   redis.call('HSET', KEYS[2], 'st', new)
-  emit(KEYS[1], new == 'expired' and 'expire' or 'release', hold_id, user, now, '', '', m, '', '', '', '', '')
+  emit(KEYS[1], {kind = new == 'expired' and 'expire' or 'release', id = hold_id, user = user,
+    ts = tostring(now), moves = m})
 end
 if due and mode ~= 'expire' then return {'expired'} end
 return {'ok', new, now}

@@ -18,7 +18,15 @@
 --
 -- Idempotency: a request with a key arrives with a record id derived from (user, key)
 -- and the request's fingerprint. The record is then its own idempotency record: if it
--- exists, the request is a replay (same fingerprint) or a reuse (another one).
+-- exists, the request is a replay (same fingerprint) or a reuse (another one). A
+-- request without a key carries a fresh id the server drew, and the same rule holds: an
+-- existing record means this very request already ran (its reply was lost and the call
+-- was sent again), so it is a replay, never a second sale. A record restored from
+-- MongoDB, whose request fingerprint is not known, carries fingerprint '*' and replays
+-- for any request with its key.
+--
+-- A stock hash missing one of its fields refuses only the requests that touch that SKU
+-- ('corrupt'), not the whole batch.
 --
 -- KEYS[1]        outbox stream
 -- KEYS[2]        hold expiry index (sorted set: hold id by expiry ms)
@@ -36,8 +44,8 @@
 --   'ok', ts, currency, lines, expires_at   lines carry the unit prices
 --   'replay', id                            the caller reads that record
 --   'reused'                                key seen with another request
---   'rate_limited'                          over the user's requests per minute
---   'not_found', sku | 'window', sku | 'currency', sku
+--   'rate_limited', wait_ms                 over the user's requests per minute
+--   'not_found', sku | 'window', sku | 'currency', sku | 'corrupt', sku
 --   'limit', sku, limit, already, requested
 --   'oos', sku, requested, available, ...   every short line
 
@@ -57,9 +65,14 @@ local function stock(key)
     local v = redis.call('HMGET', key, 'a', 'r', 's', 'q', 'p', 'c', 'l', 'ss', 'se')
     lv = false
     if v[1] then
-      lv = {a = tonumber(v[1]), r = tonumber(v[2]), s = tonumber(v[3]), q = tonumber(v[4]), p = v[5],
-            c = v[6], l = tonumber(v[7]), ss = tonumber(v[8]), se = tonumber(v[9])}
-      order[#order + 1] = key
+      local a, r, s, q = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
+      if a and r and s and q and tonumber(v[5]) and v[6] then
+        lv = {a = a, r = r, s = s, q = q, p = v[5], c = v[6], l = tonumber(v[7]) or 0,
+              ss = tonumber(v[8]) or 0, se = tonumber(v[9]) or 0}
+        order[#order + 1] = key
+      else
+        lv = 'corrupt'
+      end
     end
     cache[key] = lv
   end
@@ -71,20 +84,20 @@ local function already_taken(key, user)
   return tonumber(redis.call('HGET', key, user) or '0') + batch
 end
 
--- fingerprint of an existing record, or nil.
+-- fingerprint of an existing record ('' for a request without a key), or false.
 local function record_fp(mode, rec)
   if seen[rec] then return seen[rec] end
   if mode == 'hold' then return redis.call('HGET', rec, 'f') end
   local v = existing[rec]
   if v then return (select(6, parse_order(v))) end
-  return nil
+  return false
 end
 
--- One MGET for the order records that keyed requests may replay.
+-- One MGET for the order records any request may replay.
 do
   local recs, k, a = {}, 3, 2
   while a <= #ARGV do
-    if ARGV[a] == 'order' and ARGV[a + 3] ~= '' then recs[#recs + 1] = KEYS[k] end
+    if ARGV[a] == 'order' then recs[#recs + 1] = KEYS[k] end
     local n = tonumber(ARGV[a + 5])
     k, a = k + 2 + 2 * n, a + 7 + 2 * n
   end
@@ -104,24 +117,23 @@ local function decide(k, a, out, writes)
   local mode, user, id, fp, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 5])
   local rec = KEYS[k]
   local o = #out
-  local limit = tonumber(ARGV[a + 6 + 2 * n])
-  if limit > 0 and over_rate(KEYS[k + 1 + 2 * n], limit) then
-    out[o + 1], out[o + 2] = 1, 'rate_limited'
+  local old = record_fp(mode, rec)
+  if old then
+    if old ~= fp and old ~= '*' then out[o + 1], out[o + 2] = 1, 'reused' return end
+    out[o + 1], out[o + 2], out[o + 3] = 2, 'replay', id
     return
   end
-  if fp ~= '' then
-    local old = record_fp(mode, rec)
-    if old then
-      if old ~= fp then out[o + 1], out[o + 2] = 1, 'reused' return end
-      out[o + 1], out[o + 2], out[o + 3] = 2, 'replay', id
-      return
-    end
+  local limit = tonumber(ARGV[a + 6 + 2 * n])
+  if limit > 0 then
+    local wait = over_rate(KEYS[k + 1 + 2 * n], limit)
+    if wait then out[o + 1], out[o + 2], out[o + 3] = 2, 'rate_limited', wait return end
   end
   local short, currency = nil, nil
   for i = 1, n do
     local sku, qty = ARGV[a + 4 + 2 * i], tonumber(ARGV[a + 5 + 2 * i])
     local lv = stock(KEYS[k - 1 + 2 * i])
     if not lv then out[o + 1], out[o + 2], out[o + 3] = 2, 'not_found', sku return end
+    if lv == 'corrupt' then out[o + 1], out[o + 2], out[o + 3] = 2, 'corrupt', sku return end
     if (lv.ss > 0 and now < lv.ss) or (lv.se > 0 and now >= lv.se) then
       out[o + 1], out[o + 2], out[o + 3] = 2, 'window', sku
       return
@@ -204,11 +216,13 @@ for w = 1, #writes, 9 do
     redis.call('HSET', rec, 'u', user, 'st', 'active', 'ts', now_s, 'x', exp, 'c', currency, 'l', l, 'f', fp)
     redis.call('EXPIRE', rec, rec_ttl)
     redis.call('ZADD', KEYS[2], exp, id)
-    events[#events + 1] = event('hold', id, user, now_s, currency, l, m, exp, '', '', '', '')
+    events[#events + 1] = event({kind = 'hold', id = id, user = user, ts = now_s, currency = currency,
+      lines = l, moves = m, expires = exp})
   else
     records[#records + 1] = rec
     records[#records + 1] = order_record('confirmed', now_s, currency, '', l, fp, user)
-    events[#events + 1] = event('order', id, user, now_s, currency, l, m, '', '', '', '', '')
+    events[#events + 1] = event({kind = 'order', id = id, user = user, ts = now_s, currency = currency,
+      lines = l, moves = m})
   end
 end
 if #records > 0 then redis.call('MSET', unpack(records)) end

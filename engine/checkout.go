@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Checkout implements Inventory.
+func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error) {
+	lines, err := checkTake(req.UserID, req.Lines, req.IdempotencyKey, req.OrderID)
+	if err != nil {
+		return Order{}, fmt.Errorf("checkout: %w", err)
+	}
+	id, fp := req.OrderID, ""
+	if req.IdempotencyKey != "" {
+		id, fp = recordID("order", req.UserID, req.IdempotencyKey), linesFingerprint("checkout", lines)
+	}
+	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines,
+		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute})
+	if err != nil {
+		return Order{}, opError("checkout", err)
+	}
+	if reply.status() == "replay" {
+		o, err := r.Order(ctx, reply.str(1))
+		if err != nil {
+			return Order{}, fmt.Errorf("checkout: replay: %w", err)
+		}
+		o.Replayed = true
+		return o, nil
+	}
+	items, err := parseItems(reply.str(3))
+	if err != nil {
+		return Order{}, fmt.Errorf("checkout: %w", err)
+	}
+	return newOrder(id, req.UserID, OrderConfirmed, reply.str(2), items, reply.num(1), ""), nil
+}
+
+// Reserve implements Inventory.
+func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
+	lines, err := checkTake(req.UserID, req.Lines, req.IdempotencyKey, req.HoldID)
+	if err == nil && (req.TTL < time.Millisecond || req.TTL > time.Hour) {
+		err = invalid("ttlSeconds", "must be between 1ms and 1h")
+	}
+	if err != nil {
+		return Hold{}, fmt.Errorf("reserve: %w", err)
+	}
+	ttlMs := req.TTL.Milliseconds()
+	id, fp := req.HoldID, ""
+	if req.IdempotencyKey != "" {
+		id, fp = recordID("hold", req.UserID, req.IdempotencyKey), linesFingerprint("reserve", lines, strconv.FormatInt(ttlMs, 10))
+	}
+	reply, err := r.take(&takeReq{ctx: ctx, mode: "hold", user: req.UserID, id: id, fp: fp, holdMs: ttlMs, lines: lines,
+		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute})
+	if err != nil {
+		return Hold{}, opError("reserve", err)
+	}
+	if reply.status() == "replay" {
+		h, err := r.Hold(ctx, reply.str(1))
+		if err != nil {
+			return Hold{}, fmt.Errorf("reserve: replay: %w", err)
+		}
+		h.Replayed = true
+		return h, nil
+	}
+	items, err := parseItems(reply.str(3))
+	if err != nil {
+		return Hold{}, fmt.Errorf("reserve: %w", err)
+	}
+	return Hold{
+		ID: id, UserID: req.UserID, Items: items, Currency: reply.str(2), Status: HoldActive,
+		CreatedAt: time.UnixMilli(reply.num(1)).UTC(), ExpiresAt: time.UnixMilli(reply.num(4)).UTC(),
+	}, nil
+}
+
+func checkTake(user string, lines []Line, idemKey, id string) ([]Line, error) {
+	if err := checkKey("userId", user, false); err != nil {
+		return nil, err
+	}
+	if err := checkKey("idempotencyKey", idemKey, true); err != nil {
+		return nil, err
+	}
+	if idemKey == "" || id != "" {
+		if err := checkID("id", id); err != nil {
+			return nil, err
+		}
+	}
+	return normalize(lines)
+}
+
+// RateLimit caps a user's checkouts, reservations and commits per minute, counted
+// together in Redis inside the operation's own script. PerMinute 0 means no limit.
+type RateLimit struct {
+	User      string
+	PerMinute int
+}
+
+// newRateError is the refusal of a request over the rate limit; waitMs is what the
+// script computed on Redis's clock.
+func newRateError(waitMs int64) *RateError {
+	return &RateError{RetryAfter: max(1, (waitMs+999)/1000)}
+}
+
+// RateLimitKey is the counter of a user's rate-limited requests: checkouts and
+// reservations (RatePerMinute) and commits (CommitHold) all count in it, inside their
+// script, over a window that slides on Redis's clock.
+func (r *Redis) RateLimitKey(user string) string {
+	return r.k.RateLimit(user)
+}
+
+func (r *Redis) rateKey(user string, limit int) string {
+	if limit <= 0 {
+		return ""
+	}
+	return r.RateLimitKey(user)
+}
+
+// opError names the operation in err, except for a stock refusal: it already says
+// what happened, and a sold-out storm returns it so often that formatting it twice
+// would be most of the refusal's cost.
+func opError(op string, err error) error {
+	switch err.(type) {
+	case *StockError, *RateError:
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// take runs one request through the batcher; it answers 'ok' or 'replay' or an error.
+func (r *Redis) take(req *takeReq) (reply, error) {
+	// A request with an idempotency key may be the retry of one that succeeded, whose
+	// answer must be replayed even if the SKU is sold out now: only Redis knows.
+	if r.soldOut != nil && req.fp == "" {
+		if err := r.soldOut.refuse(req.lines); err != nil {
+			return nil, err
+		}
+	}
+	rep, err := r.batch.submit(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := takeError(rep); err != nil {
+		if r.soldOut != nil {
+			r.soldOut.mark(err)
+		}
+		return nil, err
+	}
+	return rep, nil
+}
+
+// OrderIDForKey is the id of the order a checkout with this user's idempotency key
+// creates (see CheckoutRequest).
+func OrderIDForKey(userID, key string) string { return recordID("order", userID, key) }

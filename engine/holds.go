@@ -1,0 +1,231 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Hold implements Inventory.
+func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
+	if err := checkID("id", id); err != nil {
+		return Hold{}, fmt.Errorf("hold: %w", err)
+	}
+	v, err := r.rdb.HMGet(ctx, r.k.Hold(id), "u", "st", "ts", "x", "c", "l", "o").Result()
+	if err != nil {
+		return Hold{}, fmt.Errorf("hold %s: %w", id, readErr("read", err))
+	}
+	if v[0] == nil {
+		return Hold{}, fmt.Errorf("hold %s: %w", id, ErrNotFound)
+	}
+	items, err := parseItems(asString(v[5]))
+	if err != nil {
+		return Hold{}, fmt.Errorf("hold %s: %w", id, err)
+	}
+	ts, _ := strconv.ParseInt(asString(v[2]), 10, 64)
+	exp, _ := strconv.ParseInt(asString(v[3]), 10, 64)
+	return Hold{ID: id, UserID: asString(v[0]), Items: items, Currency: asString(v[4]),
+		Status: HoldStatus(asString(v[1])), CreatedAt: time.UnixMilli(ts).UTC(),
+		ExpiresAt: time.UnixMilli(exp).UTC(), OrderID: asString(v[6]), lines: asString(v[5])}, nil
+}
+
+// Commit implements Inventory.
+func (r *Redis) Commit(ctx context.Context, holdID, orderID string) (Order, error) {
+	h, err := r.Hold(ctx, holdID)
+	if err != nil {
+		return Order{}, fmt.Errorf("commit: %w", err)
+	}
+	return r.CommitHold(ctx, h, orderID, RateLimit{})
+}
+
+// CommitHold commits a hold the caller has just read with Hold (for example to check
+// its owner), saving the second read Commit would make. Errors as Commit.
+func (r *Redis) CommitHold(ctx context.Context, h Hold, orderID string, limit RateLimit) (Order, error) {
+	if err := checkID("orderId", orderID); err != nil {
+		return Order{}, fmt.Errorf("commit: %w", err)
+	}
+	h, rep, err := r.settle(ctx, "commit", h, orderID, limit)
+	if err != nil {
+		return Order{}, opError("commit", err)
+	}
+	if rep.status() == "replay" {
+		o, err := r.Order(ctx, rep.str(2))
+		if err != nil {
+			return Order{}, fmt.Errorf("commit %s: replay: %w", h.ID, err)
+		}
+		o.Replayed = true
+		return o, nil
+	}
+	return newOrder(orderID, h.UserID, OrderConfirmed, h.Currency, h.Items, rep.num(2), h.ID), nil
+}
+
+// Release implements Inventory.
+func (r *Redis) Release(ctx context.Context, holdID string) (Hold, error) {
+	h, err := r.Hold(ctx, holdID)
+	if err != nil {
+		return Hold{}, fmt.Errorf("release: %w", err)
+	}
+	return r.ReleaseHold(ctx, h)
+}
+
+// ReleaseHold releases a hold the caller has just read with Hold. Errors as Release.
+func (r *Redis) ReleaseHold(ctx context.Context, h Hold) (Hold, error) {
+	h, rep, err := r.settle(ctx, "release", h, "", RateLimit{})
+	if err != nil {
+		return Hold{}, fmt.Errorf("release %s: %w", h.ID, err)
+	}
+	h.Status, h.Replayed = HoldReleased, rep.status() == "replay"
+	return h, nil
+}
+
+// settle runs settle.lua on a hold, reading it first unless it came from Hold; it
+// returns the hold it acted on and 'ok' or 'replay', or an error.
+func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string, limit RateLimit) (Hold, reply, error) {
+	if h.lines == "" { // not read through Hold: read it
+		var err error
+		if h, err = r.Hold(ctx, h.ID); err != nil {
+			return Hold{}, nil, err
+		}
+	}
+	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID, limit)}.result()
+	if err != nil {
+		return Hold{}, nil, err
+	}
+	switch rep.status() {
+	case "ok", "replay":
+		if mode != "commit" && rep.status() == "ok" {
+			r.restocked(itemSKUs(h.Items)...)
+		}
+		return h, rep, nil
+	case "not_found":
+		return Hold{}, nil, ErrNotFound
+	case "expired":
+		return Hold{}, nil, ErrHoldExpired
+	case "released":
+		return Hold{}, nil, ErrHoldReleased
+	case "committed":
+		return Hold{}, nil, ErrHoldCommitted
+	case "rate_limited":
+		return Hold{}, nil, newRateError(rep.num(1))
+	}
+	return Hold{}, nil, rep.expect("ok")
+}
+
+func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string, limit RateLimit) *redis.Cmd {
+	record := r.k.Hold(h.ID)
+	if orderID != "" {
+		record = r.k.Order(orderID)
+	}
+	keys := make([]string, 4, 6+2*len(h.Items))
+	keys[0], keys[1], keys[2], keys[3] = r.k.Outbox(), r.k.Hold(h.ID), r.k.HoldIndex(), record
+	for _, it := range h.Items {
+		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))
+	}
+	rateKey := record // not touched without a limit; any key of the partition will do
+	if limit.PerMinute > 0 {
+		rateKey = r.RateLimitKey(limit.User)
+	}
+	keys = append(keys, rateKey, r.k.RestockChannel())
+	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0))
+}
+
+// ExpireHolds implements Inventory. It reads one batch of due holds and settles them in
+// two pipelined round trips; a hold that is no longer due or active is left alone.
+func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	ids, err := r.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: r.k.HoldIndex(), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(time.Now().UnixMilli(), 10),
+		Count: int64(limit),
+	}).Result()
+	if err != nil || len(ids) == 0 {
+		return 0, readErr("expire holds", err)
+	}
+	holds := make([]Hold, 0, len(ids))
+	var bad []string
+	for _, id := range ids {
+		h, err := r.Hold(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			r.rdb.ZRem(ctx, r.k.HoldIndex(), id)
+			continue
+		case errors.Is(err, ErrUnavailable):
+			return 0, fmt.Errorf("expire holds: %w", err)
+		case err != nil:
+			// A record this code cannot read must not stop every later sweep: it leaves
+			// the index for a quarantine set an operator can inspect, and the sweep goes on.
+			bad = append(bad, id)
+			continue
+		}
+		holds = append(holds, h)
+	}
+	var quarantined error
+	if len(bad) > 0 {
+		quarantined = r.quarantineHolds(ctx, bad)
+	}
+	// Make sure EVALSHA finds the script: a pipeline cannot fall back to EVAL.
+	if err := scriptSettle.Load(ctx, r.rdb).Err(); err != nil {
+		return 0, readErr("expire holds", err)
+	}
+	cmds := make([]*redis.Cmd, len(holds))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, h := range holds {
+			cmds[i] = r.runSettle(ctx, p, "expire", h, "", RateLimit{})
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, readErr("expire holds", err)
+	}
+	n := 0
+	var back []string
+	for i, c := range cmds {
+		if rep, err := (runResult{c}).result(); err == nil && rep.status() == "ok" {
+			n++
+			back = append(back, itemSKUs(holds[i].Items)...)
+		}
+	}
+	r.restocked(back...)
+	return n, quarantined
+}
+
+// QuarantineError reports holds the expiry sweep could not read. They were moved from
+// the expiry index to the set HoldQuarantineKey names (scored by when), and
+// their units stay reserved until an operator settles them (reconciliation reports the
+// difference meanwhile).
+type QuarantineError struct {
+	HoldIDs []string
+}
+
+func (e *QuarantineError) Error() string {
+	return fmt.Sprintf("expire holds: %d unreadable hold(s) quarantined: %s", len(e.HoldIDs), strings.Join(e.HoldIDs, ", "))
+}
+
+// HoldQuarantineKey is the sorted set of holds the expiry sweep could not read.
+func (r *Redis) HoldQuarantineKey() string { return r.k.HoldQuarantine() }
+
+func (r *Redis) quarantineHolds(ctx context.Context, ids []string) error {
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.ZAdd(ctx, r.k.HoldQuarantine(), redis.Z{Member: id, Score: float64(time.Now().UnixMilli())})
+			p.ZRem(ctx, r.k.HoldIndex(), id)
+		}
+		return nil
+	})
+	if err != nil {
+		return readErr("quarantine holds", err)
+	}
+	return &QuarantineError{HoldIDs: ids}
+}
+
+// ActiveHolds counts holds not yet committed, released or expired by the sweep.
+func (r *Redis) ActiveHolds(ctx context.Context) (int64, error) {
+	n, err := r.rdb.ZCard(ctx, r.k.HoldIndex()).Result()
+	return n, readErr("active holds", err)
+}

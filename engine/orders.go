@@ -1,0 +1,117 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RetireOrders gives order records their TTL (RecordTTL) once MongoDB has them: a
+// checkout writes its record without one, so that it (and the idempotency key it
+// carries) cannot expire before the order is durable. The syncer calls it.
+func (r *Redis) RetireOrders(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	ttl, _ := strconv.ParseInt(r.recTTL, 10, 64)
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Expire(ctx, r.k.Order(id), time.Duration(ttl)*time.Second)
+		}
+		return nil
+	})
+	return readErr("retire orders", err)
+}
+
+// Order implements Inventory.
+func (r *Redis) Order(ctx context.Context, id string) (Order, error) {
+	if err := checkID("id", id); err != nil {
+		return Order{}, fmt.Errorf("order: %w", err)
+	}
+	v, err := r.rdb.Get(ctx, r.k.Order(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("order %s: %w", id, readErr("read", err))
+	}
+	return parseOrder(id, v)
+}
+
+func newOrder(id, user string, status OrderStatus, currency string, items []Item, tsMs int64, holdID string) Order {
+	var total int64
+	for _, it := range items {
+		total += it.UnitPrice * it.Quantity
+	}
+	return Order{ID: id, UserID: user, Items: items, Total: total, Currency: currency, Status: status,
+		CreatedAt: time.UnixMilli(tsMs).UTC(), HoldID: holdID}
+}
+
+// Cancel implements Inventory.
+func (r *Redis) Cancel(ctx context.Context, orderID string) (Order, error) {
+	o, err := r.Order(ctx, orderID)
+	if err != nil {
+		return Order{}, fmt.Errorf("cancel: %w", err)
+	}
+	return r.CancelOrder(ctx, o)
+}
+
+// CancelOrder cancels an order the caller has just read with Order (for example to
+// check its owner), saving the second read Cancel would make. Errors as Cancel.
+func (r *Redis) CancelOrder(ctx context.Context, o Order) (Order, error) {
+	if o.lines == "" {
+		return r.Cancel(ctx, o.ID) // not read through Order: read it
+	}
+	keys := []string{r.k.Outbox(), r.k.Order(o.ID)}
+	for _, it := range o.Items {
+		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))
+	}
+	keys = append(keys, r.k.RestockChannel())
+	rep, err := run(ctx, r.rdb, scriptCancel, keys, o.ID, o.lines)
+	if err == nil {
+		switch rep.status() {
+		case "ok":
+			o.Status = OrderCancelled
+			r.restocked(itemSKUs(o.Items)...)
+			return o, nil
+		case "replay":
+			o.Status, o.Replayed = OrderCancelled, true
+			return o, nil
+		case "not_found":
+			err = ErrNotFound
+		default:
+			err = rep.expect("ok")
+		}
+	}
+	return Order{}, fmt.Errorf("cancel %s: %w", o.ID, err)
+}
+
+// parseOrder reads an order record: status, ts, currency, hold id, lines, fingerprint,
+// user, one per line.
+func parseOrder(id, v string) (Order, error) {
+	var f [7]string
+	rest := v
+	for i := range 6 {
+		var ok bool
+		if f[i], rest, ok = strings.Cut(rest, "\n"); !ok {
+			return Order{}, fmt.Errorf("order %s: malformed record", id)
+		}
+	}
+	f[6] = rest
+	ts, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return Order{}, fmt.Errorf("order %s: malformed record", id)
+	}
+	items, err := parseItems(f[4])
+	if err != nil {
+		return Order{}, fmt.Errorf("order %s: %w", id, err)
+	}
+	o := newOrder(id, f[6], OrderStatus(f[0]), f[2], items, ts, f[3])
+	o.lines = f[4]
+	return o, nil
+}

@@ -60,13 +60,13 @@ type cartView struct {
 	Currency string     `json:"currency"`
 }
 
-func (s *server) cartKey(user string) string { return "fs:cart:" + user }
+func (s *server) cartKey(user string) string { return s.inv.Keys().Cart(user) }
 
 // cartLines reads the caller's cart as engine lines, in SKU order.
 func (s *server) cartLines(c *fiber.Ctx) ([]engine.Line, error) {
 	m, err := s.rdb.HGetAll(c.UserContext(), s.cartKey(principal(c).UserID)).Result()
 	if err != nil {
-		return nil, redisErr(err)
+		return nil, engine.ReadErr("cart", err)
 	}
 	lines := make([]engine.Line, 0, len(m))
 	for sku, q := range m {

@@ -16,7 +16,7 @@ import (
 
 func (h *harness) cart(t testing.TB, user string) map[string]string {
 	t.Helper()
-	m, err := h.rdb.HGetAll(context.Background(), "fs:cart:"+user).Result()
+	m, err := h.rdb.HGetAll(context.Background(), "fs:{0}:cart:"+user).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestCartCheckoutKeepsLinesChangedWhileItRan(t *testing.T) {
 	want(t, h.do(t, "PUT", "/api/v1/cart/items/B", tok, `{"quantity":2}`), 200, "")
 	h.rdb.AddHook(&duringTake{fn: func(ctx context.Context) {
 		// The buyer, in another tab, while the checkout is on its way to Redis.
-		h.rdb.HSet(ctx, "fs:cart:c1", "C", 4, "B", 5)
+		h.rdb.HSet(ctx, "fs:{0}:cart:c1", "C", 4, "B", 5)
 	}})
 	r := h.do(t, "POST", "/api/v1/checkout", tok, "")
 	want(t, r, 201, "")

@@ -18,19 +18,19 @@ import (
 )
 
 // The flash-sale simulation must not starve live buyers. So:
-//   - one run at a time, across every replica: a Redis lock (simLockKey) whose TTL is
-//     the run's own deadline plus the cleanup budget, so a crashed run frees it;
+//   - one run at a time, across every replica: a Redis lock whose TTL is the run's own
+//     deadline plus the cleanup budget, so a crashed run frees it;
 //   - it runs on a lane of its own (engine.Redis.Lane): one batcher, at most
 //     simWorkers synthetic buyers in flight, never queued on the live buyers' batchers;
 //   - it stops when the request's context ends (its deadline, Config.RequestTimeout)
 //     or the server shuts down, and answers with what it did (cancelled: true);
 //   - afterwards the synthetic buyers' per-user purchase counters are removed. Their
 //     orders stay: they are real sales of real stock, which the report counts.
+//
+// Keys: Keys.Simulation("lock") is the lock; Keys.Simulation("runs") lists runs whose
+// synthetic buyers' counters are not yet removed (run id → "<buyers>\n<sku>,<sku>…"),
+// so that a run that crashed is cleaned up by the next.
 const (
-	simLockKey = "fs:sim:lock"
-	// simRunsKey lists runs whose synthetic buyers' counters are not yet removed
-	// (run id → "<buyers>\n<sku>,<sku>…"); a run that crashed is cleaned by the next.
-	simRunsKey = "fs:sim:runs"
 	// simWorkers caps the buyers in flight: one batch of the lane's single batcher.
 	// A larger `concurrency` is accepted (the contract allows 1000) and capped.
 	simWorkers = 64
@@ -118,7 +118,7 @@ func (s *server) bulkCheckout(c *fiber.Ctx) error {
 	if d, ok := ctx.Deadline(); ok {
 		ttl = time.Until(d)
 	}
-	lock, err := stocksync.Acquire(ctx, s.rdb, simLockKey, ttl+simCleanup)
+	lock, err := stocksync.Acquire(ctx, s.rdb, s.inv.Keys().Simulation("lock"), ttl+simCleanup)
 	if errors.Is(err, stocksync.ErrLocked) {
 		return errSimulationRunning
 	}
@@ -153,11 +153,11 @@ func (s *server) runSimulation(ctx, after context.Context, sim simulation) (bulk
 	if err != nil {
 		return bulkReport{}, err
 	}
-	run := engine.NewID()[24:]
+	run := engine.NewShortID()
 	user := func(i int) string { return "sim-" + run + "-" + strconv.Itoa(i) }
 	// Recorded before the first buyer, so that a crash mid-run leaves a note for the
 	// next run to clean up after.
-	if err := s.rdb.HSet(ctx, simRunsKey, run, strconv.Itoa(sim.buyers)+"\n"+strings.Join(sim.skus, ",")).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.inv.Keys().Simulation("runs"), run, strconv.Itoa(sim.buyers)+"\n"+strings.Join(sim.skus, ",")).Err(); err != nil {
 		return bulkReport{}, redisErr(err)
 	}
 	lane, closeLane := s.inv.Lane(1)
@@ -244,13 +244,13 @@ func (s *server) forgetRun(ctx context.Context, run string, skus []string, buyer
 	if err := s.inv.ForgetBuyers(ctx, skus, users); err != nil {
 		return err
 	}
-	return s.rdb.HDel(ctx, simRunsKey, run).Err()
+	return s.rdb.HDel(ctx, s.inv.Keys().Simulation("runs"), run).Err()
 }
 
 // forgetStaleRuns cleans up after runs that ended without cleaning up (a crash). It
 // runs under the simulation lock, so no listed run is still going.
 func (s *server) forgetStaleRuns(c *fiber.Ctx, ctx context.Context) {
-	runs, err := s.rdb.HGetAll(ctx, simRunsKey).Result()
+	runs, err := s.rdb.HGetAll(ctx, s.inv.Keys().Simulation("runs")).Result()
 	if err != nil {
 		reqLog(c, s.log).Warn("simulation: list unfinished runs", "err", err)
 		return
@@ -259,7 +259,7 @@ func (s *server) forgetStaleRuns(c *fiber.Ctx, ctx context.Context) {
 		n, skus, _ := strings.Cut(v, "\n")
 		buyers, err := strconv.Atoi(n)
 		if err != nil || skus == "" {
-			err = s.rdb.HDel(ctx, simRunsKey, run).Err()
+			err = s.rdb.HDel(ctx, s.inv.Keys().Simulation("runs"), run).Err()
 		} else {
 			err = s.forgetRun(ctx, run, strings.Split(skus, ","), buyers)
 		}

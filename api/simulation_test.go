@@ -202,7 +202,7 @@ func assertNoSyntheticCounters(t *testing.T, h *harness, sku string, liveBuyers 
 	if len(fields) != liveBuyers {
 		t.Fatalf("counters of %s: got %d fields, want the %d live buyers'", sku, len(fields), liveBuyers)
 	}
-	for _, k := range []string{"fs:sim:lock", "fs:sim:runs"} {
+	for _, k := range []string{"fs:{0}:sim:lock", "fs:{0}:sim:runs"} {
 		if n, _ := h.rdb.Exists(ctx, k).Result(); n != 0 {
 			t.Fatalf("%s is left after the run", k)
 		}
@@ -218,7 +218,7 @@ func TestSimulationLeavesNoPerBuyerCounters(t *testing.T) {
 	cust := token(t, "alice", api.RoleCustomer)
 	want(t, h.do(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"SIM","quantity":1}]}`), 201, "")
 	// A run that crashed: its note and its buyers' counters.
-	h.rdb.HSet(ctx, "fs:sim:runs", "dead01", "3\nSIM")
+	h.rdb.HSet(ctx, "fs:{0}:sim:runs", "dead01", "3\nSIM")
 	h.rdb.HSet(ctx, "fs:{0}:b:SIM", "sim-dead01-0", 1, "sim-dead01-1", 1, "sim-dead01-2", 1)
 
 	rep := decodeReport(t, h.do(t, "POST", "/api/v1/carts/bulk-checkout", token(t, "root", api.RoleAdmin),
@@ -241,12 +241,12 @@ func TestSimulationRefusedWhileAnotherReplicaRuns(t *testing.T) {
 	admin := token(t, "root", api.RoleAdmin)
 	h.product(t, "SIM", 10, "")
 	body := `{"items":[{"sku":"SIM","quantity":1}],"buyers":5,"concurrency":5}`
-	h.rdb.Set(context.Background(), "fs:sim:lock", "another-replica", time.Minute)
+	h.rdb.Set(context.Background(), "fs:{0}:sim:lock", "another-replica", time.Minute)
 	want(t, h.replica().do(t, "POST", "/api/v1/carts/bulk-checkout", admin, body), 409, "already_exists")
 	if lv := h.level(t, "SIM"); lv.Available != 10 {
 		t.Fatalf("a refused run changed stock: %+v", lv)
 	}
-	h.rdb.Del(context.Background(), "fs:sim:lock")
+	h.rdb.Del(context.Background(), "fs:{0}:sim:lock")
 	if rep := decodeReport(t, h.do(t, "POST", "/api/v1/carts/bulk-checkout", admin, body)); rep.Succeeded != 5 {
 		t.Fatalf("report %+v", rep)
 	}

@@ -30,11 +30,11 @@ func (r *Redis) ForgetBuyers(ctx context.Context, skus []string, users []string)
 	exists := make([]*redis.IntCmd, len(skus))
 	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sku := range skus {
-			exists[i] = p.Exists(ctx, r.k.bought(sku))
+			exists[i] = p.Exists(ctx, r.k.Bought(sku))
 		}
 		return nil
 	}); err != nil {
-		return storeErr("forget buyers", err)
+		return readErr("forget buyers", err)
 	}
 	const chunk = 1000 // fields per HDEL
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -43,10 +43,14 @@ func (r *Redis) ForgetBuyers(ctx context.Context, skus []string, users []string)
 				continue
 			}
 			for j := 0; j < len(users); j += chunk {
-				p.HDel(ctx, r.k.bought(sku), users[j:min(j+chunk, len(users))]...)
+				p.HDel(ctx, r.k.Bought(sku), users[j:min(j+chunk, len(users))]...)
 			}
 		}
 		return nil
 	})
-	return storeErr("forget buyers", err)
+	return writeErr("forget buyers", err)
 }
+
+// Simulation names the flash-sale simulation's keys, by suffix: "lock" (one run at a
+// time across replicas) and "runs" (runs whose synthetic buyers are not yet forgotten).
+func (k Keys) Simulation(suffix string) string { return k.prefix + "sim:" + suffix }

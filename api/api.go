@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/flashstock/flashstock/api/codes"
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/metrics"
 	"github.com/flashstock/flashstock/store"
@@ -113,7 +114,7 @@ func New(cfg Config, d Deps) *fiber.App {
 		d.Now = time.Now
 	}
 	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
-		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewID()[24:] + "-", tokens: newTokenCache(1 << 16),
+		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewShortID() + "-", tokens: newTokenCache(1 << 16),
 		seriesOf: map[seriesKey]*series{}}
 	app := fiber.New(fiber.Config{
 		AppName:               "flashstock",
@@ -260,7 +261,7 @@ func (s *server) series(method, route string, status int, outcome string) *serie
 		x.checkouts = s.m.Checkouts.WithLabelValues(op, k.outcome)
 	}
 	switch k.outcome {
-	case "out_of_stock", "insufficient_stock", "version_conflict":
+	case codes.OutOfStock, codes.InsufficientStock, codes.VersionConflict:
 		x.conflicts = s.m.Conflicts.WithLabelValues(k.outcome)
 	}
 	s.seriesMu.Lock()

@@ -12,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/flashstock/flashstock/api/codes"
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/store"
 )
@@ -195,7 +196,7 @@ func (s *server) login(c *fiber.Ctx) error {
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(in.Password)) != nil || u.ID == "" {
 		failed = true
-		return problem(http.StatusUnauthorized, "unauthorized", "email or password is wrong")
+		return problem(http.StatusUnauthorized, codes.Unauthorized, "email or password is wrong")
 	}
 	tok, err := IssueToken(s.cfg.JWTSecret, s.cfg.JWTIssuer, u.ID, u.Role, s.cfg.TokenTTL, s.now())
 	if err != nil {

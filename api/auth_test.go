@@ -52,10 +52,12 @@ func TestTokensThatMustBeRefused(t *testing.T) {
 		"truncated sig":   strings.TrimSuffix(sign(secret, good), "A") + "x",
 	}
 	for name, tok := range cases {
-		r := h.do(t, "GET", "/api/v1/auth/me", tok, "")
-		if r.status != 401 || r.code(t) != "unauthorized" {
-			t.Errorf("%s: got %d %s, want 401 unauthorized", name, r.status, r.body)
-		}
+		t.Run(name, func(t *testing.T) {
+			r := h.do(t, "GET", "/api/v1/auth/me", tok, "")
+			if r.status != 401 || r.code(t) != "unauthorized" {
+				t.Errorf("got %d %s, want 401 unauthorized", r.status, r.body)
+			}
+		})
 	}
 	r := h.do(t, "GET", "/api/v1/auth/me", sign(secret, good), "")
 	want(t, r, 200, "")

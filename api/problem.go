@@ -7,6 +7,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flashstock/flashstock/api/codes"
 	"github.com/flashstock/flashstock/engine"
 )
 
@@ -42,40 +43,40 @@ func problem(status int, code, detail string) error {
 }
 
 func validation(field, detail string) error {
-	return &apiError{status: http.StatusBadRequest, code: "validation_failed", detail: detail, field: field}
+	return &apiError{status: http.StatusBadRequest, code: codes.ValidationFailed, detail: detail, field: field}
 }
 
 var (
-	errUnauthorized = problem(http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
-	errForbidden    = problem(http.StatusForbidden, "forbidden", "this route is for admins")
-	errNotFound     = problem(http.StatusNotFound, "not_found", "no such resource")
-	errCartEmpty    = problem(http.StatusBadRequest, "cart_empty", "the cart is empty")
+	errUnauthorized = problem(http.StatusUnauthorized, codes.Unauthorized, "a valid bearer token is required")
+	errForbidden    = problem(http.StatusForbidden, codes.Forbidden, "this route is for admins")
+	errNotFound     = problem(http.StatusNotFound, codes.NotFound, "no such resource")
+	errCartEmpty    = problem(http.StatusBadRequest, codes.CartEmpty, "the cart is empty")
 )
 
 // engineErrors is the one table from the domain's errors to HTTP.
+// Statuses come from codes.Status.
 var engineErrors = []struct {
-	err    error
-	status int
-	code   string
+	err  error
+	code string
 }{
-	{engine.ErrInvalid, http.StatusBadRequest, "validation_failed"},
-	{engine.ErrNotFound, http.StatusNotFound, "not_found"},
-	{engine.ErrOutOfStock, http.StatusConflict, "out_of_stock"},
-	{engine.ErrLimitExceeded, http.StatusConflict, "purchase_limit_exceeded"},
-	{engine.ErrSaleNotActive, http.StatusConflict, "sale_not_active"},
-	{engine.ErrInsufficientStock, http.StatusConflict, "insufficient_stock"},
-	{engine.ErrVersionConflict, http.StatusConflict, "version_conflict"},
+	{engine.ErrInvalid, codes.ValidationFailed},
+	{engine.ErrNotFound, codes.NotFound},
+	{engine.ErrOutOfStock, codes.OutOfStock},
+	{engine.ErrLimitExceeded, codes.PurchaseLimitExceeded},
+	{engine.ErrSaleNotActive, codes.SaleNotActive},
+	{engine.ErrInsufficientStock, codes.InsufficientStock},
+	{engine.ErrVersionConflict, codes.VersionConflict},
 	// Releasing a committed hold conflicts with its state; the contract has no code of
 	// its own for it.
-	{engine.ErrHoldCommitted, http.StatusConflict, "version_conflict"},
-	{engine.ErrAlreadyExists, http.StatusConflict, "already_exists"},
-	{engine.ErrHoldExpired, http.StatusGone, "hold_expired"},
-	{engine.ErrHoldReleased, http.StatusGone, "hold_released"},
-	{engine.ErrIdempotencyKeyReused, http.StatusUnprocessableEntity, "idempotency_key_reused"},
+	{engine.ErrHoldCommitted, codes.VersionConflict},
+	{engine.ErrAlreadyExists, codes.AlreadyExists},
+	{engine.ErrHoldExpired, codes.HoldExpired},
+	{engine.ErrHoldReleased, codes.HoldReleased},
+	{engine.ErrIdempotencyKeyReused, codes.IdempotencyKeyReused},
 	// Before ErrUnavailable: "may have been applied" must never be told "was not".
-	{engine.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
-	{engine.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
-	{engine.ErrRateLimited, http.StatusTooManyRequests, "rate_limited"},
+	{engine.ErrOutcomeUnknown, codes.OutcomeUnknown},
+	{engine.ErrUnavailable, codes.Unavailable},
+	{engine.ErrRateLimited, codes.RateLimited},
 }
 
 // toProblem maps any error to the problem the client sees; internal errors are logged
@@ -83,15 +84,15 @@ var engineErrors = []struct {
 func toProblem(err error, log func() *slog.Logger, reqID string) Problem {
 	p := classify(err)
 	p.RequestID = reqID
-	if p.Code == "internal" {
+	if p.Code == codes.Internal {
 		log().Error("internal error", "err", err)
 		p.Detail = ""
 	}
 	switch p.Code {
-	case "unavailable":
+	case codes.Unavailable:
 		log().Warn("dependency unavailable", "err", err)
 		p.Detail = "a dependency is unavailable and nothing was applied; retry shortly"
-	case "outcome_unknown":
+	case codes.OutcomeUnknown:
 		log().Warn("outcome unknown", "err", err)
 		p.Detail = "the request may or may not have been applied; retry with the same Idempotency-Key to learn which"
 	}
@@ -100,7 +101,7 @@ func toProblem(err error, log func() *slog.Logger, reqID string) Problem {
 
 // classify is the one mapping from errors to problems. It has no side effects.
 func classify(err error) Problem {
-	p := Problem{Status: http.StatusInternalServerError, Code: "internal"}
+	p := Problem{Status: http.StatusInternalServerError, Code: codes.Internal}
 	var ae *apiError
 	var fe *fiber.Error
 	var ve *engine.ValidationError
@@ -109,7 +110,7 @@ func classify(err error) Problem {
 	switch {
 	case errors.As(err, &se):
 		// The refusal a sold-out storm answers most: no message formatting.
-		p.Status, p.Code, p.Items, p.Detail = http.StatusConflict, "out_of_stock", se.Short, "not enough stock for every line"
+		p.Status, p.Code, p.Items, p.Detail = http.StatusConflict, codes.OutOfStock, se.Short, "not enough stock for every line"
 	case errors.As(err, &ae):
 		p.Status, p.Code, p.Detail, p.Field = ae.status, ae.code, ae.detail, ae.field
 	case errors.As(err, &fe):
@@ -117,7 +118,7 @@ func classify(err error) Problem {
 	default:
 		for _, m := range engineErrors {
 			if errors.Is(err, m.err) {
-				p.Status, p.Code, p.Detail = m.status, m.code, err.Error()
+				p.Status, p.Code, p.Detail = codes.Status[m.code], m.code, err.Error()
 				break
 			}
 		}
@@ -126,12 +127,12 @@ func classify(err error) Problem {
 		p.Field, p.Detail = ve.Field, ve.Error()
 	}
 	switch p.Code {
-	case "rate_limited":
+	case codes.RateLimited:
 		p.RetryAfter = 60
 		if errors.As(err, &re) {
 			p.RetryAfter = re.RetryAfter
 		}
-	case "outcome_unknown", "unavailable":
+	case codes.OutcomeUnknown, codes.Unavailable:
 		p.RetryAfter = 1
 	}
 	p.Type = "https://flashstock.dev/problems/" + p.Code
@@ -142,19 +143,19 @@ func classify(err error) Problem {
 func fiberCode(status int) string {
 	switch status {
 	case http.StatusRequestEntityTooLarge:
-		return "payload_too_large"
+		return codes.PayloadTooLarge
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
-		return "not_found"
+		return codes.NotFound
 	case http.StatusBadRequest, http.StatusUnprocessableEntity:
-		return "validation_failed"
+		return codes.ValidationFailed
 	case http.StatusUnauthorized:
-		return "unauthorized"
+		return codes.Unauthorized
 	case http.StatusForbidden:
-		return "forbidden"
+		return codes.Forbidden
 	case http.StatusTooManyRequests:
-		return "rate_limited"
+		return codes.RateLimited
 	case http.StatusServiceUnavailable, http.StatusRequestTimeout:
-		return "unavailable"
+		return codes.Unavailable
 	}
-	return "internal"
+	return codes.Internal
 }

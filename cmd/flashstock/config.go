@@ -41,7 +41,9 @@ type Config struct {
 	// client, for the per-address limit.
 	TrustedProxies     []netip.Prefix
 	RateLimitPerMinute int
-	SoldoutCacheMs     int
+	// SoldOutFor is how long a SKU seen sold out may be refused without asking Redis
+	// (SOLDOUT_CACHE_MS; engine.Options.SoldOutFor). 0 keeps every answer live.
+	SoldOutFor time.Duration
 	// LowStockThreshold is the available level at or below which a SKU is reported as
 	// low on stock (metric flashstock_stock_low).
 	LowStockThreshold int
@@ -110,7 +112,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		DemoAdminPassword:          get("DEMO_ADMIN_PASSWORD"),
 		LoginLimitPerMinute:        num("LOGIN_LIMIT_PER_MINUTE", 10, 0, 1_000_000),
 		LoginAddressLimitPerMinute: num("LOGIN_ADDRESS_LIMIT_PER_MINUTE", 30, 0, 1_000_000),
-		SoldoutCacheMs:             num("SOLDOUT_CACHE_MS", 0, 0, 60_000),
+		SoldOutFor:                 time.Duration(num("SOLDOUT_CACHE_MS", 0, 0, 60_000)) * time.Millisecond,
 		LowStockThreshold:          num("LOW_STOCK_THRESHOLD", 5, 0, 1_000_000_000),
 		Role:                       str("ROLE", "all"),
 		LogLevel:                   str("LOG_LEVEL", "info"),

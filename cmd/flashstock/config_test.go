@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
@@ -33,7 +34,7 @@ func TestConfigDefaultsAreTheEmbeddedMode(t *testing.T) {
 		t.Fatalf("TRUSTED_PROXIES: got %v, %v", c.TrustedProxies, err)
 	}
 	if !c.Embedded() || !c.SeedDemo || c.Port != 3000 || c.RateLimitPerMinute != 120 || c.JWTIssuer != "flashstock" ||
-		c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.SoldoutCacheMs != 0 || c.Role != "all" {
+		c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.SoldOutFor != 0 || c.Role != "all" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -222,12 +223,12 @@ func TestConfigLoadsTheShippedEnvExample(t *testing.T) {
 		t.Fatalf(".env.example as .env: %v", err)
 	}
 	if c.Port != 3000 || c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.JWTIssuer != "flashstock" ||
-		c.RateLimitPerMinute != 120 || c.SoldoutCacheMs != 0 || !c.Embedded() || c.LoginLimitPerMinute != 10 ||
+		c.RateLimitPerMinute != 120 || c.SoldOutFor != 0 || !c.Embedded() || c.LoginLimitPerMinute != 10 ||
 		c.LoginAddressLimitPerMinute != 30 || c.Host != "127.0.0.1" || c.TrustedProxies != nil {
 		t.Fatalf("got %+v", c)
 	}
 	// The environment still wins over the file.
-	if c, err := loadConfig(env(map[string]string{"SOLDOUT_CACHE_MS": "50"})); err != nil || c.SoldoutCacheMs != 50 {
-		t.Fatalf("environment over .env: got %d, %v", c.SoldoutCacheMs, err)
+	if c, err := loadConfig(env(map[string]string{"SOLDOUT_CACHE_MS": "50"})); err != nil || c.SoldOutFor != 50*time.Millisecond {
+		t.Fatalf("environment over .env: got %v, %v", c.SoldOutFor, err)
 	}
 }

@@ -110,7 +110,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 		d.close()
 		return nil, err
 	}
-	d.inv = engine.NewRedis(d.rdb, engine.Options{SoldOutFor: time.Duration(cfg.SoldoutCacheMs) * time.Millisecond})
+	d.inv = engine.NewRedis(d.rdb, engine.Options{SoldOutFor: cfg.SoldOutFor})
 	d.closers = append(d.closers, d.inv.Close)
 	if err := d.inv.LoadScripts(ctx); err != nil {
 		d.close()
@@ -131,8 +131,8 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		"mongodb", redact(cfg.MongoURI), "database", cfg.MongoDatabase, "jwt_secret", masked(cfg.JWTSecret),
 		"rate_limit_per_minute", cfg.RateLimitPerMinute, "login_limit_per_minute", cfg.LoginLimitPerMinute,
 		"login_address_limit_per_minute", cfg.LoginAddressLimitPerMinute, "trusted_proxies", len(cfg.TrustedProxies))
-	if cfg.SoldoutCacheMs > 0 {
-		log.Info("sold-out marks on: a refusal may lag returned stock by up to SOLDOUT_CACHE_MS", "ms", cfg.SoldoutCacheMs)
+	if cfg.SoldOutFor > 0 {
+		log.Info("sold-out marks on: a refusal may lag returned stock by up to SOLDOUT_CACHE_MS", "ms", cfg.SoldOutFor.Milliseconds())
 	}
 	if cfg.PprofAddr != "" {
 		if cfg.PprofAllowRemote {

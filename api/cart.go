@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashstock/flashstock/api/codes"
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/scripts/lua"
 )
@@ -130,7 +131,7 @@ func (s *server) putCartItem(c *fiber.Ctx) error {
 			return err
 		}
 		if _, ok := prices[sku]; !ok {
-			return problem(http.StatusNotFound, "not_found", "no product "+sku)
+			return problem(http.StatusNotFound, codes.NotFound, "no product "+sku)
 		}
 	}
 	res, err := scriptCartPut.Run(ctx, s.rdb, []string{key}, sku, *in.Quantity, engine.MaxLines,

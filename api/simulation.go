@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/flashstock/flashstock/api/codes"
 	"github.com/flashstock/flashstock/engine"
 	stocksync "github.com/flashstock/flashstock/sync"
 )
@@ -40,7 +41,7 @@ const (
 	simMaxRun = 10 * time.Minute
 )
 
-var errSimulationRunning = problem(http.StatusConflict, "already_exists",
+var errSimulationRunning = problem(http.StatusConflict, codes.AlreadyExists,
 	"a flash-sale simulation is already running; retry when it has finished")
 
 type bulkReport struct {

@@ -146,3 +146,31 @@ func TestReplayedCartCheckoutRemovesTheLinesItBought(t *testing.T) {
 		t.Fatalf("A available: got %v, want 9 (bought once)", got)
 	}
 }
+
+// A retried cart checkout after a line was added while the first attempt ran (so the
+// cart no longer matches what was bought) still gets the original order, not
+// idempotency_key_reused, and the added line stays.
+func TestRetriedCartCheckoutAfterTheCartChangedReplays(t *testing.T) {
+	h := newHarness(t, api.Config{})
+	h.product(t, "A", 10, "")
+	h.product(t, "C", 10, "")
+	tok := token(t, "c1", api.RoleCustomer)
+	want(t, h.do(t, "PUT", "/api/v1/cart/items/A", tok, `{"quantity":1}`), 200, "")
+	h.rdb.AddHook(&duringTake{fn: func(ctx context.Context) { h.rdb.HSet(ctx, "fs:{0}:cart:c1", "C", 4) }})
+	first := h.do(t, "POST", "/api/v1/checkout", tok, "", "Idempotency-Key", "k1")
+	want(t, first, 201, "")
+	retry := h.do(t, "POST", "/api/v1/checkout", tok, "", "Idempotency-Key", "k1")
+	want(t, retry, 201, "")
+	if retry.json(t)["id"] != first.json(t)["id"] || retry.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry: got %v %s, want a replay of %s", retry.header, retry.body, first.body)
+	}
+	if c := h.cart(t, "c1"); len(c) != 1 || c["C"] != "4" {
+		t.Fatalf("cart: got %v, want only C=4", c)
+	}
+	if got := h.available(t, "C"); got != 10 {
+		t.Fatalf("C available: got %v, want 10 (not bought)", got)
+	}
+	// A buy-now with the key of that cart checkout and another body is still refused.
+	want(t, h.do(t, "POST", "/api/v1/checkout", tok, `{"items":[{"sku":"C","quantity":1}]}`, "Idempotency-Key", "k1"),
+		422, "idempotency_key_reused")
+}

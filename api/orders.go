@@ -60,11 +60,9 @@ func (s *server) checkout(c *fiber.Ctx) error {
 		}
 		if len(lines) == 0 {
 			// A retry of a cart checkout finds the cart emptied by the first attempt.
-			if key != "" {
-				if o, err := s.inv.Order(ctx, engine.OrderIDForKey(user, key)); err == nil && o.UserID == user {
-					markReplay(c, true)
-					return c.Status(http.StatusCreated).JSON(o)
-				}
+			if o, ok := s.orderForKey(ctx, user, key); ok {
+				markReplay(c, true)
+				return c.Status(http.StatusCreated).JSON(o)
 			}
 			return errCartEmpty
 		}
@@ -72,6 +70,14 @@ func (s *server) checkout(c *fiber.Ctx) error {
 		lines = *in.Items
 	}
 	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute)
+	if fromCart && errors.Is(err, engine.ErrIdempotencyKeyReused) {
+		// The same request (no body, the same key) as a first attempt that bought
+		// other lines: the cart changed since (a line added while it ran stays in the
+		// cart). It gets the original order, like any retry.
+		if first, ok := s.orderForKey(ctx, user, key); ok {
+			o, err = first, nil
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -85,6 +91,20 @@ func (s *server) checkout(c *fiber.Ctx) error {
 	}
 	markReplay(c, o.Replayed)
 	return sendOrder(c, http.StatusCreated, &o)
+}
+
+// orderForKey returns the order a cart checkout with key made earlier, marked as a
+// replay, if there is one (still in Redis: at least 7 days after it was persisted).
+func (s *server) orderForKey(ctx context.Context, user, key string) (engine.Order, bool) {
+	if key == "" {
+		return engine.Order{}, false
+	}
+	o, err := s.inv.Order(ctx, engine.OrderIDForKey(user, key))
+	if err != nil || o.UserID != user {
+		return engine.Order{}, false
+	}
+	o.Replayed = true
+	return o, true
 }
 
 // sendOrder answers with an order, encoded without reflection into a stack buffer

@@ -1,18 +1,52 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashstock/flashstock/api/codes"
 	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/scripts/lua"
 )
 
 // A cart is a Redis hash per user (sku → quantity) whose TTL each write refreshes.
 // Adding to a cart does not touch stock; checkout decides.
+
+var (
+	// scriptCartPut sets or removes a line, refusing a new line to a full cart in the
+	// same step (a check from Go would race with a concurrent add).
+	scriptCartPut = redis.NewScript(lua.CartPut)
+	// scriptCartRemove takes the lines a checkout bought out of the cart, each only if
+	// its quantity is still the one bought.
+	scriptCartRemove = redis.NewScript(lua.CartRemove)
+)
+
+// removeBought takes the items an order bought out of user's cart, each line only if it
+// still holds the quantity bought: a line added or changed meanwhile stays.
+func (s *server) removeBought(ctx context.Context, user string, items []engine.Item) error {
+	qty := make(map[string]int64, len(items))
+	var skus []string
+	for _, it := range items {
+		if _, ok := qty[it.SKU]; !ok {
+			skus = append(skus, it.SKU)
+		}
+		qty[it.SKU] += it.Quantity
+	}
+	args := make([]any, 0, 2*len(skus))
+	for _, sku := range skus {
+		args = append(args, sku, qty[sku])
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	return scriptCartRemove.Run(ctx, s.rdb, []string{s.cartKey(user)}, args...).Err()
+}
 
 type cartLine struct {
 	SKU       string `json:"sku"`
@@ -27,13 +61,13 @@ type cartView struct {
 	Currency string     `json:"currency"`
 }
 
-func (s *server) cartKey(user string) string { return "fs:cart:" + user }
+func (s *server) cartKey(user string) string { return s.inv.Keys().Cart(user) }
 
 // cartLines reads the caller's cart as engine lines, in SKU order.
 func (s *server) cartLines(c *fiber.Ctx) ([]engine.Line, error) {
 	m, err := s.rdb.HGetAll(c.UserContext(), s.cartKey(principal(c).UserID)).Result()
 	if err != nil {
-		return nil, redisErr(err)
+		return nil, engine.ReadErr("cart", err)
 	}
 	lines := make([]engine.Line, 0, len(m))
 	for sku, q := range m {
@@ -97,27 +131,16 @@ func (s *server) putCartItem(c *fiber.Ctx) error {
 			return err
 		}
 		if _, ok := prices[sku]; !ok {
-			return problem(http.StatusNotFound, "not_found", "no product "+sku)
-		}
-		n, err := s.rdb.HLen(ctx, key).Result()
-		if err != nil {
-			return redisErr(err)
-		}
-		if exists, _ := s.rdb.HExists(ctx, key, sku).Result(); !exists && n >= engine.MaxLines {
-			return validation("sku", "a cart holds at most 100 lines")
+			return problem(http.StatusNotFound, codes.NotFound, "no product "+sku)
 		}
 	}
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		if *in.Quantity == 0 {
-			p.HDel(ctx, key, sku)
-		} else {
-			p.HSet(ctx, key, sku, *in.Quantity)
-		}
-		p.Expire(ctx, key, s.cfg.CartTTL)
-		return nil
-	})
+	res, err := scriptCartPut.Run(ctx, s.rdb, []string{key}, sku, *in.Quantity, engine.MaxLines,
+		int64(s.cfg.CartTTL/time.Second)).Text()
 	if err != nil {
 		return redisErr(err)
+	}
+	if res == "full" {
+		return validation("sku", "a cart holds at most 100 lines")
 	}
 	return s.renderCart(c)
 }

@@ -20,12 +20,13 @@ type itemsInput struct {
 // synthetic buyers both go through it.
 // rate is the user's requests-per-minute limit, counted in the checkout's own script
 // (0 for none, as for the simulation's synthetic buyers).
-func (s *server) placeOrder(ctx context.Context, user string, lines []engine.Line, key string, rate int) (engine.Order, error) {
+// inv is the server's inventory, or the simulation's lane of it.
+func placeOrder(ctx context.Context, inv *engine.Redis, user string, lines []engine.Line, key string, rate int) (engine.Order, error) {
 	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, RatePerMinute: rate}
 	if key == "" { // with a key, the key names the order
 		req.OrderID = engine.NewID()
 	}
-	return s.inv.Checkout(ctx, req)
+	return inv.Checkout(ctx, req)
 }
 
 // decodeItems reads an optional {"items":[…]} body: the plain form the fast parser
@@ -59,28 +60,51 @@ func (s *server) checkout(c *fiber.Ctx) error {
 		}
 		if len(lines) == 0 {
 			// A retry of a cart checkout finds the cart emptied by the first attempt.
-			if key != "" {
-				if o, err := s.inv.Order(ctx, engine.OrderIDForKey(user, key)); err == nil && o.UserID == user {
-					markReplay(c, true)
-					return c.Status(http.StatusCreated).JSON(o)
-				}
+			if o, ok := s.orderForKey(ctx, user, key); ok {
+				markReplay(c, true)
+				return c.Status(http.StatusCreated).JSON(o)
 			}
 			return errCartEmpty
 		}
 	} else {
 		lines = *in.Items
 	}
-	o, err := s.placeOrder(ctx, user, lines, key, s.cfg.RateLimitPerMinute)
+	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute)
+	if fromCart && errors.Is(err, engine.ErrIdempotencyKeyReused) {
+		// The same request (no body, the same key) as a first attempt that bought
+		// other lines: the cart changed since (a line added while it ran stays in the
+		// cart). It gets the original order, like any retry.
+		if first, ok := s.orderForKey(ctx, user, key); ok {
+			o, err = first, nil
+		}
+	}
 	if err != nil {
 		return err
 	}
-	if fromCart && !o.Replayed {
-		if err := s.rdb.Del(ctx, s.cartKey(user)).Err(); err != nil {
-			reqLog(c, s.log).Warn("empty cart after checkout", "user", user, "err", err)
+	// Only what was bought leaves the cart (a line added or changed while the checkout
+	// ran stays), and a replay removes it too: the first attempt may have bought the
+	// lines and failed before taking them out.
+	if fromCart {
+		if err := s.removeBought(ctx, user, o.Items); err != nil {
+			reqLog(c, s.log).Warn("remove bought lines from the cart", "user", user, "err", err)
 		}
 	}
 	markReplay(c, o.Replayed)
 	return sendOrder(c, http.StatusCreated, &o)
+}
+
+// orderForKey returns the order a cart checkout with key made earlier, marked as a
+// replay, if there is one (still in Redis: at least 7 days after it was persisted).
+func (s *server) orderForKey(ctx context.Context, user, key string) (engine.Order, bool) {
+	if key == "" {
+		return engine.Order{}, false
+	}
+	o, err := s.inv.Order(ctx, engine.OrderIDForKey(user, key))
+	if err != nil || o.UserID != user {
+		return engine.Order{}, false
+	}
+	o.Replayed = true
+	return o, true
 }
 
 // sendOrder answers with an order, encoded without reflection into a stack buffer

@@ -192,16 +192,34 @@ func (s *server) getHold(c *fiber.Ctx) error {
 	return c.JSON(newHoldView(h))
 }
 
+// owner is whose records the caller may act on: their own, or anyone's for an admin
+// (empty).
+func owner(c *fiber.Ctx) string {
+	if p := principal(c); p.Role != RoleAdmin {
+		return p.UserID
+	}
+	return ""
+}
+
+// pathID is the record id in the path; one that cannot name a record is not found.
+func pathID(c *fiber.Ctx) (string, error) {
+	id := c.Params("id")
+	if !engine.ValidID(id) {
+		return "", errNotFound
+	}
+	return id, nil
+}
+
 func (s *server) commitHold(c *fiber.Ctx) error {
-	h, err := s.ownHold(c)
+	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	if err := s.bindKey(c, "commit", h.ID); err != nil {
+	if err := s.bindKey(c, "commit", id); err != nil {
 		return err
 	}
-	o, err := s.inv.CommitHold(c.UserContext(), h, engine.NewID(),
-		engine.RateLimit{User: principal(c).UserID, PerMinute: s.cfg.RateLimitPerMinute})
+	o, err := s.inv.Commit(c.UserContext(), engine.CommitRequest{HoldID: id, OrderID: engine.NewID(),
+		Owner: owner(c), RatePerMinute: s.cfg.RateLimitPerMinute})
 	if err != nil {
 		return err
 	}
@@ -210,11 +228,12 @@ func (s *server) commitHold(c *fiber.Ctx) error {
 }
 
 func (s *server) releaseHold(c *fiber.Ctx) error {
-	h, err := s.ownHold(c)
+	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	if h, err = s.inv.ReleaseHold(c.UserContext(), h); err != nil {
+	h, err := s.inv.Release(c.UserContext(), engine.ReleaseRequest{HoldID: id, Owner: owner(c)})
+	if err != nil {
 		return err
 	}
 	return c.JSON(newHoldView(h))
@@ -248,56 +267,48 @@ func (s *server) bindKey(c *fiber.Ctx, op, target string) error {
 	return nil
 }
 
-// findOrder reads an order from Redis (where it is the moment checkout returns) or,
+// getOrder reads an order from Redis (where it is the moment checkout returns) or,
 // once Redis has let it go, from MongoDB; another user's order is not found.
-func (s *server) findOrder(c *fiber.Ctx) (engine.Order, bool, error) {
-	ctx, id := c.UserContext(), c.Params("id")
-	live := true
-	o, err := s.inv.Order(ctx, id)
-	if errors.Is(err, engine.ErrInvalid) {
-		return o, false, errNotFound
+func (s *server) getOrder(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return err
 	}
+	ctx := c.UserContext()
+	o, err := s.inv.Order(ctx, id)
 	if errors.Is(err, engine.ErrNotFound) {
-		live = false
 		o, err = s.store.Order(ctx, id)
 	}
 	if err != nil {
-		return o, false, err
-	}
-	if p := principal(c); o.UserID != p.UserID && p.Role != RoleAdmin {
-		return o, false, errNotFound
-	}
-	return o, live, nil
-}
-
-func (s *server) getOrder(c *fiber.Ctx) error {
-	o, _, err := s.findOrder(c)
-	if err != nil {
 		return err
+	}
+	if own := owner(c); own != "" && o.UserID != own {
+		return errNotFound
 	}
 	return c.JSON(o)
 }
 
 func (s *server) cancelOrder(c *fiber.Ctx) error {
-	o, live, err := s.findOrder(c)
+	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	lines := ""
-	if !live {
-		// Redis let the record go (7 days after MongoDB had it): cancel from MongoDB's
-		// copy, written back into Redis, through the normal cancel script.
-		if o, lines, err = s.store.OrderRecord(c.UserContext(), o.ID); err != nil {
-			return err
-		}
-	}
-	if err := s.bindKey(c, "cancel", o.ID); err != nil {
+	if err := s.bindKey(c, "cancel", id); err != nil {
 		return err
 	}
-	if live {
-		o, err = s.inv.CancelOrder(c.UserContext(), o)
-	} else {
-		o, err = s.inv.CancelRestored(c.UserContext(), o, lines)
+	ctx := c.UserContext()
+	o, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: id, Owner: owner(c)})
+	if errors.Is(err, engine.ErrNotFound) {
+		// Redis let the record go (7 days after MongoDB had it): cancel from MongoDB's
+		// copy, written back into Redis, through the normal cancel script.
+		var lines string
+		if o, lines, err = s.store.OrderRecord(ctx, id); err != nil {
+			return err
+		}
+		if own := owner(c); own != "" && o.UserID != own {
+			return errNotFound
+		}
+		o, err = s.inv.CancelRestored(ctx, o, lines)
 	}
 	if err != nil {
 		return err

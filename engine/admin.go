@@ -9,7 +9,10 @@ import (
 	"unicode/utf8"
 )
 
-// Adjust implements Inventory.
+// Adjust moves a SKU's available units by a delta, never below zero nor above
+// MaxUnits. A replay of its idempotency key answers the original result.
+// Errors: ErrInvalid, ErrNotFound, ErrInsufficientStock, ErrIdempotencyKeyReused,
+// ErrUnavailable, ErrOutcomeUnknown.
 func (r *Redis) Adjust(ctx context.Context, req AdjustRequest) (Level, error) {
 	if err := checkAdmin(req.SKU, req.Reason, req.Actor, req.IdempotencyKey); err != nil {
 		return Level{}, fmt.Errorf("adjust: %w", err)
@@ -29,7 +32,8 @@ func (r *Redis) Adjust(ctx context.Context, req AdjustRequest) (Level, error) {
 	return lv, nil
 }
 
-// SetLevel implements Inventory.
+// SetLevel sets a SKU's available units under compare-and-set on its version.
+// Errors: ErrInvalid, ErrNotFound, ErrVersionConflict, ErrUnavailable, ErrOutcomeUnknown.
 func (r *Redis) SetLevel(ctx context.Context, req SetRequest) (Level, error) {
 	if err := checkAdmin(req.SKU, req.Reason, req.Actor, ""); err != nil {
 		return Level{}, fmt.Errorf("set level: %w", err)

@@ -7,7 +7,12 @@ import (
 	"time"
 )
 
-// Checkout implements Inventory.
+// Checkout buys every line or none; duplicate SKUs are summed first. It is refused
+// only when, at its turn, the stock truly is not there.
+// Errors: ErrInvalid, ErrNotFound (unknown SKU), ErrSaleNotActive, *LimitError
+// (ErrLimitExceeded), *StockError (ErrOutOfStock, listing every short line),
+// ErrIdempotencyKeyReused, *RateError, ErrUnavailable (not applied),
+// ErrOutcomeUnknown (may have been applied: retry with the same key).
 func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error) {
 	lines, err := checkTake(req.UserID, req.Lines, req.IdempotencyKey, req.OrderID)
 	if err != nil {
@@ -37,7 +42,7 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 	return newOrder(id, req.UserID, OrderConfirmed, reply.str(2), items, reply.num(1), ""), nil
 }
 
-// Reserve implements Inventory.
+// Reserve holds every line or none for req.TTL, with the errors of Checkout.
 func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
 	lines, err := checkTake(req.UserID, req.Lines, req.IdempotencyKey, req.HoldID)
 	if err == nil && (req.TTL < time.Millisecond || req.TTL > time.Hour) {
@@ -89,9 +94,9 @@ func checkTake(user string, lines []Line, idemKey, id string) ([]Line, error) {
 	return normalize(lines)
 }
 
-// RateLimit caps a user's checkouts, reservations and commits per minute, counted
+// rateLimit caps a user's checkouts, reservations and commits per minute, counted
 // together in Redis inside the operation's own script. PerMinute 0 means no limit.
-type RateLimit struct {
+type rateLimit struct {
 	User      string
 	PerMinute int
 }

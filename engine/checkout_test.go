@@ -288,12 +288,12 @@ func TestLimitCountsOnlyUnitsTakenUnderALimit(t *testing.T) {
 		}
 		wantErr(t, buy("under2", 1), engine.ErrLimitExceeded)
 		// Cancelling the order from before the limit frees no allowance.
-		if _, err := inv.Cancel(ctx, "before"); err != nil {
+		if _, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: "before"}); err != nil {
 			t.Fatal(err)
 		}
 		wantErr(t, buy("under3", 1), engine.ErrLimitExceeded)
 		// Cancelling a counted order does.
-		if _, err := inv.Cancel(ctx, "under1"); err != nil {
+		if _, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: "under1"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := buy("under4", 3); err != nil {
@@ -357,7 +357,10 @@ func rateLimitRun(t *testing.T, inv *engine.Redis, run string) {
 	}
 	// A commit counts on the same counter: u2 has used 1 of 3, two commits make 3, and
 	// the third is refused without settling its hold.
-	lim := engine.RateLimit{User: u2, PerMinute: 3}
+	lim := struct {
+		User      string
+		PerMinute int
+	}{u2, 3}
 	mustCreate(t, inv, engine.Product{SKU: "RC" + run, Stock: 5, Price: 1})
 	rc := []engine.Line{{SKU: "RC" + run, Quantity: 1}}
 	hold := func() engine.Hold {
@@ -368,14 +371,14 @@ func rateLimitRun(t *testing.T, inv *engine.Redis, run string) {
 		return h
 	}
 	h1, h2 := hold(), hold()
-	if _, err := inv.CommitHold(ctx, h1, engine.NewID(), lim); err != nil {
+	if _, err := inv.Commit(ctx, engine.CommitRequest{HoldID: h1.ID, OrderID: engine.NewID(), Owner: lim.User, RatePerMinute: lim.PerMinute}); err != nil {
 		t.Fatalf("commit within the limit: %v", err)
 	}
-	if _, err := inv.CommitHold(ctx, h2, engine.NewID(), lim); err != nil {
+	if _, err := inv.Commit(ctx, engine.CommitRequest{HoldID: h2.ID, OrderID: engine.NewID(), Owner: lim.User, RatePerMinute: lim.PerMinute}); err != nil {
 		t.Fatalf("commit within the limit: %v", err)
 	}
 	h3 := hold()
-	if _, err := inv.CommitHold(ctx, h3, engine.NewID(), lim); !errors.As(err, &re) {
+	if _, err := inv.Commit(ctx, engine.CommitRequest{HoldID: h3.ID, OrderID: engine.NewID(), Owner: lim.User, RatePerMinute: lim.PerMinute}); !errors.As(err, &re) {
 		t.Fatalf("commit over the limit: %v, want a rate error", err)
 	}
 	if got, err := inv.Hold(ctx, h3.ID); err != nil || got.Status != engine.HoldActive {

@@ -116,14 +116,14 @@ func TestConcurrentMixKeepsTheInvariants(t *testing.T) {
 					time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
 					switch rng.IntN(3) {
 					case 0:
-						o, err := inv.Commit(ctx, id, id+"-o")
+						o, err := inv.Commit(ctx, engine.CommitRequest{HoldID: id, OrderID: id+"-o"})
 						if err == nil {
 							mine = append(mine, o.ID)
 						} else if !errors.Is(err, engine.ErrHoldExpired) {
 							fail(err)
 						}
 					case 1:
-						if _, err := inv.Release(ctx, id); err != nil && !errors.Is(err, engine.ErrHoldExpired) {
+						if _, err := inv.Release(ctx, engine.ReleaseRequest{HoldID: id}); err != nil && !errors.Is(err, engine.ErrHoldExpired) {
 							fail(err)
 						}
 					}
@@ -132,7 +132,7 @@ func TestConcurrentMixKeepsTheInvariants(t *testing.T) {
 						continue
 					}
 					oid := mine[rng.IntN(len(mine))]
-					if _, err := inv.Cancel(ctx, oid); err != nil {
+					if _, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: oid}); err != nil {
 						fail(err)
 					}
 				default: // restock or remove units

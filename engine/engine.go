@@ -4,7 +4,6 @@
 package engine
 
 import (
-	"context"
 	"time"
 )
 
@@ -158,53 +157,4 @@ type SetRequest struct {
 	ExpectedVersion int64
 	Reason          string
 	Actor           string
-}
-
-// Inventory is live stock. Every method that changes stock does so atomically, appends
-// each movement to the outbox in the same step, and returns only errors of this package
-// (wrapped with the operation), or ErrUnavailable when the store cannot be reached.
-// All methods are safe for concurrent use.
-type Inventory interface {
-	// CreateProduct creates a SKU with its initial stock.
-	// Errors: ErrInvalid, ErrAlreadyExists.
-	CreateProduct(ctx context.Context, p Product) (Level, error)
-	// UpdateProduct changes a SKU's sale attributes. Errors: ErrInvalid, ErrNotFound.
-	UpdateProduct(ctx context.Context, sku string, patch ProductPatch) error
-
-	// Checkout buys every line or none; duplicate SKUs are summed first.
-	// Errors: ErrInvalid, ErrNotFound (unknown SKU), ErrSaleNotActive, *LimitError
-	// (ErrLimitExceeded), *StockError (ErrOutOfStock, listing every short line),
-	// ErrIdempotencyKeyReused.
-	Checkout(ctx context.Context, req CheckoutRequest) (Order, error)
-	// Order returns an order held in Redis. Errors: ErrInvalid, ErrNotFound.
-	Order(ctx context.Context, id string) (Order, error)
-	// Cancel cancels an order; its units return to available exactly once, however
-	// often Cancel is called. Errors: ErrInvalid, ErrNotFound.
-	Cancel(ctx context.Context, orderID string) (Order, error)
-
-	// Reserve holds every line or none, with the errors of Checkout.
-	Reserve(ctx context.Context, req ReserveRequest) (Hold, error)
-	// Hold returns a hold. Errors: ErrInvalid, ErrNotFound.
-	Hold(ctx context.Context, id string) (Hold, error)
-	// Commit turns an active hold into an order with id orderID; committing a committed
-	// hold returns its order. Errors: ErrInvalid, ErrNotFound, ErrHoldExpired,
-	// ErrHoldReleased.
-	Commit(ctx context.Context, holdID, orderID string) (Order, error)
-	// Release returns a hold's units to available. Errors: ErrInvalid, ErrNotFound,
-	// ErrHoldExpired, ErrHoldCommitted.
-	Release(ctx context.Context, holdID string) (Hold, error)
-	// ExpireHolds expires up to limit holds whose expiry has passed and reports how many
-	// it expired.
-	ExpireHolds(ctx context.Context, limit int) (int, error)
-
-	// Adjust moves a SKU's available units by a delta, never below zero.
-	// Errors: ErrInvalid, ErrNotFound, ErrInsufficientStock, ErrIdempotencyKeyReused.
-	Adjust(ctx context.Context, req AdjustRequest) (Level, error)
-	// SetLevel sets available units under compare-and-set.
-	// Errors: ErrInvalid, ErrNotFound, ErrVersionConflict.
-	SetLevel(ctx context.Context, req SetRequest) (Level, error)
-	// Levels reads many SKUs' levels in one round trip. Errors: ErrInvalid, ErrNotFound.
-	Levels(ctx context.Context, skus []string) ([]Level, error)
-	// SKUs lists every SKU with a stock record.
-	SKUs(ctx context.Context) ([]string, error)
 }

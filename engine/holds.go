@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Hold implements Inventory.
+// Hold returns a hold. Errors: ErrInvalid, ErrNotFound, ErrUnavailable.
 func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 	if err := checkID("id", id); err != nil {
 		return Hold{}, fmt.Errorf("hold: %w", err)
@@ -34,22 +34,34 @@ func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 		ExpiresAt: time.UnixMilli(exp).UTC(), OrderID: asString(v[6]), lines: asString(v[5])}, nil
 }
 
-// Commit implements Inventory.
-func (r *Redis) Commit(ctx context.Context, holdID, orderID string) (Order, error) {
-	h, err := r.Hold(ctx, holdID)
+// CommitRequest turns an active hold into an order.
+type CommitRequest struct {
+	HoldID  string
+	OrderID string // the id the order gets (see NewID)
+	// Owner, when set, is the only user whose hold may be committed: another user's
+	// hold is ErrNotFound. Empty for an administrator.
+	Owner string
+	// RatePerMinute, if positive, counts the commit against Owner's requests per
+	// minute, with checkouts and reservations (see CheckoutRequest).
+	RatePerMinute int
+}
+
+// Commit turns an active hold into an order; committing a committed hold returns its
+// order (Replayed). Errors: ErrInvalid, ErrNotFound, ErrHoldExpired, ErrHoldReleased,
+// *RateError, ErrUnavailable, ErrOutcomeUnknown.
+func (r *Redis) Commit(ctx context.Context, req CommitRequest) (Order, error) {
+	if err := checkID("orderId", req.OrderID); err != nil {
+		return Order{}, fmt.Errorf("commit: %w", err)
+	}
+	h, err := r.ownHold(ctx, req.HoldID, req.Owner)
 	if err != nil {
 		return Order{}, fmt.Errorf("commit: %w", err)
 	}
-	return r.CommitHold(ctx, h, orderID, RateLimit{})
-}
-
-// CommitHold commits a hold the caller has just read with Hold (for example to check
-// its owner), saving the second read Commit would make. Errors as Commit.
-func (r *Redis) CommitHold(ctx context.Context, h Hold, orderID string, limit RateLimit) (Order, error) {
-	if err := checkID("orderId", orderID); err != nil {
-		return Order{}, fmt.Errorf("commit: %w", err)
+	limit := rateLimit{User: req.Owner, PerMinute: req.RatePerMinute}
+	if limit.User == "" {
+		limit.User = h.UserID
 	}
-	h, rep, err := r.settle(ctx, "commit", h, orderID, limit)
+	h, rep, err := r.settle(ctx, "commit", h, req.OrderID, limit)
 	if err != nil {
 		return Order{}, opError("commit", err)
 	}
@@ -61,36 +73,46 @@ func (r *Redis) CommitHold(ctx context.Context, h Hold, orderID string, limit Ra
 		o.Replayed = true
 		return o, nil
 	}
-	return newOrder(orderID, h.UserID, OrderConfirmed, h.Currency, h.Items, rep.num(2), h.ID), nil
+	return newOrder(req.OrderID, h.UserID, OrderConfirmed, h.Currency, h.Items, rep.num(2), h.ID), nil
 }
 
-// Release implements Inventory.
-func (r *Redis) Release(ctx context.Context, holdID string) (Hold, error) {
-	h, err := r.Hold(ctx, holdID)
+// ReleaseRequest returns a hold's units to available.
+type ReleaseRequest struct {
+	HoldID string
+	// Owner works as in CommitRequest.
+	Owner string
+}
+
+// Release returns an active hold's units to available; releasing a released hold is
+// Replayed. Errors: ErrInvalid, ErrNotFound, ErrHoldExpired, ErrHoldCommitted,
+// ErrUnavailable, ErrOutcomeUnknown.
+func (r *Redis) Release(ctx context.Context, req ReleaseRequest) (Hold, error) {
+	h, err := r.ownHold(ctx, req.HoldID, req.Owner)
 	if err != nil {
 		return Hold{}, fmt.Errorf("release: %w", err)
 	}
-	return r.ReleaseHold(ctx, h)
-}
-
-// ReleaseHold releases a hold the caller has just read with Hold. Errors as Release.
-func (r *Redis) ReleaseHold(ctx context.Context, h Hold) (Hold, error) {
-	h, rep, err := r.settle(ctx, "release", h, "", RateLimit{})
+	h, rep, err := r.settle(ctx, "release", h, "", rateLimit{})
 	if err != nil {
-		return Hold{}, fmt.Errorf("release %s: %w", h.ID, err)
+		return Hold{}, fmt.Errorf("release %s: %w", req.HoldID, err)
 	}
 	h.Status, h.Replayed = HoldReleased, rep.status() == "replay"
 	return h, nil
 }
 
-// settle runs settle.lua on a hold, reading it first unless it came from Hold; it
-// returns the hold it acted on and 'ok' or 'replay', or an error.
-func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string, limit RateLimit) (Hold, reply, error) {
-	if h.lines == "" { // not read through Hold: read it
-		var err error
-		if h, err = r.Hold(ctx, h.ID); err != nil {
-			return Hold{}, nil, err
-		}
+// ownHold reads a hold; another user's than owner (when set) is ErrNotFound.
+func (r *Redis) ownHold(ctx context.Context, id, owner string) (Hold, error) {
+	h, err := r.Hold(ctx, id)
+	if err == nil && owner != "" && h.UserID != owner {
+		err = fmt.Errorf("hold %s: %w", id, ErrNotFound)
+	}
+	return h, err
+}
+
+// settle runs settle.lua on a hold read with Hold (its recorded lines guard the
+// script's keys); it returns the hold and 'ok' or 'replay', or an error.
+func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string, limit rateLimit) (Hold, reply, error) {
+	if err := ctx.Err(); err != nil {
+		return Hold{}, nil, fmt.Errorf("script: not sent: %w: %w", ErrUnavailable, err)
 	}
 	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID, limit)}.result()
 	if err != nil {
@@ -116,7 +138,7 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string,
 	return Hold{}, nil, rep.expect("ok")
 }
 
-func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string, limit RateLimit) *redis.Cmd {
+func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string, limit rateLimit) *redis.Cmd {
 	record := r.k.Hold(h.ID)
 	if orderID != "" {
 		record = r.k.Order(orderID)
@@ -134,7 +156,8 @@ func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h 
 	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0))
 }
 
-// ExpireHolds implements Inventory. It reads one batch of due holds and settles them in
+// ExpireHolds expires up to limit holds whose expiry has passed and reports how many it
+// expired; unreadable holds are set aside (*QuarantineError). It reads one batch of due holds and settles them in
 // two pipelined round trips; a hold that is no longer due or active is left alone.
 func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 	if limit <= 0 {
@@ -176,7 +199,7 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 	cmds := make([]*redis.Cmd, len(holds))
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, h := range holds {
-			cmds[i] = r.runSettle(ctx, p, "expire", h, "", RateLimit{})
+			cmds[i] = r.runSettle(ctx, p, "expire", h, "", rateLimit{})
 		}
 		return nil
 	})

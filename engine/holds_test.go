@@ -29,16 +29,16 @@ func TestHoldLifecycle(t *testing.T) {
 		}
 		wantLevel(t, inv, "A", 6, 4, 0)
 
-		o, err := inv.Commit(ctx, "h1", "o1")
+		o, err := inv.Commit(ctx, engine.CommitRequest{HoldID: "h1", OrderID: "o1"})
 		if err != nil || o.ID != "o1" || o.HoldID != "h1" || o.Total != 28 || o.Replayed {
 			t.Fatalf("commit: got %+v, %v", o, err)
 		}
 		wantLevel(t, inv, "A", 6, 0, 4)
-		again, err := inv.Commit(ctx, "h1", "o2")
+		again, err := inv.Commit(ctx, engine.CommitRequest{HoldID: "h1", OrderID: "o2"})
 		if err != nil || again.ID != "o1" || !again.Replayed {
 			t.Fatalf("second commit: got %+v, %v; want o1 replayed", again, err)
 		}
-		_, err = inv.Release(ctx, "h1")
+		_, err = inv.Release(ctx, engine.ReleaseRequest{HoldID: "h1"})
 		wantErr(t, err, engine.ErrHoldCommitted)
 		got, err := inv.Hold(ctx, "h1")
 		if err != nil || got.Status != engine.HoldCommitted || got.OrderID != "o1" {
@@ -46,21 +46,21 @@ func TestHoldLifecycle(t *testing.T) {
 		}
 
 		reserve(t, inv, "h2", time.Minute, engine.Line{SKU: "A", Quantity: 6})
-		r, err := inv.Release(ctx, "h2")
+		r, err := inv.Release(ctx, engine.ReleaseRequest{HoldID: "h2"})
 		if err != nil || r.Status != engine.HoldReleased || r.Replayed {
 			t.Fatalf("release: %+v, %v", r, err)
 		}
-		r, err = inv.Release(ctx, "h2")
+		r, err = inv.Release(ctx, engine.ReleaseRequest{HoldID: "h2"})
 		if err != nil || !r.Replayed {
 			t.Fatalf("second release: %+v, %v", r, err)
 		}
-		_, err = inv.Commit(ctx, "h2", "o3")
+		_, err = inv.Commit(ctx, engine.CommitRequest{HoldID: "h2", OrderID: "o3"})
 		wantErr(t, err, engine.ErrHoldReleased)
 		wantLevel(t, inv, "A", 6, 0, 4)
 
-		_, err = inv.Commit(ctx, "nope", "o4")
+		_, err = inv.Commit(ctx, engine.CommitRequest{HoldID: "nope", OrderID: "o4"})
 		wantErr(t, err, engine.ErrNotFound)
-		_, err = inv.Release(ctx, "nope")
+		_, err = inv.Release(ctx, engine.ReleaseRequest{HoldID: "nope"})
 		wantErr(t, err, engine.ErrNotFound)
 		checkLedger(t, inv)
 	})
@@ -72,12 +72,12 @@ func TestExpiredHoldCannotBeCommittedEvenBeforeTheSweep(t *testing.T) {
 		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 5, Price: 1, MaxPerUser: 3})
 		h := reserve(t, inv, "h1", 20*time.Millisecond, engine.Line{SKU: "A", Quantity: 3})
 		time.Sleep(time.Until(h.ExpiresAt) + 5*time.Millisecond)
-		_, err := inv.Commit(ctx, "h1", "o1")
+		_, err := inv.Commit(ctx, engine.CommitRequest{HoldID: "h1", OrderID: "o1"})
 		wantErr(t, err, engine.ErrHoldExpired)
 		wantLevel(t, inv, "A", 5, 0, 0)
-		_, err = inv.Commit(ctx, "h1", "o1")
+		_, err = inv.Commit(ctx, engine.CommitRequest{HoldID: "h1", OrderID: "o1"})
 		wantErr(t, err, engine.ErrHoldExpired)
-		_, err = inv.Release(ctx, "h1")
+		_, err = inv.Release(ctx, engine.ReleaseRequest{HoldID: "h1"})
 		wantErr(t, err, engine.ErrHoldExpired)
 		if n, err := inv.ExpireHolds(ctx, 10); err != nil || n != 0 {
 			t.Fatalf("sweep after expiry on commit: expired %d, %v; want 0", n, err)
@@ -155,7 +155,7 @@ func TestCancelReturnsStockExactlyOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 3 {
-			o, err := inv.Cancel(ctx, "o1")
+			o, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: "o1"})
 			if err != nil || o.Status != engine.OrderCancelled || o.Replayed != (i > 0) {
 				t.Fatalf("cancel %d: %+v, %v", i, o, err)
 			}
@@ -167,14 +167,14 @@ func TestCancelReturnsStockExactlyOnce(t *testing.T) {
 		}
 		// A committed hold's order cancels the same way.
 		reserve(t, inv, "h", time.Minute, engine.Line{SKU: "B", Quantity: 2})
-		if _, err := inv.Commit(ctx, "h", "o2"); err != nil {
+		if _, err := inv.Commit(ctx, engine.CommitRequest{HoldID: "h", OrderID: "o2"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := inv.Cancel(ctx, "o2"); err != nil {
+		if _, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: "o2"}); err != nil {
 			t.Fatal(err)
 		}
 		wantLevel(t, inv, "B", 5, 0, 0)
-		_, err := inv.Cancel(ctx, "missing")
+		_, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: "missing"})
 		wantErr(t, err, engine.ErrNotFound)
 		checkLedger(t, inv)
 	})
@@ -234,23 +234,31 @@ func TestAdjustAndCompareAndSet(t *testing.T) {
 	})
 }
 
-// The record-taking variants read the record themselves when not given one that Hold or
-// Order returned.
-func TestSettleVariantsAcceptAnyRecord(t *testing.T) {
+// Commit, release and cancel act only on the owner's records when given an owner: to
+// another user, someone else's hold or order does not exist.
+func TestSettleChecksTheOwner(t *testing.T) {
 	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
 		ctx := context.Background()
 		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 5, Price: 2})
 		reserve(t, inv, "h1", time.Minute, engine.Line{SKU: "A", Quantity: 2})
 		reserve(t, inv, "h2", time.Minute, engine.Line{SKU: "A", Quantity: 1})
-		o, err := inv.CommitHold(ctx, engine.Hold{ID: "h1"}, "o1", engine.RateLimit{})
+		_, err := inv.Commit(ctx, engine.CommitRequest{HoldID: "h1", OrderID: "o1", Owner: "mallory"})
+		wantErr(t, err, engine.ErrNotFound)
+		_, err = inv.Release(ctx, engine.ReleaseRequest{HoldID: "h2", Owner: "mallory"})
+		wantErr(t, err, engine.ErrNotFound)
+		wantLevel(t, inv, "A", 2, 3, 0)
+		o, err := inv.Commit(ctx, engine.CommitRequest{HoldID: "h1", OrderID: "o1", Owner: "u"})
 		if err != nil || o.Total != 4 {
-			t.Fatalf("commit by id only: %+v, %v", o, err)
+			t.Fatalf("commit by its owner: %+v, %v", o, err)
 		}
-		if r, err := inv.ReleaseHold(ctx, engine.Hold{ID: "h2"}); err != nil || r.UserID != "u" || len(r.Items) != 1 || r.Status != engine.HoldReleased {
-			t.Fatalf("release by id only: %+v, %v", r, err)
+		if r, err := inv.Release(ctx, engine.ReleaseRequest{HoldID: "h2", Owner: "u"}); err != nil || r.UserID != "u" || len(r.Items) != 1 || r.Status != engine.HoldReleased {
+			t.Fatalf("release by its owner: %+v, %v", r, err)
 		}
-		if c, err := inv.CancelOrder(ctx, engine.Order{ID: "o1"}); err != nil || c.Status != engine.OrderCancelled {
-			t.Fatalf("cancel by id only: %+v, %v", c, err)
+		_, err = inv.Cancel(ctx, engine.CancelRequest{OrderID: "o1", Owner: "mallory"})
+		wantErr(t, err, engine.ErrNotFound)
+		wantLevel(t, inv, "A", 3, 0, 2)
+		if c, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: "o1", Owner: "u"}); err != nil || c.Status != engine.OrderCancelled {
+			t.Fatalf("cancel by its owner: %+v, %v", c, err)
 		}
 		wantLevel(t, inv, "A", 5, 0, 0)
 		checkLedger(t, inv)

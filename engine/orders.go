@@ -28,7 +28,8 @@ func (r *Redis) RetireOrders(ctx context.Context, ids []string) error {
 	return readErr("retire orders", err)
 }
 
-// Order implements Inventory.
+// Order returns an order Redis holds (from checkout until 7 days after MongoDB has it).
+// Errors: ErrInvalid, ErrNotFound, ErrUnavailable.
 func (r *Redis) Order(ctx context.Context, id string) (Order, error) {
 	if err := checkID("id", id); err != nil {
 		return Order{}, fmt.Errorf("order: %w", err)
@@ -52,21 +53,32 @@ func newOrder(id, user string, status OrderStatus, currency string, items []Item
 		CreatedAt: time.UnixMilli(tsMs).UTC(), HoldID: holdID}
 }
 
-// Cancel implements Inventory.
-func (r *Redis) Cancel(ctx context.Context, orderID string) (Order, error) {
-	o, err := r.Order(ctx, orderID)
+// CancelRequest cancels an order.
+type CancelRequest struct {
+	OrderID string
+	// Owner, when set, is the only user whose order may be cancelled: another user's
+	// order is ErrNotFound, as if it did not exist. Empty for an administrator.
+	Owner string
+}
+
+// Cancel cancels a confirmed order held in Redis; its units return to available
+// exactly once, however often Cancel is called (a repeat is Replayed). An order Redis
+// has let go is cancelled with CancelRestored.
+// Errors: ErrInvalid, ErrNotFound, ErrUnavailable, ErrOutcomeUnknown.
+func (r *Redis) Cancel(ctx context.Context, req CancelRequest) (Order, error) {
+	o, err := r.Order(ctx, req.OrderID)
+	if err == nil && req.Owner != "" && o.UserID != req.Owner {
+		err = fmt.Errorf("order %s: %w", req.OrderID, ErrNotFound)
+	}
 	if err != nil {
 		return Order{}, fmt.Errorf("cancel: %w", err)
 	}
-	return r.CancelOrder(ctx, o)
+	return r.cancel(ctx, o)
 }
 
-// CancelOrder cancels an order the caller has just read with Order (for example to
-// check its owner), saving the second read Cancel would make. Errors as Cancel.
-func (r *Redis) CancelOrder(ctx context.Context, o Order) (Order, error) {
-	if o.lines == "" {
-		return r.Cancel(ctx, o.ID) // not read through Order: read it
-	}
+// cancel runs cancel.lua on an order read with Order (its recorded lines guard the
+// script's keys).
+func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 	keys := []string{r.k.Outbox(), r.k.Order(o.ID)}
 	for _, it := range o.Items {
 		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))

@@ -9,7 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// CreateProduct implements Inventory.
+// CreateProduct creates a SKU with its initial stock.
+// Errors: ErrInvalid, ErrAlreadyExists, ErrUnavailable, ErrOutcomeUnknown.
 func (r *Redis) CreateProduct(ctx context.Context, p Product) (Level, error) {
 	if err := checkProduct(p); err != nil {
 		return Level{}, fmt.Errorf("create product: %w", err)
@@ -84,7 +85,8 @@ func validCurrency(c string) bool {
 	return len(c) == 3 && strings.ToUpper(c) == c && validToken(c, 3)
 }
 
-// UpdateProduct implements Inventory.
+// UpdateProduct changes a SKU's sale attributes, never its levels.
+// Errors: ErrInvalid, ErrNotFound, ErrUnavailable, ErrOutcomeUnknown.
 func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatch) error {
 	if err := checkSKU("sku", sku); err != nil {
 		return fmt.Errorf("update product: %w", err)

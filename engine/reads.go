@@ -8,7 +8,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Levels implements Inventory.
+// Levels reads many SKUs' levels in one round trip.
+// Errors: ErrInvalid, ErrNotFound, ErrUnavailable.
 func (r *Redis) Levels(ctx context.Context, skus []string) ([]Level, error) {
 	found, err := r.Lookup(ctx, skus)
 	if err != nil {
@@ -52,7 +53,7 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 	return out, nil
 }
 
-// SKUs implements Inventory.
+// SKUs lists every SKU with a stock record. Errors: ErrUnavailable.
 func (r *Redis) SKUs(ctx context.Context) ([]string, error) {
 	skus, err := r.rdb.SMembers(ctx, r.k.SKUs()).Result()
 	if err != nil {

@@ -29,8 +29,11 @@ type Options struct {
 	SoldOutFor time.Duration
 }
 
-// Redis is the Inventory on Redis: each operation is one Lua script, so every check and
-// its write happen in one atomic step, and the same script appends the outbox entry.
+// Redis is live stock on Redis: each operation is one Lua script, so every check and its
+// write happen in one atomic step, and the same script appends each movement to the
+// outbox. Every method that changes stock returns only errors of this package, wrapped
+// with the operation; ErrUnavailable means nothing was applied, ErrOutcomeUnknown that
+// it may have been. All methods are safe for concurrent use.
 type Redis struct {
 	rdb     redis.UniversalClient
 	k       Keys
@@ -40,8 +43,6 @@ type Redis struct {
 	// soldOut is nil unless Options.SoldOutFor is set.
 	soldOut *soldOut
 }
-
-var _ Inventory = (*Redis)(nil)
 
 var (
 	scriptTake   = redis.NewScript(lua.Take)

@@ -221,5 +221,5 @@ func (r *Redis) CancelRestored(ctx context.Context, o Order, lines string) (Orde
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Order{}, fmt.Errorf("cancel %s: restore record: %w", o.ID, writeErr("write", err))
 	}
-	return r.Cancel(ctx, o.ID)
+	return r.Cancel(ctx, CancelRequest{OrderID: o.ID})
 }

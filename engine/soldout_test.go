@@ -85,7 +85,7 @@ func TestSoldOutMarkClearsOnReturnedStock(t *testing.T) {
 		}
 	}
 	// Cancelled here: this process's mark goes at once.
-	if _, err := a.Cancel(context.Background(), o1.ID); err != nil {
+	if _, err := a.Cancel(context.Background(), engine.CancelRequest{OrderID: o1.ID}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := buyOne(a, "u4"); err != nil {
@@ -95,7 +95,7 @@ func TestSoldOutMarkClearsOnReturnedStock(t *testing.T) {
 	if _, err := buyOne(a, "u5"); !errors.Is(err, engine.ErrOutOfStock) {
 		t.Fatalf("sold out again: %v", err)
 	}
-	if _, err := b.Cancel(context.Background(), o2.ID); err != nil {
+	if _, err := b.Cancel(context.Background(), engine.CancelRequest{OrderID: o2.ID}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)

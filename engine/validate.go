@@ -105,6 +105,10 @@ func ValidKey(s string) bool {
 	return true
 }
 
+// ValidID reports whether s can be a record id (order, hold): 1–128 characters of
+// [A-Za-z0-9._-].
+func ValidID(s string) bool { return validToken(s, MaxIDLength) }
+
 // checkID admits record ids: 1–128 characters of [A-Za-z0-9._-].
 func checkID(field, id string) error {
 	if !validToken(id, MaxIDLength) {

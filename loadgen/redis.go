@@ -58,7 +58,7 @@ func (e Engine) Reserve(ctx context.Context, buyer int, key string, lines []engi
 
 // Commit implements Holder.
 func (e Engine) Commit(ctx context.Context, _ int, holdID, _ string) Answer {
-	o, err := e.Inv.Commit(ctx, holdID, engine.NewID())
+	o, err := e.Inv.Commit(ctx, engine.CommitRequest{HoldID: holdID, OrderID: engine.NewID()})
 	if err != nil {
 		return engineAnswer(err)
 	}
@@ -67,7 +67,7 @@ func (e Engine) Commit(ctx context.Context, _ int, holdID, _ string) Answer {
 
 // Cancel implements Canceller.
 func (e Engine) Cancel(ctx context.Context, _ int, orderID string) Answer {
-	if _, err := e.Inv.Cancel(ctx, orderID); err != nil {
+	if _, err := e.Inv.Cancel(ctx, engine.CancelRequest{OrderID: orderID}); err != nil {
 		return engineAnswer(err)
 	}
 	return Answer{Outcome: OK, ID: orderID}

@@ -32,7 +32,7 @@ func TestCancelAfterTheRecordLeftRedis(t *testing.T) {
 	if err := e.rdb.Del(ctx, "fs:{0}:o:"+o.ID).Err(); err != nil { // the TTL ran out
 		t.Fatal(err)
 	}
-	if _, err := e.inv.Cancel(ctx, o.ID); err == nil {
+	if _, err := e.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID}); err == nil {
 		t.Fatal("cancel without a record succeeded: the test no longer sets the stage")
 	}
 

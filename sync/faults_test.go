@@ -100,7 +100,7 @@ func TestRedisLostRebuildsFromMongo(t *testing.T) {
 	stop := run(t, sy)
 	ids := e.buy(t, 30, "A")
 	e.buy(t, 5, "B")
-	if _, err := e.inv.Cancel(ctx, ids[0]); err != nil {
+	if _, err := e.inv.Cancel(ctx, engine.CancelRequest{OrderID: ids[0]}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.inv.Reserve(ctx, engine.ReserveRequest{UserID: "u", HoldID: "h1", TTL: time.Hour,

@@ -107,7 +107,7 @@ func TestOrderRecordsExpireOnlyOnceDurable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	committed, err := e.inv.Commit(ctx, h.ID, engine.NewID())
+	committed, err := e.inv.Commit(ctx, engine.CommitRequest{HoldID: h.ID, OrderID: engine.NewID()})
 	if err != nil {
 		t.Fatal(err)
 	}

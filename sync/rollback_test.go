@@ -255,11 +255,11 @@ func TestRollbackSettlesHoldsMongoDBSettled(t *testing.T) {
 	}
 	point := e.level(t, "A") // q 3: both holds active
 	exp := e.rdb.ZScore(ctx, "fs:{0}:hx", "h1").Val()
-	o, err := e.inv.Commit(ctx, "h1", engine.NewID())
+	o, err := e.inv.Commit(ctx, engine.CommitRequest{HoldID: "h1", OrderID: engine.NewID()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.inv.Release(ctx, "h2"); err != nil {
+	if _, err := e.inv.Release(ctx, engine.ReleaseRequest{HoldID: "h2"}); err != nil {
 		t.Fatal(err)
 	}
 	waitSynced(t, sy)
@@ -294,7 +294,7 @@ func TestRollbackSettlesHoldsMongoDBSettled(t *testing.T) {
 	if n, err := e.inv.ActiveHolds(ctx); err != nil || n != 0 {
 		t.Fatalf("active holds: %d, %v; want 0", n, err)
 	}
-	if _, err := e.inv.Release(ctx, "h1"); !errors.Is(err, engine.ErrHoldCommitted) {
+	if _, err := e.inv.Release(ctx, engine.ReleaseRequest{HoldID: "h1"}); !errors.Is(err, engine.ErrHoldCommitted) {
 		t.Fatalf("release of the committed hold: got %v, want ErrHoldCommitted", err)
 	}
 	u1, _ := e.rdb.HGet(ctx, "fs:{0}:b:A", "u1").Int64()

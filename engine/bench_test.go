@@ -61,7 +61,7 @@ func BenchmarkHoldReserveCommit(b *testing.B) {
 		if _, err := inv.Reserve(ctx, engine.ReserveRequest{UserID: "u", Lines: lines, TTL: time.Minute, HoldID: id}); err != nil {
 			return err
 		}
-		_, err := inv.Commit(ctx, engine.CommitRequest{HoldID: id, OrderID: id+"o"})
+		_, err := inv.Commit(ctx, engine.CommitRequest{HoldID: id, OrderID: id + "o"})
 		return err
 	})
 }

@@ -116,7 +116,7 @@ func TestConcurrentMixKeepsTheInvariants(t *testing.T) {
 					time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
 					switch rng.IntN(3) {
 					case 0:
-						o, err := inv.Commit(ctx, engine.CommitRequest{HoldID: id, OrderID: id+"-o"})
+						o, err := inv.Commit(ctx, engine.CommitRequest{HoldID: id, OrderID: id + "-o"})
 						if err == nil {
 							mine = append(mine, o.ID)
 						} else if !errors.Is(err, engine.ErrHoldExpired) {

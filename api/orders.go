@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -248,7 +247,7 @@ func (s *server) bindKey(c *fiber.Ctx, op, target string) error {
 		return err
 	}
 	user := principal(c).UserID
-	k := "fs:idem:" + op + ":" + strconv.Itoa(len(user)) + ":" + user + ":" + key
+	k := s.inv.Keys().Idem("bind:"+op+":"+user, key)
 	ctx := c.UserContext()
 	ok, err := s.rdb.SetNX(ctx, k, target, 25*time.Hour).Result()
 	if err != nil {

@@ -59,5 +59,12 @@ func (k Keys) Throttle(scope, hash string) string { return k.prefix + "t:" + sco
 // Cart is a user's cart.
 func (k Keys) Cart(user string) string { return k.prefix + "cart:" + user }
 
+// Rebase is the lock that lets one process at a time restore a SKU after a rollback.
+func (k Keys) Rebase(sku string) string { return k.prefix + "rebase:" + sku }
+
+// Simulation names the flash-sale simulation's keys, by suffix: "lock" (one run at a
+// time across replicas) and "runs" (runs whose synthetic buyers are still to forget).
+func (k Keys) Simulation(suffix string) string { return k.prefix + "sim:" + suffix }
+
 // Job names a scheduled job's keys: its per-tick claims and its run lock, by suffix.
 func (k Keys) Job(name, suffix string) string { return k.prefix + "jobs:" + name + ":" + suffix }

@@ -50,7 +50,3 @@ func (r *Redis) ForgetBuyers(ctx context.Context, skus []string, users []string)
 	})
 	return writeErr("forget buyers", err)
 }
-
-// Simulation names the flash-sale simulation's keys, by suffix: "lock" (one run at a
-// time across replicas) and "runs" (runs whose synthetic buyers are not yet forgotten).
-func (k Keys) Simulation(suffix string) string { return k.prefix + "sim:" + suffix }

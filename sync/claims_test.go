@@ -52,11 +52,11 @@ func TestTickClaimSurvivesALostReply(t *testing.T) {
 			lossy.AddHook(&lossyReplies{lose: func(n int64, _ redis.Cmder) bool { return n == tc.lose }})
 			var runs atomic.Int64
 			job := stocksync.Job{Name: "j", Spec: "* * * * * *", Run: func(context.Context) error { runs.Add(1); return nil }}
-			a, err := stocksync.NewScheduler(lossy, nil, job)
+			a, err := stocksync.NewScheduler(lossy, e.inv.Keys(), nil, job)
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := stocksync.NewScheduler(e.rdb, nil, job)
+			b, err := stocksync.NewScheduler(e.rdb, e.inv.Keys(), nil, job)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -85,10 +85,10 @@ func TestTickClaimedByAnotherIsRefused(t *testing.T) {
 	ctx := context.Background()
 	job := stocksync.Job{Name: "j", Spec: "* * * * * *", Run: func(context.Context) error { return nil }}
 	at := time.Unix(1_800_000_000, 0)
-	if err := e.rdb.Set(ctx, "fs:jobs:j:tick:1800000000", "someone-else", time.Minute).Err(); err != nil {
+	if err := e.rdb.Set(ctx, e.inv.Keys().Job("j", "tick:1800000000"), "someone-else", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	a, err := stocksync.NewScheduler(e.rdb, nil, job)
+	a, err := stocksync.NewScheduler(e.rdb, e.inv.Keys(), nil, job)
 	if err != nil {
 		t.Fatal(err)
 	}

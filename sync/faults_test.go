@@ -237,7 +237,7 @@ func TestTwoSyncersTwoSchedulers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range 2 {
-		sch, err := stocksync.NewScheduler(e.rdb, nil, job)
+		sch, err := stocksync.NewScheduler(e.rdb, e.inv.Keys(), nil, job)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -85,7 +85,7 @@ func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live
 func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku string) (*Rollback, error) {
 	// One restorer per SKU at a time (syncers, scheduled and admin reconciliations):
 	// two could both count the same conflicts before either marks them resolved.
-	lock, err := Acquire(ctx, inv.Client(), "fs:rebase:"+sku, time.Minute)
+	lock, err := Acquire(ctx, inv.Client(), inv.Keys().Rebase(sku), time.Minute)
 	if errors.Is(err, ErrLocked) {
 		return &Rollback{SKU: sku, Error: "another process is restoring it"}, nil
 	}

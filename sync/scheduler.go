@@ -105,17 +105,18 @@ func Snapshot(ctx context.Context, inv *engine.Redis, st *store.Store, at time.T
 type Scheduler struct {
 	id   string // names this scheduler in the tick claims it makes
 	rdb  redis.UniversalClient
+	keys engine.Keys
 	cron *cron.Cron
 	jobs []Job
 	log  *slog.Logger
 }
 
 // NewScheduler checks the jobs' specs and returns a scheduler for them.
-func NewScheduler(rdb redis.UniversalClient, log *slog.Logger, jobs ...Job) (*Scheduler, error) {
+func NewScheduler(rdb redis.UniversalClient, keys engine.Keys, log *slog.Logger, jobs ...Job) (*Scheduler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Scheduler{id: engine.NewID(), rdb: rdb, jobs: jobs, log: log.With("component", "scheduler"),
+	s := &Scheduler{id: engine.NewID(), rdb: rdb, keys: keys, jobs: jobs, log: log.With("component", "scheduler"),
 		cron: cron.New(cron.WithParser(specParser))}
 	for _, j := range jobs {
 		if _, err := specParser.Parse(j.Spec); err != nil {
@@ -144,7 +145,7 @@ func (s *Scheduler) Start(ctx context.Context) {
 // has claimed that tick or a run of j is still going. It reports whether it ran j.
 func (s *Scheduler) RunTick(ctx context.Context, j Job, at time.Time) (bool, error) {
 	tick := at.Round(time.Second).Unix()
-	claimed, err := claim(ctx, s.rdb, "fs:jobs:"+j.Name+":tick:"+strconv.FormatInt(tick, 10), s.id, 10*time.Minute)
+	claimed, err := claim(ctx, s.rdb, s.keys.Job(j.Name, "tick:"+strconv.FormatInt(tick, 10)), s.id, 10*time.Minute)
 	if err != nil || !claimed {
 		return false, err
 	}
@@ -152,7 +153,7 @@ func (s *Scheduler) RunTick(ctx context.Context, j Job, at time.Time) (bool, err
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
 	}
-	lock, err := Acquire(ctx, s.rdb, "fs:jobs:"+j.Name+":lock", timeout)
+	lock, err := Acquire(ctx, s.rdb, s.keys.Job(j.Name, "lock"), timeout)
 	if errors.Is(err, ErrLocked) {
 		s.log.Info("job skipped: the previous run is still going", "job", j.Name)
 		return false, nil

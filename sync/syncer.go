@@ -65,7 +65,7 @@ type Syncer struct {
 func NewSyncer(inv *engine.Redis, st *store.Store, opts SyncerOptions) *Syncer {
 	if opts.Consumer == "" {
 		host, _ := os.Hostname()
-		opts.Consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), engine.NewID()[24:])
+		opts.Consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), engine.NewShortID())
 	}
 	if opts.Batch <= 0 {
 		opts.Batch = 100

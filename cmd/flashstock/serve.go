@@ -171,7 +171,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	}
 	if cfg.Role == "all" || cfg.Role == "worker" {
 		jobs := stocksync.StandardJobs(d.inv, d.st, syncer, rc, cfg.Specs, func(n int) { d.m.HoldsExpired.Add(float64(n)) })
-		sch, err := stocksync.NewScheduler(d.rdb, log, jobs...)
+		sch, err := stocksync.NewScheduler(d.rdb, d.inv.Keys(), log, jobs...)
 		if err != nil {
 			return usageError{err.Error()}
 		}

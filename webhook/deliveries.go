@@ -33,8 +33,10 @@ type Delivery struct {
 	CreatedAt     time.Time  `json:"createdAt"`
 }
 
-// delDoc is a delivery as stored, under _id "eventId.endpoint". The lease (owner,
-// leaseUntil) says which worker is attempting it; leaseUntil is the epoch when none is.
+// delDoc is a delivery as stored, under _id "eventId.endpoint". Attempts counts the
+// attempts made and recorded. Owner and leaseUntil say which worker is making the
+// next one (a hint for due queries; the lease itself is a claimDoc); leaseUntil is the
+// epoch when none is.
 type delDoc struct {
 	ID            string     `bson:"_id"`
 	EventID       string     `bson:"eventId"`
@@ -143,7 +145,7 @@ func (s *Service) Deliveries(ctx context.Context, subscriptionID string, limit i
 	return out, nil
 }
 
-// dueDeliveries returns the ids and endpoints of up to n pending deliveries due at now
+// dueDeliveries returns the ids, endpoints and attempts of up to n pending deliveries due at now
 // and not leased, oldest due first, skipping the endpoints in skip.
 func (s *Service) dueDeliveries(ctx context.Context, now time.Time, skip []string, n int) ([]delDoc, error) {
 	filter := bson.M{"status": StatusPending, "nextAttemptAt": bson.M{"$lte": now}, "leaseUntil": bson.M{"$lte": now}}
@@ -151,7 +153,7 @@ func (s *Service) dueDeliveries(ctx context.Context, now time.Time, skip []strin
 		filter["endpoint"] = bson.M{"$nin": skip}
 	}
 	cur, err := s.dels.Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "nextAttemptAt", Value: 1}, {Key: "_id", Value: 1}}).
-		SetLimit(int64(n)).SetProjection(bson.M{"_id": 1, "endpoint": 1}))
+		SetLimit(int64(n)).SetProjection(bson.M{"_id": 1, "endpoint": 1, "attempts": 1}))
 	if err != nil {
 		return nil, dbErr("webhook: due deliveries", err)
 	}
@@ -162,23 +164,70 @@ func (s *Service) dueDeliveries(ctx context.Context, now time.Time, skip []strin
 	return docs, nil
 }
 
-// claim takes the lease of a due delivery for owner until `until` and counts the
-// attempt, in one conditional update of its document: of any number of workers racing
-// for it, one gets it (ok) and the others see it taken. A worker that dies holding a
-// lease leaves the delivery to be claimed again when the lease expires.
-func (s *Service) claim(ctx context.Context, id, owner string, now, until time.Time) (delDoc, bool, error) {
-	var d delDoc
-	err := s.dels.FindOneAndUpdate(ctx,
-		bson.M{"_id": id, "status": StatusPending, "nextAttemptAt": bson.M{"$lte": now}, "leaseUntil": bson.M{"$lte": now}},
-		bson.M{"$set": bson.M{"owner": owner, "leaseUntil": until}, "$inc": bson.M{"attempts": 1}},
-		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&d)
+// claimDoc is one worker's lease on one attempt of one delivery, under _id
+// "deliveryId#attempt#generation".
+type claimDoc struct {
+	ID       string    `bson:"_id"`
+	Delivery string    `bson:"delivery"`
+	Owner    string    `bson:"owner"`
+	Until    time.Time `bson:"until"`
+}
+
+// maxTakeovers bounds how many times one attempt's lease is taken over from workers
+// that let it expire.
+const maxTakeovers = 8
+
+// claim takes the lease on the next attempt of delivery d (as a due query read it) for
+// owner until `until`. The lease is a document inserted under the _id
+// "deliveryId#attempt#generation": of any number of workers racing for it, the one
+// whose insert succeeds has it. An insert is atomic on every MongoDB-compatible server,
+// where a conditional update is not (FerretDB reads, modifies and writes back). A lease
+// that expired (its worker died) is taken over by inserting the next generation.
+//
+// The winner then rereads the delivery and checks it still waits for this attempt (a
+// due query can be stale: the attempt may have been made and its lease removed since),
+// and marks it leased (leaseUntil) so due queries skip it meanwhile.
+func (s *Service) claim(ctx context.Context, d delDoc, owner string, now, until time.Time) (delDoc, string, bool, error) {
+	attempt := d.Attempts + 1
+	for gen := range maxTakeovers {
+		cid := fmt.Sprintf("%s#%d#%d", d.ID, attempt, gen)
+		_, err := s.claims.InsertOne(ctx, claimDoc{ID: cid, Delivery: d.ID, Owner: owner, Until: until})
+		if err == nil {
+			return s.leased(ctx, d, cid, owner, until)
+		}
+		if !mongo.IsDuplicateKeyError(err) {
+			return d, "", false, dbErr("webhook: claim", err)
+		}
+		var held claimDoc
+		err = s.claims.FindOne(ctx, bson.M{"_id": cid}).Decode(&held)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return d, "", false, nil // the attempt was made and recorded meanwhile
+		}
+		if err != nil {
+			return d, "", false, dbErr("webhook: claim", err)
+		}
+		if held.Until.After(now) {
+			return d, "", false, nil // another worker has it
+		}
+	}
+	return d, "", false, nil
+}
+
+// leased rereads a delivery whose lease cid was just taken, and marks it leased; if it
+// no longer waits for this attempt, the lease is dropped and ok is false.
+func (s *Service) leased(ctx context.Context, d delDoc, cid, owner string, until time.Time) (delDoc, string, bool, error) {
+	var cur delDoc
+	err := s.dels.FindOneAndUpdate(ctx, bson.M{"_id": d.ID, "status": StatusPending, "attempts": d.Attempts},
+		bson.M{"$set": bson.M{"owner": owner, "leaseUntil": until}},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&cur)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return d, false, nil
+		_, err = s.claims.DeleteOne(ctx, bson.M{"_id": cid})
+		return d, "", false, dbErr("webhook: claim", err)
 	}
 	if err != nil {
-		return d, false, dbErr("webhook: claim", err)
+		return d, "", false, dbErr("webhook: claim", err)
 	}
-	return d, true, nil
+	return cur, cid, true, nil
 }
 
 // outcome is what an attempt leads to.
@@ -190,18 +239,23 @@ type outcome struct {
 	at         time.Time
 }
 
-// finish records an attempt's outcome and drops the lease, if owner still holds it (if
-// its lease expired and another worker took the delivery, that worker's record counts).
-func (s *Service) finish(ctx context.Context, id, owner string, o outcome) (bool, error) {
-	set := bson.M{"status": o.status, "lastStatus": o.httpStatus, "lastError": o.err, "nextAttemptAt": o.next,
-		"owner": "", "leaseUntil": noLease}
+// finish records the outcome of the attempt d.Attempts+1 made under lease cid, and
+// then removes the lease (in that order: a worker that takes the lease's _id after its
+// removal rereads the delivery and finds the attempt made). If a worker that took over
+// the lease has recorded the attempt already, its record stands.
+func (s *Service) finish(ctx context.Context, d delDoc, cid string, o outcome) (bool, error) {
+	set := bson.M{"attempts": d.Attempts + 1, "status": o.status, "lastStatus": o.httpStatus, "lastError": o.err,
+		"nextAttemptAt": o.next, "owner": "", "leaseUntil": noLease}
 	if o.status == StatusDelivered {
 		at := o.at
 		set["deliveredAt"] = &at
 	}
-	res, err := s.dels.UpdateOne(ctx, bson.M{"_id": id, "owner": owner}, bson.M{"$set": set})
+	res, err := s.dels.UpdateOne(ctx, bson.M{"_id": d.ID, "attempts": d.Attempts}, bson.M{"$set": set})
 	if err != nil {
 		return false, dbErr("webhook: record attempt", err)
+	}
+	if _, err := s.claims.DeleteOne(ctx, bson.M{"_id": cid}); err != nil {
+		return false, dbErr("webhook: drop lease", err)
 	}
 	return res.MatchedCount == 1, nil
 }

@@ -82,3 +82,9 @@ func (b backlog) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(fresh), "new")
 	ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(retrying), "retrying")
 }
+
+// Delivered is the counter of deliveries delivered.
+func (m *Metrics) Delivered() prometheus.Counter { return m.delivered }
+
+// Failed is the counter of deliveries given up.
+func (m *Metrics) Failed() prometheus.Counter { return m.failed }

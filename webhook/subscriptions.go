@@ -22,13 +22,14 @@ import (
 const (
 	colSubscriptions = "webhook_subscriptions"
 	colDeliveries    = "webhook_deliveries"
+	colClaims        = "webhook_claims"
 )
 
 // Service keeps subscriptions and deliveries in MongoDB. It is safe for concurrent use;
 // any number of processes may share one database.
 type Service struct {
-	cfg        Config
-	subs, dels *mongo.Collection
+	cfg                Config
+	subs, dels, claims *mongo.Collection
 }
 
 // New returns a Service on db. Call EnsureIndexes once at start-up.
@@ -36,7 +37,8 @@ func New(db *mongo.Database, cfg Config) (*Service, error) {
 	if cfg.Keys == nil {
 		return nil, errors.New("webhook: Config.Keys is required")
 	}
-	return &Service{cfg: cfg.withDefaults(), subs: db.Collection(colSubscriptions), dels: db.Collection(colDeliveries)}, nil
+	return &Service{cfg: cfg.withDefaults(), subs: db.Collection(colSubscriptions), dels: db.Collection(colDeliveries),
+		claims: db.Collection(colClaims)}, nil
 }
 
 // EnsureIndexes creates the secondary indexes the queries use. It is idempotent.
@@ -171,7 +173,8 @@ func (s *Service) DeleteSubscription(ctx context.Context, id string) error {
 
 // Rewrap re-encrypts every secret not sealed under the current key (the step of a key
 // rotation), and returns how many it changed. Each is a conditional update on _id and
-// the old ciphertext, so concurrent Rewraps are harmless.
+// the old ciphertext; concurrent Rewraps may both write, each a valid sealing of the
+// same secret, so they are harmless.
 func (s *Service) Rewrap(ctx context.Context) (int, error) {
 	docs, err := s.subDocs(ctx)
 	if err != nil {

@@ -120,7 +120,7 @@ func (w *Worker) Poll(ctx context.Context) (int, error) {
 		if ep == nil {
 			continue
 		}
-		doc, ok, err := w.s.claim(ctx, d.ID, w.c.Owner, now, now.Add(w.c.Lease))
+		doc, cid, ok, err := w.s.claim(ctx, d, w.c.Owner, now, now.Add(w.c.Lease))
 		if err != nil || !ok {
 			w.mu.Lock()
 			ep.unadmit()
@@ -134,7 +134,7 @@ func (w *Worker) Poll(ctx context.Context) (int, error) {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			w.deliver(context.WithoutCancel(ctx), doc, ep)
+			w.deliver(context.WithoutCancel(ctx), doc, cid, ep)
 		}()
 	}
 	return started, nil
@@ -180,8 +180,8 @@ func (w *Worker) admit(id string, now time.Time) *endpoint {
 	return ep
 }
 
-// deliver makes one attempt of d and records its outcome.
-func (w *Worker) deliver(ctx context.Context, d delDoc, ep *endpoint) {
+// deliver makes attempt d.Attempts+1 of d, under lease cid, and records its outcome.
+func (w *Worker) deliver(ctx context.Context, d delDoc, cid string, ep *endpoint) {
 	start := time.Now() // latency is measured on the real clock, whatever Now says
 	code, err := w.send(ctx, d)
 	elapsed := time.Since(start)
@@ -194,11 +194,11 @@ func (w *Worker) deliver(ctx context.Context, d delDoc, ep *endpoint) {
 		o.status = StatusDelivered
 	case gone:
 		o.status, o.err = StatusFailed, "subscription deleted"
-	case d.Attempts > len(w.s.cfg.RetrySchedule):
+	case d.Attempts >= len(w.s.cfg.RetrySchedule): // this was attempt 1+len(schedule)
 		o.status, o.err = StatusFailed, err.Error()
 	default:
 		o.status, o.err = StatusPending, err.Error()
-		wait := w.s.cfg.RetrySchedule[d.Attempts-1]
+		wait := w.s.cfg.RetrySchedule[d.Attempts]
 		wait += time.Duration(w.s.cfg.Jitter * w.s.cfg.Rand() * float64(wait))
 		next := now.Add(wait).UTC()
 		o.next = &next
@@ -218,11 +218,11 @@ func (w *Worker) deliver(ctx context.Context, d delDoc, ep *endpoint) {
 	w.c.Metrics.attempt(o.status, elapsed)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if held, err := w.s.finish(rctx, d.ID, w.c.Owner, o); err != nil {
+	if held, err := w.s.finish(rctx, d, cid, o); err != nil {
 		// The lease runs out and the delivery is attempted again: at least once.
 		w.c.Logger.Warn("webhook record attempt", "delivery", d.ID, "err", err)
 	} else if !held {
-		w.c.Logger.Warn("webhook lease lost before the attempt was recorded", "delivery", d.ID)
+		w.c.Logger.Warn("webhook attempt recorded by a worker that took over the lease", "delivery", d.ID)
 	}
 	select {
 	case w.freed <- struct{}{}:

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -430,4 +431,70 @@ func backlogGauge(t *testing.T, reg *prometheus.Registry, state string) promethe
 	}
 	t.Fatalf("no backlog gauge %q", state)
 	return nil
+}
+
+// A worker that stops answering while it holds a lease (its request hangs past the
+// lease) loses the attempt to a worker that takes the lease over once it expires, and
+// not before: the receiver sees the same event id again (at least once), and the
+// attempt is recorded once.
+func TestAnExpiredLeaseIsTakenOver(t *testing.T) {
+	clk := newClock()
+	db := testmongo.Database(t)
+	cfg := testConfig(t, clk)
+	s1, s2 := mustService(t, db, cfg), mustService(t, db, cfg)
+	r := newReceiver(t, clk, nil)
+	r.block, r.seen = make(chan struct{}), make(chan string, 10)
+	sub := mustSubscribe(t, s1, r.URL())
+	r.setSecret(sub.Secret)
+	ev := orderEvents(clk, 1)[0]
+	mustEnqueue(t, s1, ev)
+	c := webhook.WorkerConfig{Lease: time.Minute}
+	w1, w2 := webhook.NewWorker(s1, c), webhook.NewWorker(s2, c)
+	released := false
+	defer func() {
+		if !released {
+			close(r.block)
+		}
+		w1.Wait()
+		w2.Wait()
+	}()
+
+	if n, _ := w1.Poll(context.Background()); n != 1 {
+		t.Fatalf("w1: started %d, want 1", n)
+	}
+	waitFor(t, r.seen, 1)
+	clk.Add(59 * time.Second)
+	if n, _ := w2.Poll(context.Background()); n != 0 {
+		t.Fatalf("w2 within the lease: started %d, want 0", n)
+	}
+	clk.Add(2 * time.Second)
+	if n, _ := w2.Poll(context.Background()); n != 1 {
+		t.Fatalf("w2 after the lease: started %d, want 1 (a takeover)", n)
+	}
+	waitFor(t, r.seen, 1)
+	close(r.block)
+	released = true
+	w1.Wait()
+	w2.Wait()
+	hits, _, bad := r.counts()
+	d := mustDeliveries(t, s1, sub.ID)[ev.ID]
+	if hits[ev.ID] != 2 || len(bad) != 0 || d.Status != webhook.StatusDelivered || d.Attempts != 1 {
+		t.Fatalf("receiver %v (refused %v), delivery %+v; want the id twice and one attempt recorded", hits, bad, d)
+	}
+}
+
+// Redirects are not followed: the 3xx is the answer, and a failure.
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	clk := newClock()
+	s := mustService(t, testmongo.Database(t), testConfig(t, clk))
+	target := newReceiver(t, clk, nil)
+	redirect := httptest.NewServer(http.RedirectHandler(target.URL(), http.StatusFound))
+	t.Cleanup(redirect.Close)
+	sub := mustSubscribe(t, s, redirect.URL)
+	mustEnqueue(t, s, orderEvents(clk, 1)...)
+	round(t, webhook.NewWorker(s, webhook.WorkerConfig{}))
+	d := mustDeliveries(t, s, sub.ID)[orderEvents(clk, 1)[0].ID]
+	if target.total() != 0 || d.Status != webhook.StatusPending || d.LastStatus != http.StatusFound {
+		t.Fatalf("target saw %d requests, delivery %+v; want none and a pending delivery with 302", target.total(), d)
+	}
 }

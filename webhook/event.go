@@ -1,18 +1,3 @@
-// Package webhook sends flashstock's events out as signed webhooks (the Standard
-// Webhooks scheme): event types and their derivation from the outbox, subscriptions
-// with encrypted signing secrets in MongoDB, the SSRF guard, and a delivery worker that
-// any number of processes run side by side.
-//
-// Every MongoDB write is a single-document operation keyed by _id (FerretDB-friendly, no
-// transactions). Deliveries are inserted under the deterministic id
-// "eventId.subscriptionId", so enqueueing the same event again changes nothing. A worker
-// takes an attempt by inserting a lease document (owner, expiry) under the id
-// "deliveryId#attempt#generation": inserts of one _id are atomic everywhere, while a
-// conditional update is not on FerretDB (it reads, modifies and writes back, so two
-// racing updates can both match). A lease whose worker died expires and is taken over
-// by inserting the next generation. Only the lease holder writes the delivery document.
-//
-// Collections: webhook_subscriptions, webhook_deliveries, webhook_claims.
 package webhook
 
 import (

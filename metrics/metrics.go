@@ -106,6 +106,15 @@ type State struct {
 	OutboxLag func(ctx context.Context) (int64, error)
 	// SyncerErrors counts failed MongoDB writes of this process's syncer.
 	SyncerErrors func() int64
+	// SyncConflicts counts movements this process's syncer found under a ledger id
+	// MongoDB holds with other content: the sign of a Redis rollback.
+	SyncConflicts func() int64
+	// DeadLetterFailures counts failed writes of undecodable entries to the dead-letter
+	// stream (each retried; the entry stays unacknowledged meanwhile).
+	DeadLetterFailures func() int64
+	// Rollbacks counts SKUs found rolled back (MongoDB ahead of Redis) by this process,
+	// at start-up or in reconciliation.
+	Rollbacks func() int64
 	// RedisMemory reports Redis's used memory and its maxmemory (0 = unlimited).
 	RedisMemory func(ctx context.Context) (used, limit int64, err error)
 	// LowStock is the available level at or below which a SKU counts as low.
@@ -133,12 +142,16 @@ func (m *Metrics) RegisterState(s State) {
 		memUsed:   prometheus.NewDesc("flashstock_redis_memory_used_bytes", "Redis used_memory.", nil, nil),
 		memMax:    prometheus.NewDesc("flashstock_redis_memory_max_bytes", "Redis maxmemory (0 = unlimited).", nil, nil),
 		up:        prometheus.NewDesc("flashstock_state_scrape_ok", "1 when the last scrape could read Redis.", nil, nil),
+		conflicts: prometheus.NewDesc("flashstock_sync_conflicts_total", "Movements found under a ledger id MongoDB holds with other content (a Redis rollback).", nil, nil),
+		dead:      prometheus.NewDesc("flashstock_sync_dead_letter_failures_total", "Failed writes of undecodable outbox entries to the dead-letter stream.", nil, nil),
+		rollbacks: prometheus.NewDesc("flashstock_redis_rollbacks_total", "SKUs found with MongoDB ahead of Redis (a Redis rollback) and restored.", nil, nil),
 	})
 }
 
 type stateCollector struct {
 	s                                                     State
 	available, low, holds, lag, errs, memUsed, memMax, up *prometheus.Desc
+	conflicts, dead, rollbacks                            *prometheus.Desc
 
 	// levelsMu serialises refreshes: scrapes that arrive during one wait for it
 	// instead of starting their own.
@@ -164,7 +177,8 @@ func (c *stateCollector) cachedLevels(ctx context.Context) (map[string]int64, er
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.available, c.low, c.holds, c.lag, c.errs, c.memUsed, c.memMax, c.up} {
+	for _, d := range []*prometheus.Desc{c.available, c.low, c.holds, c.lag, c.errs, c.memUsed, c.memMax, c.up,
+		c.conflicts, c.dead, c.rollbacks} {
 		ch <- d
 	}
 }
@@ -219,6 +233,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, ok)
+	for _, k := range []struct {
+		d *prometheus.Desc
+		n func() int64
+	}{{c.conflicts, c.s.SyncConflicts}, {c.dead, c.s.DeadLetterFailures}, {c.rollbacks, c.s.Rollbacks}} {
+		if k.n != nil {
+			ch <- prometheus.MustNewConstMetric(k.d, prometheus.CounterValue, float64(k.n()))
+		}
+	}
 }
 
 // RedisMemoryFrom reads used_memory and maxmemory from INFO memory.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/flashstock/flashstock/engine"
@@ -142,4 +143,37 @@ func scrapeOK(t *testing.T, m *metrics.Metrics) float64 {
 	}
 	t.Fatal("no flashstock_state_scrape_ok")
 	return -1
+}
+
+// The fault counters are exported as they stand in the process that counts them.
+func TestFaultCountersAreExported(t *testing.T) {
+	m := metrics.New()
+	var conflicts, dead, rollbacks atomic.Int64
+	m.RegisterState(metrics.State{SyncConflicts: conflicts.Load, DeadLetterFailures: dead.Load, Rollbacks: rollbacks.Load})
+	conflicts.Add(3)
+	rollbacks.Add(1)
+	for name, want := range map[string]float64{"flashstock_sync_conflicts_total": 3,
+		"flashstock_sync_dead_letter_failures_total": 0, "flashstock_redis_rollbacks_total": 1} {
+		if got := testutil.ToFloat64(collectorOf(t, m, name)); got != want {
+			t.Errorf("%s: got %v, want %v", name, got, want)
+		}
+	}
+}
+
+// collectorOf gathers one metric family, as a collector testutil can read.
+func collectorOf(t *testing.T, m *metrics.Metrics, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: "copy"})
+			c.Add(mf.GetMetric()[0].GetCounter().GetValue())
+			return c
+		}
+	}
+	t.Fatalf("no %s", name)
+	return nil
 }

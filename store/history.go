@@ -46,7 +46,7 @@ func (f *Fold) add(e LedgerEntry, sign int64) {
 }
 
 // ErrBehind says the ledger has not yet caught up with a sequence number.
-var ErrBehind = fmt.Errorf("ledger behind")
+var ErrBehind = errors.New("ledger behind")
 
 type orderDoc struct {
 	ID          string        `bson:"_id"`

@@ -148,7 +148,8 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	defer d.close()
 
 	// Live stock first: Redis may have lost what MongoDB remembers.
-	if _, err := stocksync.Rebuild(ctx, d.inv, d.st, log); err != nil {
+	rebuilt, err := stocksync.Rebuild(ctx, d.inv, d.st, log)
+	if err != nil {
 		return err
 	}
 	if cfg.SeedDemo {
@@ -196,9 +197,12 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 			lag, err := syncer.Lag(ctx)
 			return lag.Total(), err
 		},
-		SyncerErrors: syncer.Failures,
-		LowStock:     int64(cfg.LowStockThreshold),
-		Logger:       log,
+		SyncerErrors:       syncer.Failures,
+		SyncConflicts:      syncer.Conflicts,
+		DeadLetterFailures: syncer.DeadLetterFailures,
+		Rollbacks:          func() int64 { return int64(len(rebuilt.RolledBack)) + rc.RolledBack() },
+		LowStock:           int64(cfg.LowStockThreshold),
+		Logger:             log,
 	})
 	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
 		RateLimitPerMinute: cfg.RateLimitPerMinute, LoginLimit: cfg.LoginLimitPerMinute,

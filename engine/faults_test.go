@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -326,4 +327,57 @@ func TestOutOfMemoryIsUnavailableAndChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLevel(t, inv, "A", 10, 0, 0)
+}
+
+// A record written back from MongoDB does not know its request's fingerprint ("*"): a
+// retry under its key, whatever its body, gets the order back and sells nothing more.
+func TestRestoredRecordReplaysForAnyRequest(t *testing.T) {
+	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
+		ctx := context.Background()
+		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 10, Price: 5})
+		req := engine.CheckoutRequest{UserID: "u", IdempotencyKey: "k-1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
+		first, err := inv.Checkout(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := inv.Keys().Order(first.ID)
+		rec, err := inv.Client().Get(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Split(rec, "\n") // status, ts, currency, hold id, lines, fingerprint, user
+		f[5] = engine.RecordedFingerprint
+		if err := inv.Client().Set(ctx, key, strings.Join(f, "\n"), 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		req.Lines = []engine.Line{{SKU: "A", Quantity: 3}} // another body under the same key
+		again, err := inv.Checkout(ctx, req)
+		if err != nil || !again.Replayed || again.ID != first.ID {
+			t.Fatalf("retry of a restored order: got %+v, %v; want a replay of %s", again, err, first.ID)
+		}
+		wantLevel(t, inv, "A", 8, 0, 2)
+	})
+}
+
+// Units given back to a per-user counter that was forgotten meanwhile (the simulation's
+// synthetic buyers) leave no negative counter behind.
+func TestGivenBackUnitsLeaveNoNegativeCounter(t *testing.T) {
+	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
+		ctx := context.Background()
+		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 10, Price: 5, MaxPerUser: 5})
+		o, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: "sim-1", OrderID: "o1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inv.ForgetBuyers(ctx, []string{"A"}, []string{"sim-1"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := inv.Client().HExists(ctx, inv.Keys().Bought("A"), "sim-1").Result(); err != nil || n {
+			t.Fatalf("counter of a forgotten buyer after a cancel: exists %v, %v", n, err)
+		}
+		wantLevel(t, inv, "A", 10, 0, 0)
+	})
 }

@@ -25,7 +25,7 @@ end
 local now, moves = now_ms(), {}
 for i, line in ipairs(lines) do
   moves[i] = move(KEYS[1 + 2 * i], line[1], stock[i], line[2], 0, -line[2])
-  if line[4] then redis.call('HINCRBY', KEYS[2 + 2 * i], user, -line[2]) end
+  if line[4] then give_back(KEYS[2 + 2 * i], user, line[2]) end
 end
 redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user), 'KEEPTTL')
 emit(KEYS[1], {kind = 'cancel', id = ARGV[1], user = user, ts = tostring(now), moves = table.concat(moves, ',')})

@@ -101,6 +101,13 @@ local function move(key, sku, lv, da, dr, ds)
   return sku .. ':' .. lv.q .. ':' .. da .. ':' .. dr .. ':' .. ds .. ':' .. lv.a .. ':' .. lv.r .. ':' .. lv.s
 end
 
+-- give_back returns qty units to a user's per-user purchase counter, and removes the
+-- counter once nothing is left on it (a user whose counters were forgotten, such as the
+-- simulation's synthetic buyers, must not be left with a negative one).
+local function give_back(key, user, qty)
+  if redis.call('HINCRBY', key, user, -qty) <= 0 then redis.call('HDEL', key, user) end
+end
+
 -- levels reads a stock hash; nil when the SKU does not exist.
 local function levels(key)
   local v = redis.call('HMGET', key, 'a', 'r', 's', 'q')

@@ -115,7 +115,7 @@ for j = 1, tonumber(ARGV[a]) do
     else
       redis.call('HSET', KEYS[k], 'st', new)
       for i, line in ipairs(lines) do
-        if line[4] then redis.call('HINCRBY', KEYS[k + i], h[1], -line[2]) end
+        if line[4] then give_back(KEYS[k + i], h[1], line[2]) end
       end
     end
     redis.call('ZREM', KEYS[4], hold_id)

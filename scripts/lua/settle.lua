@@ -68,7 +68,7 @@ for i, line in ipairs(lines) do
     moves[i] = move(KEYS[3 + 2 * i], sku, stock[i], 0, -qty, qty)
   else
     moves[i] = move(KEYS[3 + 2 * i], sku, stock[i], qty, -qty, 0)
-    if line[4] then redis.call('HINCRBY', KEYS[4 + 2 * i], user, -qty) end
+    if line[4] then give_back(KEYS[4 + 2 * i], user, qty) end
   end
 end
 redis.call('ZREM', KEYS[3], hold_id)

@@ -44,6 +44,32 @@ type takeReq struct {
 	state atomic.Int32
 }
 
+// keyCount and argCount are the KEYS and ARGV a request takes in take.lua's batch
+// layout (written by appendTo; the script names the same layout once).
+func (req *takeReq) keyCount() int { return 2 + 2*len(req.lines) }
+func (req *takeReq) argCount() int { return 7 + 2*len(req.lines) }
+
+// appendTo appends the request to a batch's KEYS and ARGV: its record, each line's stock
+// hash and per-user counters, and its rate-limit window; then mode, user, id,
+// fingerprint, hold lifetime, line count, each line's sku and quantity, and its limit.
+func (req *takeReq) appendTo(k Keys, keys []string, args []any) ([]string, []any) {
+	record := k.Order(req.id)
+	if req.mode == "hold" {
+		record = k.Hold(req.id)
+	}
+	keys = append(keys, record)
+	args = append(args, req.mode, req.user, req.id, req.fp, req.holdMs, len(req.lines))
+	for _, l := range req.lines {
+		keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU))
+		args = append(args, l.SKU, l.Quantity)
+	}
+	rateKey := req.rateKey
+	if req.rateLimit <= 0 {
+		rateKey = record // not touched; any key of the partition will do
+	}
+	return append(keys, rateKey), append(args, req.rateLimit)
+}
+
 // The states of a takeReq.
 const (
 	reqQueued int32 = iota
@@ -120,7 +146,7 @@ func (b *batcher) work() {
 		nkeys := 2
 		if first.state.CompareAndSwap(reqQueued, reqSent) {
 			batch = append(batch, first)
-			nkeys += 2 + 2*len(first.lines)
+			nkeys += first.keyCount()
 		}
 	fill:
 		for len(batch) < b.maxReqs {
@@ -130,7 +156,7 @@ func (b *batcher) work() {
 					continue // its caller gave up: it must not run
 				}
 				batch = append(batch, req)
-				if nkeys += 2 + 2*len(req.lines); nkeys >= b.maxKeys {
+				if nkeys += req.keyCount(); nkeys >= b.maxKeys {
 					break fill
 				}
 			default:
@@ -147,30 +173,15 @@ func (b *batcher) exec(batch []*takeReq) {
 	r := b.r
 	nkeys, nargs := 2, 1
 	for _, req := range batch {
-		nkeys += 2 + 2*len(req.lines)
-		nargs += 7 + 2*len(req.lines)
+		nkeys += req.keyCount()
+		nargs += req.argCount()
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]any, 0, nargs)
 	keys = append(keys, r.k.Outbox(), r.k.HoldIndex())
 	args = append(args, r.recTTL)
 	for _, req := range batch {
-		record := r.k.Order(req.id)
-		if req.mode == "hold" {
-			record = r.k.Hold(req.id)
-		}
-		keys = append(keys, record)
-		args = append(args, req.mode, req.user, req.id, req.fp, req.holdMs, len(req.lines))
-		for _, l := range req.lines {
-			keys = append(keys, r.k.Stock(l.SKU), r.k.Bought(l.SKU))
-			args = append(args, l.SKU, l.Quantity)
-		}
-		rateKey := req.rateKey
-		if req.rateLimit <= 0 {
-			rateKey = record // not touched; any key of the partition will do
-		}
-		keys = append(keys, rateKey)
-		args = append(args, req.rateLimit)
+		keys, args = req.appendTo(r.k, keys, args)
 	}
 	// The batch runs on behalf of all its callers; one caller giving up must not
 	// abort the others' requests.

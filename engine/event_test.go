@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +68,48 @@ func TestScriptsWriteNamedEvents(t *testing.T) {
 		if last := evs[len(evs)-1]; last.Reason != `a "quoted" / reason` || last.Actor != "ops" || last.SKU != "A" {
 			t.Fatalf("decoded: %+v", last)
 		}
+	})
+}
+
+// Order records written before records had names (version 1, newline-joined) are still
+// read, replayed and cancelled, on both backends.
+func TestVersionOneOrderRecordsStillWork(t *testing.T) {
+	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
+		ctx := context.Background()
+		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 10, Price: 5})
+		req := engine.CheckoutRequest{UserID: "u 1", IdempotencyKey: "k", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
+		o, err := inv.Checkout(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := inv.Keys().Order(o.ID)
+		raw, err := inv.Client().Get(ctx, key).Result()
+		if err != nil || !strings.HasPrefix(raw, `{`) || !strings.Contains(raw, `"v":2`) {
+			t.Fatalf("record as written: %q, %v", raw, err)
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+			t.Fatal(err)
+		}
+		var f []string
+		for _, name := range []string{"status", "ts", "currency", "hold", "lines", "fp", "user"} {
+			v, _ := rec[name].(string)
+			f = append(f, v)
+		}
+		v1 := strings.Join(f, "\n")
+		if err := inv.Client().Set(ctx, key, v1, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := inv.Order(ctx, o.ID)
+		if err != nil || got.UserID != "u 1" || got.Total != o.Total || !got.CreatedAt.Equal(o.CreatedAt) {
+			t.Fatalf("version 1 record read as %+v, %v; want %+v", got, err, o)
+		}
+		if again, err := inv.Checkout(ctx, req); err != nil || !again.Replayed || again.ID != o.ID {
+			t.Fatalf("replay on a version 1 record: %+v, %v", again, err)
+		}
+		if c, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID}); err != nil || c.Status != engine.OrderCancelled {
+			t.Fatalf("cancel of a version 1 record: %+v, %v", c, err)
+		}
+		wantLevel(t, inv, "A", 10, 0, 0)
 	})
 }

@@ -2,8 +2,8 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -345,9 +345,13 @@ func TestRestoredRecordReplaysForAnyRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := strings.Split(rec, "\n") // status, ts, currency, hold id, lines, fingerprint, user
-		f[5] = engine.RecordedFingerprint
-		if err := inv.Client().Set(ctx, key, strings.Join(f, "\n"), 0).Err(); err != nil {
+		var f map[string]any
+		if err := json.Unmarshal([]byte(rec), &f); err != nil {
+			t.Fatalf("record %q: %v", rec, err)
+		}
+		f["fp"] = engine.RecordedFingerprint
+		b, _ := json.Marshal(f)
+		if err := inv.Client().Set(ctx, key, string(b), 0).Err(); err != nil {
 			t.Fatal(err)
 		}
 		req.Lines = []engine.Line{{SKU: "A", Quantity: 3}} // another body under the same key

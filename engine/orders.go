@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -103,27 +104,54 @@ func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 	return Order{}, fmt.Errorf("cancel %s: %w", o.ID, err)
 }
 
-// parseOrder reads an order record: status, ts, currency, hold id, lines, fingerprint,
-// user, one per line.
-func parseOrder(id, v string) (Order, error) {
-	var f [7]string
-	rest := v
-	for i := range 6 {
-		var ok bool
-		if f[i], rest, ok = strings.Cut(rest, "\n"); !ok {
-			return Order{}, fmt.Errorf("order %s: malformed record", id)
-		}
+// orderRecord is an order as Redis keeps it (scripts/lua/prelude.lua, order_record):
+// format version 2, a JSON object of named string fields. Version 1, the same fields
+// newline-joined in this order, is still read.
+type orderRecord struct {
+	V        int    `json:"v"`
+	Status   string `json:"status"`
+	TS       string `json:"ts"`
+	Currency string `json:"currency"`
+	Hold     string `json:"hold"`
+	Lines    string `json:"lines"`
+	FP       string `json:"fp"`
+	User     string `json:"user"`
+}
+
+// orderRecordFormat is the version written now.
+const orderRecordFormat = 2
+
+func (rec orderRecord) encode() string {
+	rec.V = orderRecordFormat
+	b, _ := json.Marshal(rec) // strings only: it cannot fail
+	return string(b)
+}
+
+func decodeOrderRecord(v string) (orderRecord, bool) {
+	var rec orderRecord
+	if strings.HasPrefix(v, "{") {
+		err := json.Unmarshal([]byte(v), &rec)
+		return rec, err == nil && rec.V >= 2 && rec.V <= orderRecordFormat
 	}
-	f[6] = rest
-	ts, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
+	f := strings.SplitN(v, "\n", 7)
+	if len(f) != 7 {
+		return rec, false
+	}
+	return orderRecord{V: 1, Status: f[0], TS: f[1], Currency: f[2], Hold: f[3], Lines: f[4], FP: f[5], User: f[6]}, true
+}
+
+// parseOrder reads an order record of either format version.
+func parseOrder(id, v string) (Order, error) {
+	rec, ok := decodeOrderRecord(v)
+	ts, err := strconv.ParseInt(rec.TS, 10, 64)
+	if !ok || err != nil {
 		return Order{}, fmt.Errorf("order %s: malformed record", id)
 	}
-	items, err := parseItems(f[4])
+	items, err := parseItems(rec.Lines)
 	if err != nil {
 		return Order{}, fmt.Errorf("order %s: %w", id, err)
 	}
-	o := newOrder(id, f[6], OrderStatus(f[0]), f[2], items, ts, f[3])
-	o.lines = f[4]
+	o := newOrder(id, rec.User, OrderStatus(rec.Status), rec.Currency, items, ts, rec.Hold)
+	o.lines = rec.Lines
 	return o, nil
 }

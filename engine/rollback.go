@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -55,8 +54,9 @@ type RestoredOrder struct {
 }
 
 func (o RestoredOrder) record() string {
-	return strings.Join([]string{string(o.Order.Status), strconv.FormatInt(o.Order.CreatedAt.UnixMilli(), 10),
-		o.Order.Currency, o.Order.HoldID, o.Lines, RecordedFingerprint, o.Order.UserID}, "\n")
+	return orderRecord{Status: string(o.Order.Status), TS: strconv.FormatInt(o.Order.CreatedAt.UnixMilli(), 10),
+		Currency: o.Order.Currency, Hold: o.Order.HoldID, Lines: o.Lines, FP: RecordedFingerprint,
+		User: o.Order.UserID}.encode()
 }
 
 // RebaseRequest restores a SKU's live stock from MongoDB's fold of its ledger.

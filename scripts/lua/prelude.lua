@@ -115,15 +115,21 @@ local function levels(key)
   return {a = tonumber(v[1]), r = tonumber(v[2]), s = tonumber(v[3]), q = tonumber(v[4])}
 end
 
--- Orders are one string, so writing one is a single SET ... EX: status, ts, currency,
--- hold id, lines, request fingerprint, user, separated by newlines (user last: it is the
--- one field that may hold any printable character).
+-- An order record is one string, so writing one is a single SET: a JSON object, format
+-- version 2, of status, ts, currency, hold (the hold it was committed from, or ''),
+-- lines, fp (the request's fingerprint) and user. engine/orders.go reads it, and both
+-- sides still read version 1, the same fields newline-joined in that order.
 local function order_record(status, ts, currency, hold_id, lines, fp, user)
-  return status .. '\n' .. ts .. '\n' .. currency .. '\n' .. hold_id .. '\n' .. lines .. '\n' .. fp .. '\n' .. user
+  return cjson.encode({v = 2, status = status, ts = tostring(ts), currency = currency, hold = hold_id,
+    lines = lines, fp = fp, user = user})
 end
 
 -- parse_order returns status, ts, currency, hold id, lines, fingerprint, user.
 local function parse_order(v)
+  if string.sub(v, 1, 1) == '{' then
+    local o = cjson.decode(v)
+    return o.status, o.ts, o.currency, o.hold, o.lines, o.fp, o.user
+  end
   return string.match(v, '^(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
 end
 

@@ -49,6 +49,17 @@
 --   'limit', sku, limit, already, requested
 --   'oos', sku, requested, available, ...   every short line
 
+-- A request's layout, named here once: its values start at ARGV index a, its keys at
+-- KEYS index k (see the header). n is its number of lines.
+local MODE, USER, ID, FP, HOLD_MS, NLINES = 0, 1, 2, 3, 4, 5 -- ARGV[a + ...]
+local function line_argv(a, i) return a + 4 + 2 * i end      -- sku; its quantity follows
+local function limit_argv(a, n) return a + 6 + 2 * n end     -- requests-per-minute limit
+local function stock_key(k, i) return k - 1 + 2 * i end      -- line i's stock hash
+local function bought_key(k, i) return k + 2 * i end         -- line i's per-user counters
+local function rate_key(k, n) return k + 1 + 2 * n end       -- the user's rate-limit window
+local function next_request(k, a, n) return k + 2 + 2 * n, a + 7 + 2 * n end
+local FIRST_K, FIRST_A = 3, 2
+
 local now = now_ms()
 local now_s = tostring(now) -- formatted once: number formatting is a real cost here
 local rec_ttl = ARGV[1]
@@ -95,11 +106,10 @@ end
 
 -- One MGET for the order records any request may replay.
 do
-  local recs, k, a = {}, 3, 2
+  local recs, k, a = {}, FIRST_K, FIRST_A
   while a <= #ARGV do
-    if ARGV[a] == 'order' then recs[#recs + 1] = KEYS[k] end
-    local n = tonumber(ARGV[a + 5])
-    k, a = k + 2 + 2 * n, a + 7 + 2 * n
+    if ARGV[a + MODE] == 'order' then recs[#recs + 1] = KEYS[k] end
+    k, a = next_request(k, a, tonumber(ARGV[a + NLINES]))
   end
   if #recs > 0 then
     local vals = redis.call('MGET', unpack(recs))
@@ -114,7 +124,7 @@ end
 -- accepted request, what phase two must write to writes. It allocates as little as it
 -- can: Redis collects Lua garbage only every 50 scripts, so a batch pays for its own.
 local function decide(k, a, out, writes)
-  local mode, user, id, fp, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 5])
+  local mode, user, id, fp, n = ARGV[a + MODE], ARGV[a + USER], ARGV[a + ID], ARGV[a + FP], tonumber(ARGV[a + NLINES])
   local rec = KEYS[k]
   local o = #out
   local old = record_fp(mode, rec)
@@ -123,15 +133,15 @@ local function decide(k, a, out, writes)
     out[o + 1], out[o + 2], out[o + 3] = 2, 'replay', id
     return
   end
-  local limit = tonumber(ARGV[a + 6 + 2 * n])
+  local limit = tonumber(ARGV[limit_argv(a, n)])
   if limit > 0 then
-    local wait = over_rate(KEYS[k + 1 + 2 * n], limit)
+    local wait = over_rate(KEYS[rate_key(k, n)], limit)
     if wait then out[o + 1], out[o + 2], out[o + 3] = 2, 'rate_limited', wait return end
   end
   local short, currency = nil, nil
   for i = 1, n do
-    local sku, qty = ARGV[a + 4 + 2 * i], tonumber(ARGV[a + 5 + 2 * i])
-    local lv = stock(KEYS[k - 1 + 2 * i])
+    local sku, qty = ARGV[line_argv(a, i)], tonumber(ARGV[line_argv(a, i) + 1])
+    local lv = stock(KEYS[stock_key(k, i)])
     if not lv then out[o + 1], out[o + 2], out[o + 3] = 2, 'not_found', sku return end
     if lv == 'corrupt' then out[o + 1], out[o + 2], out[o + 3] = 2, 'corrupt', sku return end
     if (lv.ss > 0 and now < lv.ss) or (lv.se > 0 and now >= lv.se) then
@@ -141,7 +151,7 @@ local function decide(k, a, out, writes)
     if currency and currency ~= lv.c then out[o + 1], out[o + 2], out[o + 3] = 2, 'currency', sku return end
     currency = lv.c
     if lv.l > 0 then
-      local already = already_taken(KEYS[k + 2 * i], user)
+      local already = already_taken(KEYS[bought_key(k, i)], user)
       if already + qty > lv.l then
         out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = 5, 'limit', sku, lv.l, already, qty
         return
@@ -161,8 +171,8 @@ local function decide(k, a, out, writes)
   local hold = mode == 'hold'
   local l, m
   for i = 1, n do
-    local sku, qty = ARGV[a + 4 + 2 * i], ARGV[a + 5 + 2 * i]
-    local lv, q = stock(KEYS[k - 1 + 2 * i]), tonumber(qty)
+    local sku, qty = ARGV[line_argv(a, i)], ARGV[line_argv(a, i) + 1]
+    local lv, q = stock(KEYS[stock_key(k, i)]), tonumber(qty)
     local move, line
     lv.a, lv.q = lv.a - q, lv.q + 1
     if hold then
@@ -174,7 +184,7 @@ local function decide(k, a, out, writes)
     end
     if lv.l > 0 then
       line = sku .. ':' .. qty .. ':' .. lv.p .. ':L'
-      local bk = KEYS[k + 2 * i]
+      local bk = KEYS[bought_key(k, i)]
       counted[bk] = counted[bk] or {}
       counted[bk][user] = (counted[bk][user] or 0) + q
     else
@@ -184,7 +194,7 @@ local function decide(k, a, out, writes)
   end
   seen[rec] = fp
   local exp = ''
-  if hold then exp = tostring(now + tonumber(ARGV[a + 4])) end
+  if hold then exp = tostring(now + tonumber(ARGV[a + HOLD_MS])) end
   out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = 5, 'ok', now_s, currency, l, exp
   local w = #writes
   writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5] = mode, rec, id, user, fp
@@ -192,11 +202,10 @@ local function decide(k, a, out, writes)
 end
 
 -- Phase one: decide every request; nothing is written.
-local out, writes, k, a = {}, {}, 3, 2
+local out, writes, k, a = {}, {}, FIRST_K, FIRST_A
 while a <= #ARGV do
-  local n = tonumber(ARGV[a + 5])
   decide(k, a, out, writes)
-  k, a = k + 2 + 2 * n, a + 7 + 2 * n
+  k, a = next_request(k, a, tonumber(ARGV[a + NLINES]))
 end
 
 -- Phase two: levels first, one write per touched SKU, then counters, records, outbox.

@@ -201,6 +201,21 @@ type RebuildReport struct {
 // reconciliation. Redis losing data is recoverable, and never hidden: Rebuild logs what
 // it found (a rollback at error level) and returns it.
 func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.Logger) (RebuildReport, error) {
+	return rebuild(ctx, inv, st, log, true)
+}
+
+// RebuildAtStart is Rebuild for a process about to take traffic: it writes the outbox
+// backlog to MongoDB only when a SKU is missing from Redis (whose ledger the backlog
+// may complete), so that a start never waits for a backlog the syncers will write anyway
+// (MongoDB down for an hour during a sale leaves one of millions of entries). What it
+// skips is the detection of a rollback whose renumbered movements match in number the
+// ones Redis lost: the syncers find those as conflicts, and every reconciliation, which
+// runs Rebuild, catches up first.
+func RebuildAtStart(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.Logger) (RebuildReport, error) {
+	return rebuild(ctx, inv, st, log, false)
+}
+
+func rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.Logger, catchUpAlways bool) (RebuildReport, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -209,39 +224,44 @@ func Rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 	if err != nil {
 		return rep, fmt.Errorf("rebuild: %w", err)
 	}
-	// What Redis did up to the levels read is brought into MongoDB first (the backlog
-	// the syncers have not written yet, usually a few entries; at start-up none runs
-	// yet). Then a lost SKU's ledger has no gap that the outbox could still fill, and
-	// movements Redis numbered again are conflicts even where no syncer runs: otherwise
-	// a Redis that handed out as many numbers again as it lost would compare clean.
-	last, err := lastEntry(ctx, inv)
-	if err != nil {
-		return rep, fmt.Errorf("rebuild: %w", err)
-	}
-	if err := catchUp(ctx, inv, st, last); err != nil {
-		return rep, fmt.Errorf("rebuild: %w", err)
-	}
-	conflicts, err := st.OpenConflicts(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("rebuild: %w", err)
-	}
+	var missing []store.Product
 	for after := ""; ; {
 		page, err := st.Products(ctx, after, 200)
 		if err != nil {
 			return rep, fmt.Errorf("rebuild: %w", err)
 		}
 		for _, p := range page {
-			if _, ok := present[p.SKU]; ok {
-				continue
-			}
-			if err := rebuildSKU(ctx, inv, st, p, conflicts[p.SKU], &rep); err != nil {
-				return rep, err
+			if _, ok := present[p.SKU]; !ok {
+				missing = append(missing, p)
 			}
 		}
 		if len(page) < 200 {
 			break
 		}
 		after = page[len(page)-1].SKU
+	}
+	if len(missing) > 0 || catchUpAlways {
+		// What Redis did up to the levels read is brought into MongoDB first (the
+		// backlog the syncers have not written yet; at start-up none runs yet). Then a
+		// lost SKU's ledger has no gap that the outbox could still fill, and movements
+		// Redis numbered again are conflicts even where no syncer runs: otherwise a
+		// Redis that handed out as many numbers again as it lost would compare clean.
+		last, err := lastEntry(ctx, inv)
+		if err != nil {
+			return rep, fmt.Errorf("rebuild: %w", err)
+		}
+		if err := catchUp(ctx, inv, st, last); err != nil {
+			return rep, fmt.Errorf("rebuild: %w", err)
+		}
+		conflicts, err := st.OpenConflicts(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("rebuild: %w", err)
+		}
+		for _, p := range missing {
+			if err := rebuildSKU(ctx, inv, st, p, conflicts[p.SKU], &rep); err != nil {
+				return rep, err
+			}
+		}
 	}
 	if len(rep.Restored) > 0 {
 		log.Warn("rebuilt live stock from MongoDB: Redis had lost it", "skus", len(rep.Restored),

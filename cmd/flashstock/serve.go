@@ -148,7 +148,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	defer d.close()
 
 	// Live stock first: Redis may have lost what MongoDB remembers.
-	rebuilt, err := stocksync.Rebuild(ctx, d.inv, d.st, log)
+	rebuilt, err := stocksync.RebuildAtStart(ctx, d.inv, d.st, log)
 	if err != nil {
 		return err
 	}

@@ -77,7 +77,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return dbErr("ping", s.db.Client().Ping(ctx, nil))
 }
 
-// dbErr translates driver errors into the engine's vocabulary at the edge.
+// MongoErr translates mongo-driver errors into the engine's vocabulary at the edge:
+// ErrNotFound, ErrAlreadyExists, ErrUnavailable (the server could not be reached);
+// others are wrapped as they are. Packages that keep collections of their own use it too.
+func MongoErr(op string, err error) error { return dbErr(op, err) }
+
 func dbErr(op string, err error) error {
 	switch {
 	case err == nil:

@@ -6,16 +6,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
-	"go.mongodb.org/mongo-driver/x/mongo/driver/topology"
 
 	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/store"
 )
 
 // Collection names.
@@ -205,22 +204,5 @@ func newID(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
-// dbErr translates driver errors into the engine's vocabulary at the edge (as store does).
-func dbErr(op string, err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return fmt.Errorf("%s: %w", op, engine.ErrNotFound)
-	case mongo.IsDuplicateKeyError(err):
-		return fmt.Errorf("%s: %w", op, engine.ErrAlreadyExists)
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	var ne net.Error
-	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.As(err, &ne) ||
-		errors.Is(err, mongo.ErrClientDisconnected) || errors.As(err, new(topology.ServerSelectionError)) {
-		return fmt.Errorf("%s: %w: %w", op, engine.ErrUnavailable, err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
-}
+// dbErr translates driver errors into the engine's vocabulary, as store does.
+func dbErr(op string, err error) error { return store.MongoErr(op, err) }

@@ -36,6 +36,13 @@ func (c *Cluster) Client() *redis.ClusterClient { return NewClient(c.Addrs()) }
 // alone lags the promotion by up to the interval and costs every client a CLUSTER
 // SLOTS per interval forever; the interval here, StateReloadInterval, is only a
 // backstop for changes that produce no error at all.
+//
+// Caution for scripts that are not idempotent: MaxRetries -1 does not make a
+// ClusterClient send a command at most once. Its redirect loop (up to MaxRedirects,
+// default 3) re-sends a command whose reply was lost (EOF, read timeout), and the
+// script runs again (TestClusterClientResendsALostReplyUnlessRedirectsAreOff).
+// MaxRedirects -1 stops that but also stops following MOVED/ASK; the choice belongs to
+// the engine's cluster work, so this client keeps go-redis's default for now.
 func NewClient(addrs []string) *redis.ClusterClient {
 	rdb := redis.NewClusterClient(engine.NoRetriesCluster(&redis.ClusterOptions{
 		Addrs:                      addrs,

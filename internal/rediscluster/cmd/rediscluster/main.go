@@ -25,10 +25,16 @@ import (
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "rediscluster:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "rediscluster:") {
+			msg = "rediscluster: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 }
+
+const defaultDir = "data/cluster"
 
 const usage = "usage: rediscluster up|down [flags] (-h for flags)"
 
@@ -39,7 +45,7 @@ func run(args []string, stdout io.Writer) error {
 		return errors.New(usage)
 	}
 	fs := flag.NewFlagSet("rediscluster "+args[0], flag.ContinueOnError)
-	dir := fs.String("dir", "data/cluster", "directory for the nodes' files (one n<port> subdirectory each)")
+	dir := fs.String("dir", defaultDir, "directory for the nodes' files (one n<port> subdirectory each)")
 	switch args[0] {
 	case "up":
 		port := fs.Int("port", 7100, "first node's port; nodes use port..port+N-1, bus ports 10000 higher")
@@ -78,6 +84,10 @@ func up(dir string, opts rediscluster.Options, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "Redis Cluster ready in %v: %d masters x %d replicas, node timeout %v, files in %s\n",
 		time.Since(start).Round(time.Millisecond), opts.Masters, opts.ReplicasPerMaster, opts.NodeTimeout, c.Dir())
 	fmt.Fprintf(stdout, "REDIS_CLUSTER_ADDRS=%s\n", strings.Join(c.Addrs(), ","))
-	fmt.Fprintln(stdout, "stop it with: make cluster-down")
+	if dir == defaultDir {
+		fmt.Fprintln(stdout, "stop it with: make cluster-down")
+	} else {
+		fmt.Fprintf(stdout, "stop it with: make cluster-down CLUSTER_DIR=%s\n", dir)
+	}
 	return nil
 }

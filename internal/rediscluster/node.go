@@ -120,10 +120,14 @@ func (n *node) client() *redis.Client {
 }
 
 // freePorts returns n loopback ports that are free together with their bus ports
-// (port+10000), and distinct from each other. Another process may still take one
-// before redis-server binds it; Start then fails with the node's log.
-func freePorts(n int) ([]int, error) {
+// (port+10000), distinct from each other and from avoid (and their bus ports).
+// Another process may still take one before redis-server binds it: Start then moves
+// that node to new ports.
+func freePorts(n int, avoid []int) ([]int, error) {
 	taken := map[int]bool{}
+	for _, p := range avoid {
+		taken[p], taken[p+busOffset] = true, true
+	}
 	var ports []int
 	for tries := 0; len(ports) < n; tries++ {
 		if tries > 100*n {

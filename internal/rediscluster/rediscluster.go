@@ -69,6 +69,7 @@ type Cluster struct {
 	opts Options
 	dir  string
 	bin  string
+	args []string // redis-server arguments shared by every node
 
 	mu    sync.Mutex
 	nodes []*node // node i lives in dir/n<port>; the first Masters were created as masters
@@ -101,13 +102,12 @@ func Start(dir string, opts Options) (*Cluster, error) {
 		// replica per sync here, so start at once.
 		"--repl-diskless-sync-delay", "0",
 		"--daemonize", "no"}
+	c.args = slices.Concat(args, opts.Args)
 	for _, p := range ports {
-		d := filepath.Join(dir, "n"+strconv.Itoa(p))
-		if err := os.RemoveAll(d); err != nil {
+		nd, err := c.newNode(p)
+		if err != nil {
 			return nil, err
 		}
-		nd := &node{addr: "127.0.0.1:" + strconv.Itoa(p), port: p, dir: d}
-		nd.args = slices.Concat(args, []string{"--pidfile", nd.pidfile(), "--logfile", nd.logfile()}, opts.Args)
 		c.nodes = append(c.nodes, nd)
 	}
 	if err := c.startAll(); err != nil {
@@ -133,9 +133,20 @@ func deadlineOf(ctx context.Context) time.Time {
 	return d
 }
 
+// newNode describes the node on port p, in a fresh directory under c.dir.
+func (c *Cluster) newNode(p int) (*node, error) {
+	d := filepath.Join(c.dir, "n"+strconv.Itoa(p))
+	if err := os.RemoveAll(d); err != nil {
+		return nil, err
+	}
+	n := &node{addr: "127.0.0.1:" + strconv.Itoa(p), port: p, dir: d}
+	n.args = slices.Concat([]string{"--pidfile", n.pidfile(), "--logfile", n.logfile()}, c.args)
+	return n, nil
+}
+
 func pickPorts(base, n int) ([]int, error) {
 	if base == 0 {
-		return freePorts(n)
+		return freePorts(n, nil)
 	}
 	var ports []int
 	for p := base; p < base+n; p++ {
@@ -161,6 +172,27 @@ func (c *Cluster) startAll() error {
 		}()
 	}
 	wg.Wait()
+	// With free ports, a node that could not start most likely lost its port or bus
+	// port to another process after freePorts checked it: move it, twice at most.
+	for i := range c.nodes {
+		for try := 0; errs[i] != nil && c.opts.BasePort == 0 && try < 2; try++ {
+			os.RemoveAll(c.nodes[i].dir)
+			var taken []int
+			for _, n := range c.nodes {
+				taken = append(taken, n.port)
+			}
+			p, err := freePorts(1, taken)
+			if err != nil {
+				return err
+			}
+			n, err := c.newNode(p[0])
+			if err != nil {
+				return err
+			}
+			c.nodes[i] = n
+			errs[i] = n.start(c.bin, c.opts.Detached)
+		}
+	}
 	return errors.Join(errs...)
 }
 

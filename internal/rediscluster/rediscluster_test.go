@@ -288,3 +288,42 @@ func TestStopDirIgnoresForeignPid(t *testing.T) {
 		t.Errorf("node dir: got %v, want it removed", err)
 	}
 }
+
+// redisUnder returns the pids of live redis-servers whose working directory is under dir.
+func redisUnder(t *testing.T, dir string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !alive(pid) {
+			continue
+		}
+		if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && strings.HasPrefix(cwd, dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func TestStartThatTimesOutReportsLogsAndLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	c, err := rediscluster.Start(dir, rediscluster.Options{ReadyTimeout: time.Millisecond})
+	if err == nil {
+		c.Stop()
+		t.Fatal("Start with a 1 ms ready timeout: got a cluster, want an error")
+	}
+	t.Logf("error, first line: %s", strings.SplitN(err.Error(), "\n", 2)[0])
+	if !strings.Contains(err.Error(), "redis.log") || !strings.Contains(err.Error(), "Ready to accept connections") {
+		t.Errorf("error does not carry the nodes' log tails:\n%v", err)
+	}
+	if pids := redisUnder(t, dir); len(pids) != 0 {
+		t.Errorf("redis-servers %v still run under %s", pids, dir)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("failed Start left %d entries in %s, want none", len(ents), dir)
+	}
+}

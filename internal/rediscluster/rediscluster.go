@@ -28,10 +28,12 @@ import (
 // Options shape the cluster. The zero value is 3 masters with 1 replica each, a
 // 1000 ms node timeout, free ports and 30 s to become ready.
 type Options struct {
-	// Masters is the number of masters sharing the 16384 slots (default 3).
+	// Masters is the number of masters sharing the 16384 slots (default 3). Zero
+	// and negative values mean the default, here and below.
 	Masters int
 	// ReplicasPerMaster is the number of replicas of each master (default 1; with 2,
-	// WAIT 1 keeps working while a failed master is away).
+	// WAIT 1 keeps working while a failed master is away). A cluster without
+	// replicas cannot fail over, so there is no way to ask for 0.
 	ReplicasPerMaster int
 	// NodeTimeout is cluster-node-timeout (default 1000 ms). Failover takes about
 	// 2.4 x NodeTimeout on a 2-core box.

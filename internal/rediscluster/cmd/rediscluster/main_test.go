@@ -16,8 +16,8 @@ import (
 	"github.com/flashstock/flashstock/internal/rediscluster"
 )
 
-// freeBase finds 6 consecutive free ports whose bus ports are free too, below the
-// ephemeral range (32768 up) with their bus ports, so no outgoing connection takes one.
+// freeBase finds 6 consecutive free ports whose bus ports (+10000) are free too, all
+// below the ephemeral range (32768 up), so no outgoing connection takes one meanwhile.
 func freeBase(t *testing.T) int {
 	t.Helper()
 	for range 100 {

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -105,39 +104,24 @@ func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 }
 
 // orderRecord is an order as Redis keeps it (scripts/lua/prelude.lua, order_record):
-// format version 2, a JSON object of named string fields. Version 1, the same fields
-// newline-joined in this order, is still read.
+// format version 2 is "2", then these fields in this order, newline-separated (User last:
+// the one field that may hold any printable character); version 1 is the same list
+// without the version. Named here and in prelude.lua, and nowhere else.
 type orderRecord struct {
-	V        int    `json:"v"`
-	Status   string `json:"status"`
-	TS       string `json:"ts"`
-	Currency string `json:"currency"`
-	Hold     string `json:"hold"`
-	Lines    string `json:"lines"`
-	FP       string `json:"fp"`
-	User     string `json:"user"`
+	Status, TS, Currency, Hold, Lines, FP, User string
 }
 
-// orderRecordFormat is the version written now.
-const orderRecordFormat = 2
-
 func (rec orderRecord) encode() string {
-	rec.V = orderRecordFormat
-	b, _ := json.Marshal(rec) // strings only: it cannot fail
-	return string(b)
+	return strings.Join([]string{"2", rec.Status, rec.TS, rec.Currency, rec.Hold, rec.Lines, rec.FP, rec.User}, "\n")
 }
 
 func decodeOrderRecord(v string) (orderRecord, bool) {
-	var rec orderRecord
-	if strings.HasPrefix(v, "{") {
-		err := json.Unmarshal([]byte(v), &rec)
-		return rec, err == nil && rec.V >= 2 && rec.V <= orderRecordFormat
-	}
+	v, _ = strings.CutPrefix(v, "2\n")
 	f := strings.SplitN(v, "\n", 7)
 	if len(f) != 7 {
-		return rec, false
+		return orderRecord{}, false
 	}
-	return orderRecord{V: 1, Status: f[0], TS: f[1], Currency: f[2], Hold: f[3], Lines: f[4], FP: f[5], User: f[6]}, true
+	return orderRecord{Status: f[0], TS: f[1], Currency: f[2], Hold: f[3], Lines: f[4], FP: f[5], User: f[6]}, true
 }
 
 // parseOrder reads an order record of either format version.

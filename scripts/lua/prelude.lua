@@ -10,13 +10,11 @@
 --     l (per-user lifetime limit, 0 = none), ss / se (sale window, unix ms, 0 = open).
 --   * Lines travel as "sku:qty:price" joined by ","; a line whose units count against
 --     the SKU's per-user limit ends in ":L", so giving them back is exact even if the
---     limit changed meanwhile. Movements travel as
---     "sku:seq:dAvailable:dReserved:dSold:available:reserved:sold" joined by ",": the
---     deltas, then the SKU's levels right after the movement (what threshold events
---     are decided from, with no read racing the scripts).
+--     limit changed meanwhile. Movements travel as "sku:seq:dAvailable:dReserved:dSold"
+--     joined by ",".
 --   * An outbox entry holds one or more events, in fields named 0, 1, 2, ... in order.
---     An event is a JSON object of named fields, format version 2 (see event below
---     and engine/event.go, which still reads version 1, the newline-joined list).
+--     An event is format version 2 (see event below, and engine/event.go, which still
+--     reads version 1, the same list without its version).
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -33,13 +31,25 @@ local function parse_lines(s)
   return out
 end
 
--- event encodes one outbox event, format version 2: a JSON object whose fields are
---   v 2 | kind | id (order or hold) | user | ts (unix ms) | currency | lines | moves |
+-- event encodes one outbox event, format version 2: "2", then the fields
+--   kind | id (order or hold) | user | ts (unix ms) | currency | lines | moves |
 --   expires (unix ms, holds) | hold (the hold an order came from) | sku | reason | actor
--- all strings; a field with nothing to say is left out. engine/event.go reads it.
+-- newline-separated ('' where the kind has nothing to say; no field can hold a
+-- newline). This list and engine/event.go's wireEvent are the one definition of the
+-- layout on each side. It is one concatenation on purpose: JSON (cjson, or built piece
+-- by piece, since Lua interns every string it makes) cost Redis 1-3 us more per
+-- checkout, about a quarter of a checkout's Redis time (docs/BENCHMARKS.md).
 local function event(e)
-  e.v = 2
-  return cjson.encode(e)
+  return '2\n' .. e.kind .. '\n' .. (e.id or '') .. '\n' .. (e.user or '') .. '\n' .. e.ts .. '\n' ..
+    (e.currency or '') .. '\n' .. (e.lines or '') .. '\n' .. (e.moves or '') .. '\n' .. (e.expires or '') ..
+    '\n' .. (e.hold or '') .. '\n' .. (e.sku or '') .. '\n' .. (e.reason or '') .. '\n' .. (e.actor or '')
+end
+
+-- take_event is event for take.lua's orders and holds, without the table: the batch
+-- makes one per accepted request.
+local function take_event(kind, id, user, ts, currency, lines, moves, expires)
+  return '2\n' .. kind .. '\n' .. id .. '\n' .. user .. '\n' .. ts .. '\n' .. currency .. '\n' .. lines ..
+    '\n' .. moves .. '\n' .. expires .. '\n\n\n\n'
 end
 
 -- emit appends one entry holding one event to the outbox stream.
@@ -98,7 +108,7 @@ local function move(key, sku, lv, da, dr, ds)
   lv.q = lv.q + 1
   redis.call('HSET', key, 'a', lv.a, 'r', lv.r, 's', lv.s, 'q', lv.q)
   if tonumber(da) > 0 then restocked(sku) end
-  return sku .. ':' .. lv.q .. ':' .. da .. ':' .. dr .. ':' .. ds .. ':' .. lv.a .. ':' .. lv.r .. ':' .. lv.s
+  return sku .. ':' .. lv.q .. ':' .. da .. ':' .. dr .. ':' .. ds
 end
 
 -- give_back returns qty units to a user's per-user purchase counter, and removes the
@@ -115,21 +125,18 @@ local function levels(key)
   return {a = tonumber(v[1]), r = tonumber(v[2]), s = tonumber(v[3]), q = tonumber(v[4])}
 end
 
--- An order record is one string, so writing one is a single SET: a JSON object, format
--- version 2, of status, ts, currency, hold (the hold it was committed from, or ''),
--- lines, fp (the request's fingerprint) and user. engine/orders.go reads it, and both
--- sides still read version 1, the same fields newline-joined in that order.
+-- An order record is one string, so writing one is a single SET: format version 2,
+-- "2", then status, ts, currency, hold (the hold it was committed from, or ''), lines,
+-- fp (the request's fingerprint) and user, newline-separated (user last: it is the one
+-- field that may hold any printable character). engine/orders.go's orderRecord is the
+-- same layout; both sides still read version 1, the same list without its version.
 local function order_record(status, ts, currency, hold_id, lines, fp, user)
-  return cjson.encode({v = 2, status = status, ts = tostring(ts), currency = currency, hold = hold_id,
-    lines = lines, fp = fp, user = user})
+  return '2\n' .. status .. '\n' .. ts .. '\n' .. currency .. '\n' .. hold_id .. '\n' .. lines .. '\n' ..
+    fp .. '\n' .. user
 end
 
 -- parse_order returns status, ts, currency, hold id, lines, fingerprint, user.
 local function parse_order(v)
-  if string.sub(v, 1, 1) == '{' then
-    local o = cjson.decode(v)
-    return o.status, o.ts, o.currency, o.hold, o.lines, o.fp, o.user
-  end
+  if string.sub(v, 1, 2) == '2\n' then v = string.sub(v, 3) end
   return string.match(v, '^(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
 end
-

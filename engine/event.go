@@ -95,14 +95,14 @@ type wireEvent struct {
 	SKU, Reason, Actor           string
 }
 
-// eventFormat is the version the scripts write now.
-const eventFormat = 2
+// eventFormat is the version the scripts write now, as its prefix.
+const eventFormat = "2\n"
 
 // readWireEvent reads either version. A version it does not know is refused rather than
 // guessed at.
 func readWireEvent(raw string) (wireEvent, error) {
 	v := 1
-	if rest, ok := strings.CutPrefix(raw, "2\n"); ok {
+	if rest, ok := strings.CutPrefix(raw, eventFormat); ok {
 		v, raw = 2, rest
 	} else if len(raw) > 1 && raw[0] >= '0' && raw[0] <= '9' && raw[1] == '\n' {
 		return wireEvent{}, fmt.Errorf("event: format version %c is not known here", raw[0])

@@ -15,6 +15,7 @@ import (
 
 	"github.com/flashstock/flashstock/api/codes"
 	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/internal/latency"
 	stocksync "github.com/flashstock/flashstock/sync"
 )
 
@@ -271,12 +272,6 @@ func (s *server) forgetStaleRuns(c *fiber.Ctx, ctx context.Context) {
 }
 
 func percentiles(d []time.Duration) latencyView {
-	if len(d) == 0 {
-		return latencyView{}
-	}
-	slices.Sort(d)
-	at := func(q float64) float64 {
-		return float64(d[min(len(d)-1, int(q*float64(len(d))))].Microseconds()) / 1000
-	}
-	return latencyView{P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: float64(d[len(d)-1].Microseconds()) / 1000}
+	l := latency.Of(d)
+	return latencyView{P50: l.P50, P95: l.P95, P99: l.P99, Max: l.Max}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/internal/latency"
 )
 
 // Result is one run's figures.
@@ -131,15 +132,8 @@ func sum(m map[string]int64) int64 {
 }
 
 func percentiles(ns []int64) Latency {
-	if len(ns) == 0 {
-		return Latency{}
-	}
-	slices.Sort(ns)
-	at := func(q float64) float64 {
-		i := int(q * float64(len(ns)-1))
-		return float64(ns[i]) / 1e6
-	}
-	return Latency{P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: float64(ns[len(ns)-1]) / 1e6}
+	l := latency.Of(ns)
+	return Latency{P50: l.P50, P95: l.P95, P99: l.P99, Max: l.Max}
 }
 
 // allServable says whether an out_of_stock answer's own figures show enough stock for

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -71,7 +72,8 @@ func (e usageError) Error() string { return e.msg }
 func loadConfig(getenv func(string) string) (Config, error) {
 	dotenv, err := readDotenv(".env")
 	if err != nil {
-		return Config{}, usageError{fmt.Sprintf("read .env: %v", err)}
+		// The parser's message quotes the file from the bad line on, secrets included.
+		return Config{}, usageError{"read .env: " + dotenvProblem(".env")}
 	}
 	get := func(k string) string {
 		if v := getenv(k); v != "" {
@@ -175,10 +177,19 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
-		bad("REDIS_URL", c.RedisURL, "must start with redis:// or rediss://")
+		bad("REDIS_URL", redact(c.RedisURL), "must start with redis:// or rediss://")
 	}
 	if c.MongoURI != "" && !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
-		bad("MONGODB_URI", c.MongoURI, "must start with mongodb:// or mongodb+srv://")
+		bad("MONGODB_URI", redact(c.MongoURI), "must start with mongodb:// or mongodb+srv://")
+	}
+	// Contract v1.1 names these for Redis Cluster, which this version does not run yet.
+	// Ignoring them would be worse than refusing: without REDIS_URL the process would
+	// start on an in-process Redis of its own, and REDIS_WAIT_REPLICAS promises a
+	// durability nothing would provide.
+	for _, k := range []string{"REDIS_CLUSTER_ADDRS", "PARTITIONS", "REDIS_WAIT_REPLICAS", "REDIS_WAIT_TIMEOUT_MS"} {
+		if v := get(k); v != "" && !(k == "PARTITIONS" && v == "1") && !(k == "REDIS_WAIT_REPLICAS" && v == "0") {
+			bad(k, v, "Redis Cluster, partitions and WAIT are not supported by this version yet: use REDIS_URL (one Redis; see docs/OPERATIONS.md)")
+		}
 	}
 	if !c.Embedded() && c.JWTSecret == "" {
 		errs = append(errs, "JWT_SECRET is required when REDIS_URL or MONGODB_URI is set (only the embedded mode generates one)")
@@ -256,6 +267,28 @@ func readDotenv(path string) (map[string]string, error) {
 	}
 	return m, err
 }
+
+// dotenvProblem names the first line of a .env file that is not blank, a comment or
+// KEY=VALUE, without showing its content (the file holds secrets).
+func dotenvProblem(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, _, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok || !envName.MatchString(strings.TrimSpace(k)) {
+			return fmt.Sprintf("line %d is not KEY=VALUE (its content is not shown: the file holds secrets)", i+1)
+		}
+	}
+	return "a value is malformed, e.g. an unclosed quote (the content is not shown: the file holds secrets)"
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // masked shows a secret's presence, never its value.
 func masked(s string) string {

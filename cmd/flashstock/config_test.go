@@ -139,13 +139,35 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{"login limit", map[string]string{"LOGIN_LIMIT_PER_MINUTE": "-1"}, "LOGIN_LIMIT_PER_MINUTE"},
 		{"login address limit", map[string]string{"LOGIN_ADDRESS_LIMIT_PER_MINUTE": "lots"}, "LOGIN_ADDRESS_LIMIT_PER_MINUTE"},
 		{"trusted proxies", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, lb.internal"}, "TRUSTED_PROXIES"},
+		{"a cluster this version cannot run", map[string]string{"REDIS_CLUSTER_ADDRS": "r1:7000,r2:7000"}, "REDIS_CLUSTER_ADDRS"},
+		{"partitions", map[string]string{"PARTITIONS": "16"}, "PARTITIONS"},
+		{"a durability nothing would provide", map[string]string{"REDIS_WAIT_REPLICAS": "1"}, "REDIS_WAIT_REPLICAS"},
 	}
 	for _, tc := range cases {
-		_, err := loadConfig(env(tc.env))
-		var ue usageError
-		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: got %v, want a usage error mentioning %q", tc.name, err, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfig(env(tc.env))
+			var ue usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want a usage error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Refusals never print secrets: a URL's password, or the content of a malformed .env.
+func TestConfigErrorsShowNoSecrets(t *testing.T) {
+	dir := inTempDir(t)
+	_, err := loadConfig(env(map[string]string{"REDIS_URL": "tcp://user:hunter2hunter2@r:6379", "JWT_SECRET": strings.Repeat("s", 32)}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("bad REDIS_URL: got %v, want a refusal without its password", err)
+	}
+	dotenv := "PORT=4000\nMY-VAR=1\nJWT_SECRET=topsecret-topsecret-topsecret-topsecret\n"
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = loadConfig(env(nil))
+	if err == nil || strings.Contains(err.Error(), "topsecret") || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("malformed .env: got %v, want line 2 named and nothing of the file shown", err)
 	}
 }
 

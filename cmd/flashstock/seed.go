@@ -52,16 +52,8 @@ func seedDemo(ctx context.Context, d *deps, log *slog.Logger, adminPassword stri
 		return fmt.Errorf("seed users: %w", err)
 	}
 	if adminPassword != embeddedAdminPassword {
-		// An admin seeded earlier (by an older version, or the embedded mode on the
-		// same MongoDB) may still have the published password: seeding would leave
-		// that door open, so it stops and says how to close it.
-		u, err := d.st.UserByEmail(ctx, "admin@example.com")
-		if err != nil {
-			return fmt.Errorf("seed: read the demo admin: %w", err)
-		}
-		if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(embeddedAdminPassword)) == nil {
-			return errors.New(`seed: admin@example.com already exists with the published password admin12345; ` +
-				`delete it (db.users.deleteOne({_id: "admin@example.com"})) and start again to seed it with DEMO_ADMIN_PASSWORD`)
+		if err := refusePublishedAdmin(ctx, d); err != nil {
+			return fmt.Errorf("seed: %w", err)
 		}
 	}
 	products := 0
@@ -85,5 +77,24 @@ func seedDemo(ctx context.Context, d *deps, log *slog.Logger, adminPassword stri
 	log.Info("demo data seeded", "users_created", created, "products_created", products,
 		"admin", "admin@example.com / "+shown, "customers", "customer1..1000@example.com / customer12345",
 		"ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+// refusePublishedAdmin fails when admin@example.com still has the published demo
+// password: an admin seeded by the embedded mode on the same MongoDB, or by an older
+// version whose compose file seeded by default. Every start outside the embedded mode
+// checks, whether or not it seeds, so an upgrade cannot keep that door open unnoticed.
+func refusePublishedAdmin(ctx context.Context, d *deps) error {
+	u, err := d.st.UserByEmail(ctx, "admin@example.com")
+	if errors.Is(err, engine.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the demo admin: %w", err)
+	}
+	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(embeddedAdminPassword)) == nil {
+		return errors.New(`admin@example.com exists with the published password admin12345; ` +
+			`delete it (db.users.deleteOne({_id: "admin@example.com"})), or seed it with DEMO_ADMIN_PASSWORD after deleting it, and start again`)
+	}
 	return nil
 }

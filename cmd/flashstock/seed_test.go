@@ -71,4 +71,14 @@ func TestSeedGivesTheDemoAdminTheOperatorsPassword(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "admin12345") {
 		t.Fatalf("seeding over an admin with the published password: got %v, want a refusal", err)
 	}
+	// Without seeding (SEED_DEMO=false after an upgrade), start-up still finds it.
+	if err := refusePublishedAdmin(ctx, old); err == nil {
+		t.Fatal("an admin with the published password passes the start-up check")
+	}
+	if err := refusePublishedAdmin(ctx, d); err != nil {
+		t.Fatalf("an admin with the operator's password: %v", err)
+	}
+	if err := refusePublishedAdmin(ctx, testDeps(t)); err != nil {
+		t.Fatalf("no demo admin at all: %v", err)
+	}
 }

@@ -152,6 +152,11 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if !cfg.Embedded() {
+		if err := refusePublishedAdmin(ctx, d); err != nil {
+			return usageError{"refusing to start: " + err.Error()}
+		}
+	}
 	if cfg.SeedDemo {
 		if err := seedDemo(ctx, d, log, cfg.DemoAdminPassword); err != nil {
 			return err

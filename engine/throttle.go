@@ -12,8 +12,8 @@ import (
 	"github.com/flashstock/flashstock/scripts/lua"
 )
 
-// Limit is a rate limit: Burst requests at once, coming back evenly over Per (GCRA).
-// Burst 10 per minute allows 10 at once, then one every 6 s.
+// Limit is a rate limit: at most Burst requests in any window of Per, exactly (a
+// sliding log; see throttle.lua).
 type Limit struct {
 	Burst int
 	Per   time.Duration
@@ -43,8 +43,8 @@ func (r *Redis) throttle(ctx context.Context, scope, id string, l Limit, op stri
 	if l.Off() {
 		return nil
 	}
-	interval := (l.Per.Milliseconds() + int64(l.Burst) - 1) / int64(l.Burst) // round up: never more than Burst per Per
-	res, err := scriptThrottle.Run(ctx, r.rdb, []string{r.throttleKey(scope, id)}, max(interval, 1), l.Burst, op).Int64Slice()
+	res, err := scriptThrottle.Run(ctx, r.rdb, []string{r.throttleKey(scope, id)}, max(l.Per.Milliseconds(), 1), l.Burst, op,
+		NewShortID()).Int64Slice()
 	if err != nil {
 		// A limiter is not a stock change: whether or not it counted, the caller
 		// was not served, so "unavailable" is the truth for it.

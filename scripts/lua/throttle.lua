@@ -1,39 +1,34 @@
--- throttle.lua: a GCRA (generic cell rate algorithm) limiter on one key, on Redis's
--- clock, so every API process shares it and no host clock matters. The key holds the
--- theoretical arrival time (TAT, unix ms): the moment the limiter would be empty again.
--- A request is allowed when, counted, the TAT stays within burst intervals of now; the
--- allowance comes back evenly, one request per interval (a sliding window, not a
--- clock-minute one).
+-- throttle.lua: an exact sliding-window limiter for login and register, on Redis's
+-- clock, so every API process shares it and no host clock matters. The key is a sorted
+-- set of the requests it allowed in the last window, scored by when: at most `limit` of
+-- them in any window of `window` ms, exactly (the limits are small: 10 and 30 entries at
+-- the defaults). A limiter that allowed a burst and then refilled (GCRA), or one that
+-- estimates from two clock windows, can let up to twice the limit through in one window.
 --
--- KEYS[1]   the limiter's key (expires when the limiter is empty)
--- ARGV[1]   emission interval in ms: the period divided by the limit
--- ARGV[2]   burst: how many requests may come at once (the limit)
+-- KEYS[1]   the limiter's sorted set (expires a window after its newest entry)
+-- ARGV[1]   window, ms
+-- ARGV[2]   limit: requests per window
 -- ARGV[3]   'take':  count one request if it is allowed
---           'give':  return one request counted earlier (a login that succeeded)
+--           'give':  return the newest request counted (a login that succeeded)
+-- ARGV[4]   a member id unique to this call (take)
 --
 -- Returns {1, 0} when allowed (or given back), {0, retry_ms} when refused: retry_ms is
 -- how long until one request would be allowed.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tau = interval * tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if tat < now then tat = now end
+local window, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 
 if ARGV[3] == 'give' then
-  local back = tat - interval
-  if back <= now then
-    redis.call('DEL', KEYS[1])
-  else
-    redis.call('SET', KEYS[1], string.format('%d', back), 'PX', string.format('%d', back - now))
-  end
+  redis.call('ZPOPMAX', KEYS[1])
   return {1, 0}
 end
 
-local new = tat + interval
-if new - now > tau then
-  return {0, new - now - tau}
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, math.max(1, tonumber(oldest[2]) + window - now + 1)}
 end
-redis.call('SET', KEYS[1], string.format('%d', new), 'PX', string.format('%d', new - now))
+redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window)
 return {1, 0}

@@ -220,6 +220,8 @@ func takeError(rep reply) error {
 		return fmt.Errorf("sku %s: %w", rep.str(1), ErrNotFound)
 	case "corrupt":
 		return fmt.Errorf("sku %s: the stock record lacks a field", rep.str(1))
+	case "bad_record":
+		return fmt.Errorf("record %s exists but does not parse", rep.str(1))
 	case "window":
 		return fmt.Errorf("sku %s: %w", rep.str(1), ErrSaleNotActive)
 	case "currency":

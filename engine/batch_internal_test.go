@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -197,5 +198,17 @@ func TestAdminScriptsRunTwiceApplyOnce(t *testing.T) {
 	n, _ := c.XLen(ctx, r.k.Outbox()).Result()
 	if n != 3 {
 		t.Fatalf("outbox entries: got %d, want 3 (two creates, one adjustment)", n)
+	}
+}
+
+// A replay is an applied request: if its record cannot be read back, the caller hears
+// "outcome unknown, retry", never "nothing was applied".
+func TestReplayWhoseRecordCannotBeReadIsOutcomeUnknown(t *testing.T) {
+	err := replayReadErr(fmt.Errorf("order o1: %w", readErr("read", context.DeadlineExceeded)))
+	if !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("got %v, want ErrOutcomeUnknown alone", err)
+	}
+	if err := replayReadErr(ErrNotFound); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("other errors pass: got %v", err)
 	}
 }

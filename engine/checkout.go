@@ -30,7 +30,7 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 	if reply.status() == "replay" {
 		o, err := r.Order(ctx, reply.str(1))
 		if err != nil {
-			return Order{}, fmt.Errorf("checkout: replay: %w", err)
+			return Order{}, fmt.Errorf("checkout: replay: %w", replayReadErr(err))
 		}
 		o.Replayed = true
 		return o, nil
@@ -64,7 +64,7 @@ func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
 	if reply.status() == "replay" {
 		h, err := r.Hold(ctx, reply.str(1))
 		if err != nil {
-			return Hold{}, fmt.Errorf("reserve: replay: %w", err)
+			return Hold{}, fmt.Errorf("reserve: replay: %w", replayReadErr(err))
 		}
 		h.Replayed = true
 		return h, nil

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,22 +231,32 @@ func TestUnreadableHoldDoesNotStopTheSweep(t *testing.T) {
 	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
 		ctx := context.Background()
 		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 10, Price: 5})
-		bad := reserve(t, inv, "hold-bad", time.Millisecond, engine.Line{SKU: "A", Quantity: 1})
-		reserve(t, inv, "hold-good", time.Millisecond, engine.Line{SKU: "A", Quantity: 2})
-		// Damage one record the way a bad deploy or a hand edit could.
+		mustCreate(t, inv, engine.Product{SKU: "B", Stock: 10, Price: 5})
 		rdb := inv.Client()
-		keys, err := rdb.Keys(ctx, "*h:"+bad.ID).Result()
-		if err != nil || len(keys) != 1 {
-			t.Fatalf("hold key: %v %v", keys, err)
-		}
-		if err := rdb.HSet(ctx, keys[0], "l", "garbage").Err(); err != nil {
+		// Damage records the way a bad deploy or a hand edit could: lines that do not
+		// parse, an expiry that is gone, a stock hash the settle script cannot use.
+		garbled := reserve(t, inv, "hold-garbled", time.Millisecond, engine.Line{SKU: "A", Quantity: 1})
+		if err := rdb.HSet(ctx, inv.Keys().Hold(garbled.ID), "l", "garbage").Err(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond) // both are due
+		noExpiry := reserve(t, inv, "hold-no-expiry", time.Millisecond, engine.Line{SKU: "A", Quantity: 1})
+		if err := rdb.HDel(ctx, inv.Keys().Hold(noExpiry.ID), "x").Err(); err != nil {
+			t.Fatal(err)
+		}
+		brokenStock := reserve(t, inv, "hold-broken-stock", time.Millisecond, engine.Line{SKU: "B", Quantity: 1})
+		if err := rdb.HDel(ctx, inv.Keys().Stock("B"), "q").Err(); err != nil {
+			t.Fatal(err)
+		}
+		reserve(t, inv, "hold-good", time.Millisecond, engine.Line{SKU: "A", Quantity: 2})
+		time.Sleep(5 * time.Millisecond) // all are due
 		n, err := inv.ExpireHolds(ctx, 10)
 		var qe *engine.QuarantineError
-		if !errors.As(err, &qe) || len(qe.HoldIDs) != 1 || qe.HoldIDs[0] != bad.ID {
-			t.Fatalf("sweep error: got %v, want the bad hold quarantined", err)
+		if !errors.As(err, &qe) {
+			t.Fatalf("sweep error: got %v, want the bad holds quarantined", err)
+		}
+		slices.Sort(qe.HoldIDs)
+		if want := []string{brokenStock.ID, garbled.ID, noExpiry.ID}; !slices.Equal(qe.HoldIDs, want) {
+			t.Fatalf("quarantined %v, want %v", qe.HoldIDs, want)
 		}
 		if n != 1 {
 			t.Fatalf("expired %d holds, want the sound one", n)
@@ -253,10 +264,12 @@ func TestUnreadableHoldDoesNotStopTheSweep(t *testing.T) {
 		if n, err := inv.ExpireHolds(ctx, 10); n != 0 || err != nil {
 			t.Fatalf("next sweep: %d, %v; want a clean run", n, err)
 		}
-		if q, _ := rdb.ZScore(ctx, inv.HoldQuarantineKey(), bad.ID).Result(); q == 0 {
-			t.Fatal("the bad hold is not in the quarantine set")
+		for _, id := range qe.HoldIDs {
+			if q, _ := rdb.ZScore(ctx, inv.HoldQuarantineKey(), id).Result(); q == 0 {
+				t.Fatalf("hold %s is not in the quarantine set", id)
+			}
 		}
-		wantLevel(t, inv, "A", 9, 1, 0) // its unit stays reserved until someone settles it
+		wantLevel(t, inv, "A", 8, 2, 0) // their units stay reserved until someone settles them
 	})
 }
 
@@ -382,5 +395,30 @@ func TestGivenBackUnitsLeaveNoNegativeCounter(t *testing.T) {
 			t.Fatalf("counter of a forgotten buyer after a cancel: exists %v, %v", n, err)
 		}
 		wantLevel(t, inv, "A", 10, 0, 0)
+	})
+}
+
+// A record that exists but does not parse is never taken for a missing one: the
+// request is refused (an internal error) and nothing is sold over it.
+func TestUnparsableRecordIsNeverSoldOver(t *testing.T) {
+	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
+		ctx := context.Background()
+		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 10, Price: 5})
+		req := engine.CheckoutRequest{UserID: "u", IdempotencyKey: "k", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
+		o, err := inv.Checkout(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inv.Client().Set(ctx, inv.Keys().Order(o.ID), "damaged", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, err = inv.Checkout(ctx, req)
+		if err == nil || errors.Is(err, engine.ErrUnavailable) || errors.Is(err, engine.ErrOutcomeUnknown) {
+			t.Fatalf("retry over a damaged record: got %v, want an internal refusal", err)
+		}
+		wantLevel(t, inv, "A", 8, 0, 2)
+		if v, _ := inv.Client().Get(ctx, inv.Keys().Order(o.ID)).Result(); v != "damaged" {
+			t.Fatalf("the record was overwritten: %q", v)
+		}
 	})
 }

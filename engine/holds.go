@@ -27,8 +27,11 @@ func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 	if err != nil {
 		return Hold{}, fmt.Errorf("hold %s: %w", id, err)
 	}
-	ts, _ := strconv.ParseInt(asString(v[2]), 10, 64)
-	exp, _ := strconv.ParseInt(asString(v[3]), 10, 64)
+	ts, err1 := strconv.ParseInt(asString(v[2]), 10, 64)
+	exp, err2 := strconv.ParseInt(asString(v[3]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return Hold{}, fmt.Errorf("hold %s: malformed record", id)
+	}
 	return Hold{ID: id, UserID: asString(v[0]), Items: items, Currency: asString(v[4]),
 		Status: HoldStatus(asString(v[1])), CreatedAt: time.UnixMilli(ts).UTC(),
 		ExpiresAt: time.UnixMilli(exp).UTC(), OrderID: asString(v[6]), lines: asString(v[5])}, nil
@@ -68,7 +71,7 @@ func (r *Redis) Commit(ctx context.Context, req CommitRequest) (Order, error) {
 	if rep.status() == "replay" {
 		o, err := r.Order(ctx, rep.str(2))
 		if err != nil {
-			return Order{}, fmt.Errorf("commit %s: replay: %w", h.ID, err)
+			return Order{}, fmt.Errorf("commit %s: replay: %w", h.ID, replayReadErr(err))
 		}
 		o.Replayed = true
 		return o, nil
@@ -188,10 +191,6 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		}
 		holds = append(holds, h)
 	}
-	var quarantined error
-	if len(bad) > 0 {
-		quarantined = r.quarantineHolds(ctx, bad)
-	}
 	// Make sure EVALSHA finds the script: a pipeline cannot fall back to EVAL.
 	if err := scriptSettle.Load(ctx, r.rdb).Err(); err != nil {
 		return 0, readErr("expire holds", err)
@@ -203,18 +202,28 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		}
 		return nil
 	})
-	if err != nil {
+	// A script's own error belongs to its hold alone (each command is judged below);
+	// anything else means the pipeline's answers cannot be trusted.
+	if err != nil && !isRedisReply(err) {
 		return 0, readErr("expire holds", err)
 	}
 	n := 0
 	var back []string
 	for i, c := range cmds {
-		if rep, err := (runResult{c}).result(); err == nil && rep.status() == "ok" {
+		rep, err := (runResult{c}).result()
+		switch {
+		case err == nil && rep.status() == "ok":
 			n++
 			back = append(back, itemSKUs(holds[i].Items)...)
+		case err != nil && isRedisReply(c.Err()):
+			bad = append(bad, holds[i].ID) // the script cannot settle this record
 		}
 	}
 	r.restocked(back...)
+	var quarantined error
+	if len(bad) > 0 {
+		quarantined = r.quarantineHolds(ctx, bad)
+	}
 	return n, quarantined
 }
 

@@ -75,6 +75,17 @@ func writeErr(op string, err error) error {
 	}
 }
 
+// replayReadErr classifies a failed read of the record a replay answers with: the
+// record exists (the script just said so), so a read that got no answer must not be
+// told as "nothing was applied" but as "retry to learn the outcome".
+func replayReadErr(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		// Only the message is kept: the answer must not also match ErrUnavailable.
+		return fmt.Errorf("%w: the request was applied earlier; its record could not be read: %s", ErrOutcomeUnknown, err)
+	}
+	return err
+}
+
 // notSent reports errors that mean the command never reached Redis, or that Redis
 // refused it before running it.
 func notSent(err error) bool {

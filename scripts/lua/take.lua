@@ -46,6 +46,7 @@
 --   'reused'                                key seen with another request
 --   'rate_limited', wait_ms                 over the user's requests per minute
 --   'not_found', sku | 'window', sku | 'currency', sku | 'corrupt', sku
+--   'bad_record', id                        the request's record exists but does not parse
 --   'limit', sku, limit, already, requested
 --   'oos', sku, requested, available, ...   every short line
 
@@ -95,12 +96,15 @@ local function already_taken(key, user)
   return tonumber(redis.call('HGET', key, user) or '0') + batch
 end
 
+local BAD_RECORD = {} -- record_fp's answer for a record that exists but does not parse
+
 -- fingerprint of an existing record ('' for a request without a key), or false.
 local function record_fp(mode, rec)
   if seen[rec] then return seen[rec] end
   if mode == 'hold' then return redis.call('HGET', rec, 'f') end
   local v = existing[rec]
-  if v then return (select(6, parse_order(v))) end
+  -- A record that does not parse still exists: never sell again over it.
+  if v then return (select(6, parse_order(v))) or BAD_RECORD end
   return false
 end
 
@@ -129,6 +133,7 @@ local function decide(k, a, out, writes)
   local rec = KEYS[k]
   local o = #out
   local old = record_fp(mode, rec)
+  if old == BAD_RECORD then out[o + 1], out[o + 2], out[o + 3] = 2, 'bad_record', id return end
   if old then
     if old ~= fp and old ~= '*' then out[o + 1], out[o + 2] = 1, 'reused' return end
     out[o + 1], out[o + 2], out[o + 3] = 2, 'replay', id

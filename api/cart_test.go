@@ -130,7 +130,7 @@ func TestReplayedCartCheckoutRemovesTheLinesItBought(t *testing.T) {
 	want(t, h.do(t, "PUT", "/api/v1/cart/items/B", tok, `{"quantity":2}`), 200, "")
 	// The first attempt: the purchase happened, the cart was left as it was.
 	first, err := h.inv.Checkout(context.Background(), engine.CheckoutRequest{UserID: "c1", IdempotencyKey: "k1",
-		Lines: []engine.Line{{SKU: "A", Quantity: 1}, {SKU: "B", Quantity: 2}}})
+		Lines: []engine.Line{{SKU: "A", Quantity: 1}, {SKU: "B", Quantity: 2}}, Cart: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,4 +173,29 @@ func TestRetriedCartCheckoutAfterTheCartChangedReplays(t *testing.T) {
 	// A buy-now with the key of that cart checkout and another body is still refused.
 	want(t, h.do(t, "POST", "/api/v1/checkout", tok, `{"items":[{"sku":"C","quantity":1}]}`, "Idempotency-Key", "k1"),
 		422, "idempotency_key_reused")
+}
+
+// A cart checkout and a buy-now are different requests: the same key on both is 422
+// idempotency_key_reused, whichever came first and whatever the cart holds, and the cart
+// keeps its lines.
+func TestCartCheckoutWithABuyNowsKeyIsReused(t *testing.T) {
+	h := newHarness(t, api.Config{})
+	h.product(t, "A", 10, "")
+	h.product(t, "B", 10, "")
+	tok := token(t, "c1", api.RoleCustomer)
+	want(t, h.do(t, "POST", "/api/v1/checkout", tok, `{"items":[{"sku":"A","quantity":1}]}`, "Idempotency-Key", "k1"), 201, "")
+	// With an empty cart: no cart order under the key, and the buy-now is not one.
+	want(t, h.do(t, "POST", "/api/v1/checkout", tok, "", "Idempotency-Key", "k1"), 422, "idempotency_key_reused")
+	want(t, h.do(t, "PUT", "/api/v1/cart/items/A", tok, `{"quantity":1}`), 200, "")
+	want(t, h.do(t, "PUT", "/api/v1/cart/items/B", tok, `{"quantity":2}`), 200, "")
+	want(t, h.do(t, "POST", "/api/v1/checkout", tok, "", "Idempotency-Key", "k1"), 422, "idempotency_key_reused")
+	if c := h.cart(t, "c1"); c["A"] != "1" || c["B"] != "2" {
+		t.Fatalf("cart after a refused checkout: got %v, want it unchanged", c)
+	}
+	if got := h.available(t, "A"); got != 9 {
+		t.Fatalf("A available: got %v, want 9 (the buy-now only)", got)
+	}
+	// The other way round: a cart checkout's key on a buy-now.
+	want(t, h.do(t, "POST", "/api/v1/checkout", tok, "", "Idempotency-Key", "k2"), 201, "")
+	want(t, h.do(t, "POST", "/api/v1/checkout", tok, `{"items":[{"sku":"A","quantity":1}]}`, "Idempotency-Key", "k2"), 422, "idempotency_key_reused")
 }

@@ -20,8 +20,8 @@ type itemsInput struct {
 // rate is the user's requests-per-minute limit, counted in the checkout's own script
 // (0 for none, as for the simulation's synthetic buyers).
 // inv is the server's inventory, or the simulation's lane of it.
-func placeOrder(ctx context.Context, inv *engine.Redis, user string, lines []engine.Line, key string, rate int) (engine.Order, error) {
-	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, RatePerMinute: rate}
+func placeOrder(ctx context.Context, inv *engine.Redis, user string, lines []engine.Line, key string, rate int, cart bool) (engine.Order, error) {
+	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, RatePerMinute: rate, Cart: cart}
 	if key == "" { // with a key, the key names the order
 		req.OrderID = engine.NewID()
 	}
@@ -59,24 +59,26 @@ func (s *server) checkout(c *fiber.Ctx) error {
 		}
 		if len(lines) == 0 {
 			// A retry of a cart checkout finds the cart emptied by the first attempt.
-			if o, ok := s.orderForKey(ctx, user, key); ok {
-				markReplay(c, true)
-				return c.Status(http.StatusCreated).JSON(o)
+			if key == "" {
+				return errCartEmpty
 			}
-			return errCartEmpty
+			o, err := s.inv.CartOrder(ctx, user, key)
+			if errors.Is(err, engine.ErrNotFound) {
+				return errCartEmpty
+			}
+			if err != nil {
+				return err
+			}
+			markReplay(c, true)
+			return sendOrder(c, http.StatusCreated, &o)
 		}
 	} else {
 		lines = *in.Items
 	}
-	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute)
-	if fromCart && errors.Is(err, engine.ErrIdempotencyKeyReused) {
-		// The same request (no body, the same key) as a first attempt that bought
-		// other lines: the cart changed since (a line added while it ran stays in the
-		// cart). It gets the original order, like any retry.
-		if first, ok := s.orderForKey(ctx, user, key); ok {
-			o, err = first, nil
-		}
-	}
+	// A cart checkout's request is "buy my cart" whatever it holds: a retry with its key
+	// replays the order even if the cart changed since (a line added while it ran stays
+	// in the cart), and a buy-now under the same key is another request (422).
+	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute, fromCart)
 	if err != nil {
 		return err
 	}
@@ -90,20 +92,6 @@ func (s *server) checkout(c *fiber.Ctx) error {
 	}
 	markReplay(c, o.Replayed)
 	return sendOrder(c, http.StatusCreated, &o)
-}
-
-// orderForKey returns the order a cart checkout with key made earlier, marked as a
-// replay, if there is one (still in Redis: at least 7 days after it was persisted).
-func (s *server) orderForKey(ctx context.Context, user, key string) (engine.Order, bool) {
-	if key == "" {
-		return engine.Order{}, false
-	}
-	o, err := s.inv.Order(ctx, engine.OrderIDForKey(user, key))
-	if err != nil || o.UserID != user {
-		return engine.Order{}, false
-	}
-	o.Replayed = true
-	return o, true
 }
 
 // sendOrder answers with an order, encoded without reflection into a stack buffer

@@ -21,6 +21,9 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 	id, fp := req.OrderID, ""
 	if req.IdempotencyKey != "" {
 		id, fp = recordID("order", req.UserID, req.IdempotencyKey), linesFingerprint("checkout", lines)
+		if req.Cart {
+			fp = cartFingerprint
+		}
 	}
 	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines,
 		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute})
@@ -40,6 +43,26 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 		return Order{}, fmt.Errorf("checkout: %w", err)
 	}
 	return newOrder(id, req.UserID, OrderConfirmed, reply.str(2), items, reply.num(1), ""), nil
+}
+
+// cartFingerprint is the request fingerprint of every cart checkout: the request is
+// "buy my cart", the same whatever the cart holds.
+var cartFingerprint = fingerprint("checkout-cart")
+
+// CartOrder returns the order a cart checkout with this user's idempotency key made,
+// marked Replayed: how a retry finds it once the first attempt emptied the cart.
+// Errors: ErrNotFound (no order under the key), ErrIdempotencyKeyReused (the key made
+// an order of another kind of request), ErrUnavailable.
+func (r *Redis) CartOrder(ctx context.Context, userID, key string) (Order, error) {
+	o, err := r.Order(ctx, recordID("order", userID, key))
+	if err != nil {
+		return Order{}, fmt.Errorf("cart order: %w", err)
+	}
+	if o.fp != cartFingerprint && o.fp != RecordedFingerprint {
+		return Order{}, fmt.Errorf("cart order: %w", ErrIdempotencyKeyReused)
+	}
+	o.Replayed = true
+	return o, nil
 }
 
 // Reserve holds every line or none for req.TTL, with the errors of Checkout.

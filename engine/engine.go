@@ -46,6 +46,7 @@ type Order struct {
 	Replayed bool `json:"-"`
 
 	lines string // the record's lines as stored, which scripts check reads against
+	fp    string // the request fingerprint the record keeps (idempotency)
 }
 
 // HoldStatus is the state of a hold.
@@ -121,6 +122,10 @@ type CheckoutRequest struct {
 	IdempotencyKey string
 	// OrderID is the id the new order gets without an idempotency key (see NewID).
 	OrderID string
+	// Cart says the lines are the caller's cart: the request is "buy my cart", so a
+	// retry under the same key replays the order even if the cart changed since, and
+	// a buy-now under that key is another request (ErrIdempotencyKeyReused).
+	Cart bool
 	// RatePerMinute, if positive, caps the user's checkouts and reservations per clock
 	// minute, counted in the same script call (see RateLimitKey); over it the request
 	// fails with a *RateError.

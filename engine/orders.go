@@ -136,6 +136,6 @@ func parseOrder(id, v string) (Order, error) {
 		return Order{}, fmt.Errorf("order %s: %w", id, err)
 	}
 	o := newOrder(id, rec.User, OrderStatus(rec.Status), rec.Currency, items, ts, rec.Hold)
-	o.lines = rec.Lines
+	o.lines, o.fp = rec.Lines, rec.FP
 	return o, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashstock/flashstock/engine"
 )
@@ -206,7 +207,7 @@ func (s *server) commitHold(c *fiber.Ctx) error {
 		return err
 	}
 	o, err := s.inv.Commit(c.UserContext(), engine.CommitRequest{HoldID: id, OrderID: engine.NewID(),
-		Owner: owner(c), RatePerMinute: s.cfg.RateLimitPerMinute})
+		Owner: owner(c), RatePerMinute: s.cfg.RateLimitPerMinute, RateUser: principal(c).UserID})
 	if err != nil {
 		return err
 	}
@@ -237,16 +238,21 @@ func (s *server) bindKey(c *fiber.Ctx, op, target string) error {
 	user := principal(c).UserID
 	k := s.inv.Keys().Idem("bind:"+op+":"+user, key)
 	ctx := c.UserContext()
-	ok, err := s.rdb.SetNX(ctx, k, target, 25*time.Hour).Result()
-	if err != nil {
-		return redisErr(err)
-	}
-	if ok {
-		return nil
-	}
-	bound, err := s.rdb.Get(ctx, k).Result()
-	if err != nil {
-		return redisErr(err)
+	var bound string
+	for range 2 { // the binding may expire between the two calls: once more, then
+		ok, err := s.rdb.SetNX(ctx, k, target, 25*time.Hour).Result()
+		if err != nil {
+			return redisErr(err)
+		}
+		if ok {
+			return nil
+		}
+		if bound, err = s.rdb.Get(ctx, k).Result(); !errors.Is(err, redis.Nil) {
+			if err != nil {
+				return redisErr(err)
+			}
+			break
+		}
 	}
 	if bound != target {
 		return engine.ErrIdempotencyKeyReused

@@ -36,8 +36,10 @@ const (
 	// simWorkers caps the buyers in flight: one batch of the lane's single batcher.
 	// A larger `concurrency` is accepted (the contract allows 1000) and capped.
 	simWorkers = 64
-	// simCleanup bounds the cleanup after a run, on top of the run's deadline.
-	simCleanup = 30 * time.Second
+	// simCleanup bounds what follows a run's deadline while the lock is held: buyers
+	// already sent finishing (5 s), forgetting their counters (30 s) and reading the
+	// levels for the report (30 s), with room to spare.
+	simCleanup = 90 * time.Second
 	// simMaxRun bounds a run when the request carries no deadline of its own.
 	simMaxRun = 10 * time.Minute
 )

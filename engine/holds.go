@@ -44,9 +44,11 @@ type CommitRequest struct {
 	// Owner, when set, is the only user whose hold may be committed: another user's
 	// hold is ErrNotFound. Empty for an administrator.
 	Owner string
-	// RatePerMinute, if positive, counts the commit against Owner's requests per
-	// minute, with checkouts and reservations (see CheckoutRequest).
+	// RatePerMinute, if positive, counts the commit against RateUser's requests per
+	// minute, with checkouts and reservations (see CheckoutRequest). RateUser defaults
+	// to the hold's owner; an administrator committing someone's hold names themselves.
 	RatePerMinute int
+	RateUser      string
 }
 
 // Commit turns an active hold into an order; committing a committed hold returns its
@@ -60,7 +62,7 @@ func (r *Redis) Commit(ctx context.Context, req CommitRequest) (Order, error) {
 	if err != nil {
 		return Order{}, fmt.Errorf("commit: %w", err)
 	}
-	limit := rateLimit{User: req.Owner, PerMinute: req.RatePerMinute}
+	limit := rateLimit{User: req.RateUser, PerMinute: req.RatePerMinute}
 	if limit.User == "" {
 		limit.User = h.UserID
 	}

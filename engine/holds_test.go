@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -283,4 +284,29 @@ func TestLoadScriptsRefillsTheCache(t *testing.T) {
 	if err != nil || !strings.Contains(n, want) {
 		t.Fatalf("cached scripts after reload: want %s: %v\n%s", want, err, n)
 	}
+}
+
+// A commit counts against the rate limit of whoever asks (RateUser): an administrator
+// committing customers' holds uses the administrator's allowance, not the customers'.
+func TestCommitCountsAgainstWhoAsks(t *testing.T) {
+	eachBackend(t, func(t *testing.T, inv *engine.Redis) {
+		ctx := context.Background()
+		mustCreate(t, inv, engine.Product{SKU: "A", Stock: 5, Price: 2})
+		reserve(t, inv, "h1", time.Minute, engine.Line{SKU: "A", Quantity: 1})
+		reserve(t, inv, "h2", time.Minute, engine.Line{SKU: "A", Quantity: 1})
+		admin := engine.CommitRequest{OrderID: engine.NewID(), RatePerMinute: 1, RateUser: "root"}
+		admin.HoldID = "h1"
+		if _, err := inv.Commit(ctx, admin); err != nil {
+			t.Fatal(err)
+		}
+		admin.HoldID, admin.OrderID = "h2", engine.NewID()
+		var re *engine.RateError
+		if _, err := inv.Commit(ctx, admin); !errors.As(err, &re) {
+			t.Fatalf("the administrator's second commit in a minute at a limit of 1: got %v, want a rate error", err)
+		}
+		// The hold's owner ("u") still has their own allowance.
+		if _, err := inv.Commit(ctx, engine.CommitRequest{HoldID: "h2", OrderID: engine.NewID(), Owner: "u", RatePerMinute: 1}); err != nil {
+			t.Fatalf("the owner's own commit: %v", err)
+		}
+	})
 }

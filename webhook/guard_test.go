@@ -112,8 +112,9 @@ func TestDeliveryRefusesLoopbackLiterals(t *testing.T) {
 	strict := mustService(t, db, cfg)
 	mustEnqueue(t, strict, orderEvents(clk, 1)...)
 	round(t, webhook.NewWorker(strict, webhook.WorkerConfig{}))
-	if r.total() != 0 {
-		t.Fatalf("receiver on loopback saw %d requests, want 0", r.total())
+	d := mustDeliveries(t, strict, sub.ID)[orderEvents(clk, 1)[0].ID]
+	if r.total() != 0 || d.Status != webhook.StatusPending || !strings.Contains(d.LastError, webhook.ErrRefusedAddress.Error()) {
+		t.Fatalf("receiver on loopback saw %d requests, delivery %+v; want 0 and the attempt refused by the guard", r.total(), d)
 	}
 }
 

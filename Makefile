@@ -107,3 +107,5 @@ deps:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	  $$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; }
 	@redis-server --version
+	@redis-server --version | sed -n 's/.*v=\([0-9]*\)\..*/\1/p' | { read major; [ "$${major:-0}" -ge 7 ] || { \
+	  echo "redis-server 7.0 or later is needed (cluster tests use CLUSTER ADDSLOTSRANGE)"; exit 1; }; }

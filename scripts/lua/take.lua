@@ -4,9 +4,9 @@
 -- seeing the stock its predecessors left, so the batch is a sequence of atomic requests
 -- (coalescing concurrent requests saves Redis a round trip per request). The script runs
 -- in two phases: first every request is checked against copies of the levels held here,
--- with no write but the rate limit's count; then each touched stock hash is written once, and each accepted
--- request's counters, record and event are written: all order records in one MSET, all
--- events in one XADD. A redis.call costs about 2 us in Redis 7.0 whatever it does, so a
+-- with no write but the rate limit's count; then each touched stock hash is written
+-- once, and each accepted request's counters, record and event are written: all order
+-- records in one MSET, all events in one XADD. A redis.call costs about 2 us in Redis 7.0 whatever it does, so a
 -- batch makes a fixed number of calls, not a few per request.
 --
 -- Order records are written without a TTL: the syncer gives each one its TTL once

@@ -206,7 +206,7 @@ func (s *server) commitHold(c *fiber.Ctx) error {
 	if err := s.bindKey(c, "commit", id); err != nil {
 		return err
 	}
-	o, err := s.inv.Commit(c.UserContext(), engine.CommitRequest{HoldID: id, OrderID: engine.NewID(),
+	o, err := s.inv.Commit(c.UserContext(), engine.CommitRequest{HoldID: id, OrderID: engine.OrderIDForHold(id),
 		Owner: owner(c), RatePerMinute: s.cfg.RateLimitPerMinute, RateUser: principal(c).UserID})
 	if err != nil {
 		return err

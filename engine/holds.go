@@ -37,10 +37,17 @@ func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 		ExpiresAt: time.UnixMilli(exp).UTC(), OrderID: asString(v[6]), lines: asString(v[5])}, nil
 }
 
+// OrderIDForHold is the id of the order committing a hold makes: one per hold, so a
+// commit run again (a retry whose answer was lost, a commit Redis lost in a rollback)
+// names the same order.
+func OrderIDForHold(holdID string) string { return recordID("commit", "", holdID) }
+
 // CommitRequest turns an active hold into an order.
 type CommitRequest struct {
-	HoldID  string
-	OrderID string // the id the order gets (see NewID)
+	HoldID string
+	// OrderID is the id the order gets: OrderIDForHold(HoldID), so that a commit run
+	// again names the same order (tests may choose their own).
+	OrderID string
 	// Owner, when set, is the only user whose hold may be committed: another user's
 	// hold is ErrNotFound. Empty for an administrator.
 	Owner string

@@ -58,7 +58,7 @@ func (e Engine) Reserve(ctx context.Context, buyer int, key string, lines []engi
 
 // Commit implements Holder.
 func (e Engine) Commit(ctx context.Context, _ int, holdID, _ string) Answer {
-	o, err := e.Inv.Commit(ctx, engine.CommitRequest{HoldID: holdID, OrderID: engine.NewID()})
+	o, err := e.Inv.Commit(ctx, engine.CommitRequest{HoldID: holdID, OrderID: engine.OrderIDForHold(holdID)})
 	if err != nil {
 		return engineAnswer(err)
 	}

@@ -182,11 +182,21 @@ func rebaseRequest(ctx context.Context, inv *engine.Redis, st *store.Store, sku 
 		return req, fmt.Errorf("rollback %s: %w", sku, err)
 	}
 	// A movement Redis made again for an order MongoDB has past the rollback point is
-	// the same order run twice (a keyed retry after Redis lost its record): it counts once.
+	// the same order run twice (a keyed retry after Redis lost its record, a hold
+	// committed again: commits are named by their hold): it counts once. The re-run is
+	// a conflict when it took a number MongoDB held, or a second ledger entry when it
+	// took a new one; the fold holds the latter, so its deltas are taken back out.
 	ledgered := map[string]bool{}
 	for _, e := range tail {
-		if e.Ref != "" {
-			ledgered[e.Kind+"\n"+e.Ref] = true
+		if e.Ref == "" {
+			continue
+		}
+		if k := e.Kind + "\n" + e.Ref; ledgered[k] {
+			req.Again.Available -= e.Available
+			req.Again.Reserved -= e.Reserved
+			req.Again.Sold -= e.Sold
+		} else {
+			ledgered[k] = true
 		}
 	}
 	for _, c := range cs {

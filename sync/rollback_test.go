@@ -10,6 +10,7 @@ import (
 
 	"github.com/flashstock/flashstock/engine"
 	stocksync "github.com/flashstock/flashstock/sync"
+	"github.com/redis/go-redis/v9"
 )
 
 // rollBack writes a SKU's stock hash back to older levels, as a Redis that lost its
@@ -377,5 +378,94 @@ func TestRollbackRestoreIsNotAppliedTwice(t *testing.T) {
 	}
 	if open, err := e.st.OpenConflicts(ctx); err != nil || len(open) != 0 {
 		t.Fatalf("open conflicts: %+v, %v", open, err)
+	}
+}
+
+// A keyed retry after a rollback whose re-run takes a sequence number MongoDB never held
+// (other checkouts took the lost ones first) is the same order run twice: the ledger
+// holds it twice, and the restore counts it once.
+func TestRollbackCountsARerunPastTheLedgerOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
+	before := e.level(t, "A")
+	req := engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
+	o, err := e.inv.Checkout(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
+	stop()
+	e.rollBack(t, "A", before, o.ID)
+	other := e.buy(t, 1, "A") // takes the number o had: a conflict
+	if again, err := e.inv.Checkout(ctx, req); err != nil || again.ID != o.ID {
+		t.Fatalf("retry after the rollback: %+v, %v", again, err)
+	}
+	sy := e.started(t, "s2") // the re-run lands in the ledger under a new number
+	waitSynced(t, sy)
+	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st, Wait: 200 * time.Millisecond}
+	if _, err := rc.Run(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if lv := e.level(t, "A"); lv.Sold != 3 || lv.Available != 7 {
+		t.Fatalf("levels %+v; want 3 sold (o once, 2 units, and the other buyer's 1) and 7 available", lv)
+	}
+	if got := e.soldUnits(t, append([]string{o.ID}, other...)); got != 3 {
+		t.Fatalf("orders hold %d units, want 3", got)
+	}
+}
+
+// A hold committed again after a rollback lost its commit is the same commit: commits
+// are named by their hold, so the restore counts it once and no second order appears.
+func TestRollbackCountsARecommittedHoldOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
+	for _, h := range []struct {
+		id  string
+		qty int64
+	}{{"h1", 2}, {"h2", 3}} {
+		if _, err := e.inv.Reserve(ctx, engine.ReserveRequest{UserID: "u", HoldID: h.id, TTL: time.Hour,
+			Lines: []engine.Line{{SKU: "A", Quantity: h.qty}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := e.level(t, "A") // a5 r5
+	commit := engine.CommitRequest{HoldID: "h1", OrderID: engine.OrderIDForHold("h1")}
+	o1, err := e.inv.Commit(ctx, commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
+	stop()
+	// Redis loses the commit: the stock hash and the hold go back, the order is gone.
+	e.rollBack(t, "A", before, o1.ID)
+	if err := e.rdb.HSet(ctx, e.inv.Keys().Hold("h1"), "st", "active").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HDel(ctx, e.inv.Keys().Hold("h1"), "o").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.ZAdd(ctx, e.inv.Keys().HoldIndex(), redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: "h1"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	o2, err := e.inv.Commit(ctx, commit) // the buyer commits again
+	if err != nil || o2.ID != o1.ID {
+		t.Fatalf("commit again: %+v, %v; want the same order %s", o2, err, o1.ID)
+	}
+	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st, Wait: 200 * time.Millisecond}
+	if _, err := rc.Run(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if lv := e.level(t, "A"); lv.Available != 5 || lv.Reserved != 3 || lv.Sold != 2 {
+		t.Fatalf("levels %+v; want a5 r3 s2 (h1 committed once, h2 still held)", lv)
+	}
+	if _, err := e.inv.Commit(ctx, engine.CommitRequest{HoldID: "h2", OrderID: engine.OrderIDForHold("h2")}); err != nil {
+		t.Fatalf("commit of the other hold: %v", err)
+	}
+	if lv := e.level(t, "A"); lv.Reserved != 0 || lv.Sold != 5 {
+		t.Fatalf("levels after h2: %+v; want r0 s5", lv)
 	}
 }

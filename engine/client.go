@@ -16,8 +16,11 @@ func NoRetries(o *redis.Options) *redis.Options {
 	return o
 }
 
-// NoRetriesCluster is NoRetries for a cluster client. Redirections (MOVED, ASK) are
-// still followed: Redis answers them without running the command.
+// NoRetriesCluster is NoRetries for a cluster client. It is not enough on its own:
+// go-redis v9.23's cluster client also re-sends a command whose reply was lost from its
+// redirect loop (MaxRedirects), which internal/rediscluster's resend test pins. The
+// engine does not run on a cluster in this version (config refuses
+// REDIS_CLUSTER_ADDRS); the cluster work must settle this before it does.
 func NoRetriesCluster(o *redis.ClusterOptions) *redis.ClusterOptions {
 	o.MaxRetries = -1
 	return o

@@ -223,3 +223,38 @@ func (r *Redis) CancelRestored(ctx context.Context, o Order, lines string) (Orde
 	}
 	return r.Cancel(ctx, CancelRequest{OrderID: o.ID})
 }
+
+// IdempotencyWindow is how long idempotency keys are remembered (Options.IdempotencyTTL):
+// order records newer than this must exist for a retry to replay.
+func (r *Redis) IdempotencyWindow() time.Duration {
+	s, _ := strconv.ParseInt(r.idemTTL, 10, 64)
+	return time.Duration(s) * time.Second
+}
+
+// RestoreOrderRecords writes back the records of orders Redis lost with its data (SET
+// NX: a record Redis has wins), with fingerprint RecordedFingerprint, so that a retry
+// with an idempotency key replays its order instead of buying again. It touches no stock
+// and no per-user counter, and reports how many records it wrote.
+func (r *Redis) RestoreOrderRecords(ctx context.Context, orders []RestoredOrder) (int, error) {
+	if len(orders) == 0 {
+		return 0, nil
+	}
+	ttl, _ := strconv.ParseInt(r.recTTL, 10, 64)
+	cmds := make([]*redis.BoolCmd, len(orders))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, o := range orders {
+			cmds[i] = p.SetNX(ctx, r.k.Order(o.Order.ID), o.record(), time.Duration(ttl)*time.Second)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, writeErr("restore order records", err)
+	}
+	n := 0
+	for _, c := range cmds {
+		if c.Val() {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -199,14 +199,44 @@ func (s *Store) OrderRecord(ctx context.Context, id string) (engine.Order, strin
 		// A cancellation stub whose order has not arrived: nothing to restore yet.
 		return engine.Order{}, "", fmt.Errorf("order %s: only its cancellation has arrived: %w", id, engine.ErrNotFound)
 	}
-	lines := d.Lines
-	if lines == "" {
-		for i, it := range d.Items {
-			if i > 0 {
-				lines += ","
-			}
-			lines += it.SKU + ":" + strconv.FormatInt(it.Quantity, 10) + ":" + strconv.FormatInt(it.UnitPrice, 10)
+	return d.order(), d.recordedLines(), nil
+}
+
+// recordedLines are the order's lines as Redis recorded them; for an order stored
+// before they were kept, rebuilt from its items (without the ":L" marks).
+func (d orderDoc) recordedLines() string {
+	if d.Lines != "" {
+		return d.Lines
+	}
+	var b strings.Builder
+	for i, it := range d.Items {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(it.SKU + ":" + strconv.FormatInt(it.Quantity, 10) + ":" + strconv.FormatInt(it.UnitPrice, 10))
+	}
+	return b.String()
+}
+
+// RecentOrders calls fn with every order created at or after since, with its lines as
+// recorded, in no particular order; it stops at fn's first error.
+func (s *Store) RecentOrders(ctx context.Context, since time.Time, fn func(engine.Order, string) error) error {
+	cur, err := s.orders.Find(ctx, bson.M{"createdAt": bson.M{"$gte": since}})
+	if err != nil {
+		return dbErr("recent orders", err)
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		var d orderDoc
+		if err := cur.Decode(&d); err != nil {
+			return dbErr("recent orders", err)
+		}
+		if d.UserID == "" || len(d.Items) == 0 {
+			continue // a cancellation stub
+		}
+		if err := fn(d.order(), d.recordedLines()); err != nil {
+			return err
 		}
 	}
-	return d.order(), lines, nil
+	return dbErr("recent orders", cur.Err())
 }

@@ -61,6 +61,7 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		keys bson.D
 	}{
 		{s.orders, bson.D{{Key: "userId", Value: 1}, {Key: "_id", Value: -1}}},
+		{s.orders, bson.D{{Key: "createdAt", Value: 1}}},
 		{s.ledger, bson.D{{Key: "sku", Value: 1}, {Key: "seq", Value: 1}}},
 		{s.snaps, bson.D{{Key: "sku", Value: 1}, {Key: "at", Value: -1}}},
 	}

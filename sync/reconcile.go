@@ -193,6 +193,9 @@ type RebuildReport struct {
 	// RolledBack lists SKUs Redis has whose MongoDB history was ahead (a Redis
 	// rollback), restored from MongoDB.
 	RolledBack []Rollback
+	// RestoredRecords counts order records written back after a loss: the orders of the
+	// idempotency window, so that a retry with a key replays instead of buying again.
+	RestoredRecords int
 }
 
 // Rebuild restores the live stock of every catalog SKU that Redis does not have, from
@@ -264,8 +267,13 @@ func rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 		}
 	}
 	if len(rep.Restored) > 0 {
+		// Redis lost data: the order records of the idempotency window went with it.
+		if rep.RestoredRecords, err = restoreRecentRecords(ctx, inv, st); err != nil {
+			return rep, fmt.Errorf("rebuild: %w", err)
+		}
 		log.Warn("rebuilt live stock from MongoDB: Redis had lost it", "skus", len(rep.Restored),
-			"lost_movements", rep.Lost, "released_hold_units", rep.ReleasedHolds)
+			"lost_movements", rep.Lost, "released_hold_units", rep.ReleasedHolds,
+			"restored_order_records", rep.RestoredRecords)
 	}
 	if rep.RolledBack, err = findRollbacks(ctx, inv, st, present, log); err != nil {
 		return rep, fmt.Errorf("rebuild: %w", err)
@@ -333,4 +341,32 @@ func rebuildSKU(ctx context.Context, inv *engine.Redis, st *store.Store, p store
 	rep.Lost += lost
 	rep.ReleasedHolds += req.Release
 	return nil
+}
+
+// restoreRecentRecords writes back the order records of the idempotency window that
+// Redis lacks (engine.RestoreOrderRecords), in batches.
+func restoreRecentRecords(ctx context.Context, inv *engine.Redis, st *store.Store) (int, error) {
+	const batch = 500
+	var pending []engine.RestoredOrder
+	n := 0
+	flush := func() error {
+		k, err := inv.RestoreOrderRecords(ctx, pending)
+		n += k
+		pending = pending[:0]
+		return err
+	}
+	err := st.RecentOrders(ctx, time.Now().Add(-inv.IdempotencyWindow()), func(o engine.Order, lines string) error {
+		pending = append(pending, engine.RestoredOrder{Order: o, Lines: lines})
+		if len(pending) == batch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return n, fmt.Errorf("restore order records: %w", err)
+	}
+	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/flashstock/flashstock/engine"
 	stocksync "github.com/flashstock/flashstock/sync"
 )
 
@@ -33,5 +34,33 @@ func TestRebuildAtStartLeavesTheBacklogToTheSyncers(t *testing.T) {
 	}
 	if lv := e.level(t, "B"); lv.Available != 7 || lv.Sold != 3 {
 		t.Fatalf("B restored as %+v, want 7 available and 3 sold", lv)
+	}
+}
+
+// After Redis lost everything, a client retrying a checkout made before the loss with
+// its Idempotency-Key gets its order back instead of buying again.
+func TestKeyedRetryAfterRedisLostEverythingReplays(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	req := engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
+	o, err := e.inv.Checkout(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, e.started(t, "s"))
+	if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := stocksync.RebuildAtStart(ctx, e.inv, e.st, nil)
+	if err != nil || len(rep.Restored) != 1 || rep.RestoredRecords != 1 {
+		t.Fatalf("rebuild: %+v, %v; want A and one order record restored", rep, err)
+	}
+	again, err := e.inv.Checkout(ctx, req)
+	if err != nil || !again.Replayed || again.ID != o.ID {
+		t.Fatalf("retry after the loss: %+v, %v; want a replay of %s", again, err, o.ID)
+	}
+	if lv := e.level(t, "A"); lv.Sold != 2 || lv.Available != 8 {
+		t.Fatalf("levels %+v; want 2 sold once", lv)
 	}
 }

@@ -242,10 +242,15 @@ func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, lines m
 		s.log.Error("movement id already names another movement in MongoDB: Redis was rolled back; kept in the conflicts collection",
 			"movement", c.Movement.ID, "stored", c.Stored, "hash", c.Hash)
 	}
-	if err == nil && len(conflicts) > 0 {
+	if len(conflicts) > 0 {
 		// Redis is selling from levels older than MongoDB's: restore them now rather
-		// than at the next reconciliation.
-		s.restore(wctx, conflicts)
+		// than at the next reconciliation, once this batch is acknowledged, on a budget
+		// of its own (a restore catches up the outbox first, which can take a while).
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			s.restore(rctx, conflicts)
+		}()
 	}
 	if err != nil {
 		s.failures.Add(1)

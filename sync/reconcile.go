@@ -228,6 +228,7 @@ func rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 		return rep, fmt.Errorf("rebuild: %w", err)
 	}
 	var missing []store.Product
+	caught := "" // the outbox entry up to which MongoDB has been caught up in this run
 	for after := ""; ; {
 		page, err := st.Products(ctx, after, 200)
 		if err != nil {
@@ -256,6 +257,7 @@ func rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 		if err := catchUp(ctx, inv, st, last); err != nil {
 			return rep, fmt.Errorf("rebuild: %w", err)
 		}
+		caught = last
 		conflicts, err := st.OpenConflicts(ctx)
 		if err != nil {
 			return rep, fmt.Errorf("rebuild: %w", err)
@@ -275,7 +277,7 @@ func rebuild(ctx context.Context, inv *engine.Redis, st *store.Store, log *slog.
 			"lost_movements", rep.Lost, "released_hold_units", rep.ReleasedHolds,
 			"restored_order_records", rep.RestoredRecords)
 	}
-	if rep.RolledBack, err = findRollbacks(ctx, inv, st, present, log); err != nil {
+	if rep.RolledBack, err = findRollbacks(ctx, inv, st, present, log, &caught); err != nil {
 		return rep, fmt.Errorf("rebuild: %w", err)
 	}
 	return rep, nil

@@ -47,7 +47,7 @@ const rebaseAttempts = 5
 // sequence, or movements kept as conflicts. Each one found is restored from MongoDB.
 // The caller has brought MongoDB up to the outbox entries behind live (catchUp).
 func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live map[string]engine.Level,
-	log *slog.Logger) ([]Rollback, error) {
+	log *slog.Logger, caught *string) ([]Rollback, error) {
 	folds, err := st.Folds(ctx)
 	if err != nil {
 		return nil, err
@@ -61,7 +61,7 @@ func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live
 		if folds[sku].Seq <= lv.Version && len(conflicts[sku]) == 0 {
 			continue
 		}
-		rb, err := rebaseSKU(ctx, inv, st, sku)
+		rb, err := rebaseSKU(ctx, inv, st, sku, caught)
 		if err != nil {
 			return out, err
 		}
@@ -82,7 +82,10 @@ func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live
 // with the order records Redis lost, under compare-and-set on the live sequence (a
 // SKU that moves meanwhile is read again). It returns nil if the SKU was not rolled
 // back after all.
-func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku string) (*Rollback, error) {
+//
+// caught is the last outbox entry a catch-up of this run wrote ("" for none): SKUs
+// restored one after another catch up only what came since, not the whole backlog each.
+func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku string, caught *string) (*Rollback, error) {
 	// One restorer per SKU at a time (syncers, scheduled and admin reconciliations):
 	// two could both count the same conflicts before either marks them resolved.
 	lock, err := Acquire(ctx, inv.Client(), inv.Keys().Rebase(sku), time.Minute)
@@ -110,8 +113,11 @@ func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku stri
 		if err != nil {
 			return nil, fmt.Errorf("rollback %s: %w", sku, err)
 		}
-		if err := catchUp(ctx, inv, st, last); err != nil {
-			return nil, fmt.Errorf("rollback %s: %w", sku, err)
+		if last != *caught {
+			if err := catchUp(ctx, inv, st, last); err != nil {
+				return nil, fmt.Errorf("rollback %s: %w", sku, err)
+			}
+			*caught = last
 		}
 		open, err := st.OpenConflicts(ctx)
 		if err != nil {

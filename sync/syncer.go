@@ -281,13 +281,13 @@ func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, lines m
 // restore restores the SKUs of conflicts from MongoDB (see Rollback). A failure is
 // logged; reconciliation tries again.
 func (s *Syncer) restore(ctx context.Context, conflicts []store.Conflict) {
-	done := map[string]bool{}
+	done, caught := map[string]bool{}, ""
 	for _, c := range conflicts {
 		if done[c.SKU] {
 			continue
 		}
 		done[c.SKU] = true
-		rb, err := rebaseSKU(ctx, s.inv, s.store, c.SKU)
+		rb, err := rebaseSKU(ctx, s.inv, s.store, c.SKU, &caught)
 		if err != nil {
 			s.log.Error("restore a rolled-back SKU; reconciliation will retry", "sku", c.SKU, "err", err)
 			continue

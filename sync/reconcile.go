@@ -84,7 +84,7 @@ func (rc *Reconciler) Run(ctx context.Context, repair bool) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	rc.rolledBack.Add(int64(len(rb.RolledBack)))
+	rc.rolledBack.Add(int64(rb.Restorations()))
 	rep := Report{At: now, Drift: []Drift{}, Behind: []string{}, Rebuilt: append([]string{}, rb.Restored...),
 		RolledBack: append([]Rollback{}, rb.RolledBack...)}
 	skus, err := rc.Inv.SKUs(ctx)
@@ -196,6 +196,18 @@ type RebuildReport struct {
 	// RestoredRecords counts order records written back after a loss: the orders of the
 	// idempotency window, so that a retry with a key replays instead of buying again.
 	RestoredRecords int
+}
+
+// Restorations counts the rolled-back SKUs this run restored (not those it found but
+// left, such as one another process was restoring), for the rollback metric.
+func (r RebuildReport) Restorations() int {
+	n := 0
+	for _, rb := range r.RolledBack {
+		if rb.Restored {
+			n++
+		}
+	}
+	return n
 }
 
 // Rebuild restores the live stock of every catalog SKU that Redis does not have, from

@@ -63,7 +63,12 @@ func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live
 		}
 		rb, err := rebaseSKU(ctx, inv, st, sku, caught)
 		if err != nil {
-			return out, err
+			if ctx.Err() != nil {
+				return out, err
+			}
+			// One SKU that cannot be restored now must not stop the others (nor a
+			// start-up): it is reported, and the next run tries again.
+			rb = &Rollback{SKU: sku, RedisVersion: lv.Version, LedgerVersion: folds[sku].Seq, Error: err.Error()}
 		}
 		if rb == nil {
 			continue
@@ -88,7 +93,9 @@ func findRollbacks(ctx context.Context, inv *engine.Redis, st *store.Store, live
 func rebaseSKU(ctx context.Context, inv *engine.Redis, st *store.Store, sku string, caught *string) (*Rollback, error) {
 	// One restorer per SKU at a time (syncers, scheduled and admin reconciliations):
 	// two could both count the same conflicts before either marks them resolved.
-	lock, err := Acquire(ctx, inv.Client(), inv.Keys().Rebase(sku), time.Minute)
+	// The TTL only matters if this process dies holding it: long enough for a restore
+	// behind a large backlog, short enough that a crash does not block restores for long.
+	lock, err := Acquire(ctx, inv.Client(), inv.Keys().Rebase(sku), 5*time.Minute)
 	if errors.Is(err, ErrLocked) {
 		return &Rollback{SKU: sku, Error: "another process is restoring it"}, nil
 	}

@@ -3,9 +3,11 @@ package sync_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/flashstock/flashstock/engine"
 	stocksync "github.com/flashstock/flashstock/sync"
+	"github.com/redis/go-redis/v9"
 )
 
 // A process starting while the syncers are behind does not write their backlog itself
@@ -62,5 +64,34 @@ func TestKeyedRetryAfterRedisLostEverythingReplays(t *testing.T) {
 	}
 	if lv := e.level(t, "A"); lv.Sold != 2 || lv.Available != 8 {
 		t.Fatalf("levels %+v; want 2 sold once", lv)
+	}
+}
+
+// A rolled-back SKU that cannot be restored now (here: a damaged hold record the restore
+// must read) is reported, and does not stop a start-up: the next run tries again.
+func TestARollbackThatCannotBeRestoredDoesNotStopAStart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 10)
+	before := e.level(t, "A")
+	e.buy(t, 2, "A")
+	if _, err := e.inv.Reserve(ctx, engine.ReserveRequest{UserID: "u", HoldID: "h1", TTL: time.Hour,
+		Lines: []engine.Line{{SKU: "A", Quantity: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, e.started(t, "s"))
+	e.rollBack(t, "A", before)
+	if err := e.rdb.HSet(ctx, e.inv.Keys().Hold("h-bad"), "u", "u", "st", "active", "l", "garbage").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.ZAdd(ctx, e.inv.Keys().HoldIndex(), redis.Z{Score: 1, Member: "h-bad"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := stocksync.RebuildAtStart(ctx, e.inv, e.st, nil)
+	if err != nil {
+		t.Fatalf("start-up stopped by one SKU: %v", err)
+	}
+	if len(rep.RolledBack) != 1 || rep.RolledBack[0].Restored || rep.RolledBack[0].Error == "" || rep.Restorations() != 0 {
+		t.Fatalf("report: %+v; want A reported, not restored, with its error", rep.RolledBack)
 	}
 }

@@ -205,7 +205,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		SyncerErrors:       syncer.Failures,
 		SyncConflicts:      syncer.Conflicts,
 		DeadLetterFailures: syncer.DeadLetterFailures,
-		Rollbacks:          func() int64 { return int64(len(rebuilt.RolledBack)) + rc.RolledBack() },
+		Rollbacks:          func() int64 { return int64(rebuilt.Restorations()) + rc.RolledBack() },
 		LowStock:           int64(cfg.LowStockThreshold),
 		Logger:             log,
 	})

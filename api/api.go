@@ -28,6 +28,7 @@ import (
 	"github.com/flashstock/flashstock/metrics"
 	"github.com/flashstock/flashstock/store"
 	stocksync "github.com/flashstock/flashstock/sync"
+	"github.com/flashstock/flashstock/webhook"
 )
 
 // Config holds the API's settings.
@@ -68,19 +69,22 @@ type Deps struct {
 	// Redis, MongoDB and the scripts itself (see checkDependencies).
 	Ready func(ctx context.Context) map[string]error
 	Now   func() time.Time
+	// Webhooks, if set, serves the admin webhook routes; without it they answer 503.
+	Webhooks *webhook.Service
 }
 
 type server struct {
-	cfg   Config
-	inv   *engine.Redis
-	rdb   redis.UniversalClient
-	store *store.Store
-	rc    *stocksync.Reconciler
-	log   *slog.Logger
-	ready func(ctx context.Context) map[string]error
-	now   func() time.Time
-	reqs  atomic.Uint64
-	m     *metrics.Metrics
+	webhooks *webhook.Service
+	cfg      Config
+	inv      *engine.Redis
+	rdb      redis.UniversalClient
+	store    *store.Store
+	rc       *stocksync.Reconciler
+	log      *slog.Logger
+	ready    func(ctx context.Context) map[string]error
+	now      func() time.Time
+	reqs     atomic.Uint64
+	m        *metrics.Metrics
 	// idPrefix starts every request id this process makes; a counter ends it.
 	idPrefix string
 	tokens   *auth.Verifier
@@ -116,7 +120,7 @@ func New(cfg Config, d Deps) *fiber.App {
 		d.Now = time.Now
 	}
 	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
-		ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewShortID() + "-", tokens: auth.NewVerifier(cfg.JWTSecret, cfg.JWTIssuer, 1<<16),
+		webhooks: d.Webhooks, ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewShortID() + "-", tokens: auth.NewVerifier(cfg.JWTSecret, cfg.JWTIssuer, 1<<16),
 		seriesOf: map[seriesKey]*series{}}
 	app := fiber.New(fiber.Config{
 		AppName:               "flashstock",
@@ -177,6 +181,10 @@ func New(cfg Config, d Deps) *fiber.App {
 	authed.Post("/carts/bulk-checkout", adminOnly, s.bulkCheckout)
 	authed.Post("/admin/reconcile", adminOnly, s.reconcileNow)
 	authed.Get("/admin/reconcile/last", adminOnly, s.lastReconcile)
+	authed.Post("/admin/webhooks", adminOnly, s.createWebhook)
+	authed.Get("/admin/webhooks", adminOnly, s.listWebhooks)
+	authed.Delete("/admin/webhooks/:id", adminOnly, s.deleteWebhook)
+	authed.Get("/admin/webhooks/:id/deliveries", adminOnly, s.webhookDeliveries)
 
 	app.Use(func(*fiber.Ctx) error { return errNotFound })
 	return app

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -332,27 +333,45 @@ func (s *Syncer) Trim(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("trim outbox: %w", err)
 	}
-	minID := ""
+	// Behind every group (the syncer's, the webhook feeder's): what one has not
+	// acknowledged, or not read yet, stays.
+	minID, synced := "", false
 	for _, g := range groups {
-		if g.Name == Group {
-			minID = g.LastDeliveredID
+		id := g.LastDeliveredID
+		p, err := s.rdb.XPending(ctx, s.stream, g.Name).Result()
+		if err != nil {
+			return 0, fmt.Errorf("trim outbox: %w", err)
 		}
+		if p.Count > 0 {
+			id = p.Lower
+		}
+		if minID == "" || streamIDLess(id, minID) {
+			minID = id
+		}
+		synced = synced || g.Name == Group
 	}
-	if minID == "" || minID == "0-0" {
+	if !synced || minID == "" || minID == "0-0" {
 		return 0, nil
-	}
-	p, err := s.rdb.XPending(ctx, s.stream, Group).Result()
-	if err != nil {
-		return 0, fmt.Errorf("trim outbox: %w", err)
-	}
-	if p.Count > 0 {
-		minID = p.Lower
 	}
 	n, err := s.rdb.XTrimMinID(ctx, s.stream, minID).Result()
 	if err != nil {
 		return 0, fmt.Errorf("trim outbox: %w", err)
 	}
 	return n, nil
+}
+
+// streamIDLess orders stream ids ("ms-seq").
+func streamIDLess(a, b string) bool {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	an, _ := strconv.ParseUint(am, 10, 64)
+	bn, _ := strconv.ParseUint(bm, 10, 64)
+	if an != bn {
+		return an < bn
+	}
+	ai, _ := strconv.ParseUint(as, 10, 64)
+	bi, _ := strconv.ParseUint(bs, 10, 64)
+	return ai < bi
 }
 
 func sleep(ctx context.Context, d time.Duration) {

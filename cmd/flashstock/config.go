@@ -14,6 +14,7 @@ import (
 	"github.com/joho/godotenv"
 
 	stocksync "github.com/flashstock/flashstock/sync"
+	"github.com/flashstock/flashstock/webhook"
 )
 
 // Config is every setting, loaded once from the environment and a .env file (the
@@ -57,6 +58,22 @@ type Config struct {
 	PprofAllowRemote bool
 	ShutdownTimeout  time.Duration
 	Specs            stocksync.Specs
+	// Webhooks says signed webhooks run: WEBHOOK_SECRET_KEY is set, or the embedded
+	// mode keeps a key of its own under DATA_DIR. Without them the webhook routes
+	// answer 503 and no worker runs. webhookEnv reads the WEBHOOK_* settings.
+	Webhooks   bool
+	webhookEnv func(string) string
+}
+
+// webhookConfig is the webhook service's configuration; key, if not empty, stands in
+// for WEBHOOK_SECRET_KEY (the embedded mode's own key).
+func (c Config) webhookConfig(key string) (webhook.Config, error) {
+	return webhook.ConfigFromEnv(func(k string) string {
+		if k == "WEBHOOK_SECRET_KEY" && key != "" {
+			return key
+		}
+		return c.webhookEnv(k)
+	})
 }
 
 // Embedded reports whether Redis and MongoDB run inside this process.
@@ -141,6 +158,17 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 	c.SeedDemo = flag("SEED_DEMO", c.Embedded())
+	c.webhookEnv = get
+	c.Webhooks = get("WEBHOOK_SECRET_KEY") != "" || c.Embedded()
+	if c.Webhooks {
+		// Checked now, so a bad setting stops start-up with the others; the embedded
+		// mode's own key is checked with a stand-in of the right size.
+		if _, err := c.webhookConfig(strings.Repeat("0", 64)); err != nil && get("WEBHOOK_SECRET_KEY") == "" {
+			errs = append(errs, err.Error())
+		} else if _, err := c.webhookConfig(""); err != nil && get("WEBHOOK_SECRET_KEY") != "" {
+			errs = append(errs, err.Error())
+		}
+	}
 	c.PprofAllowRemote = flag("PPROF_ALLOW_REMOTE", false)
 	if c.Host == "" && c.Embedded() {
 		c.Host = "127.0.0.1"

@@ -254,3 +254,48 @@ func TestConfigLoadsTheShippedEnvExample(t *testing.T) {
 		t.Fatalf("environment over .env: got %v, %v", c.SoldOutFor, err)
 	}
 }
+
+// Webhooks run with WEBHOOK_SECRET_KEY, or in the embedded mode with a key of its own
+// kept under DATA_DIR across restarts; bad WEBHOOK_* settings stop start-up.
+func TestConfigWebhooks(t *testing.T) {
+	dir := inTempDir(t)
+	secret := strings.Repeat("s", 32)
+	external := map[string]string{"REDIS_URL": "redis://r:6379", "MONGODB_URI": "mongodb://m", "JWT_SECRET": secret}
+	if c, err := loadConfig(env(external)); err != nil || c.Webhooks {
+		t.Fatalf("external stores without a key: webhooks %v, %v; want off", c.Webhooks, err)
+	}
+	withKey := map[string]string{"WEBHOOK_SECRET_KEY": strings.Repeat("ab", 32)}
+	for k, v := range external {
+		withKey[k] = v
+	}
+	if c, err := loadConfig(env(withKey)); err != nil || !c.Webhooks {
+		t.Fatalf("with a key: webhooks %v, %v; want on", c.Webhooks, err)
+	}
+	for name, bad := range map[string]map[string]string{
+		"short key":      {"WEBHOOK_SECRET_KEY": "abc"},
+		"bad schedule":   {"WEBHOOK_RETRY_SCHEDULE": "soon"},
+		"private switch": {"WEBHOOK_ALLOW_PRIVATE": "perhaps"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var ue usageError
+			if _, err := loadConfig(env(bad)); !errors.As(err, &ue) {
+				t.Fatalf("got %v, want a usage error", err)
+			}
+		})
+	}
+	c, err := loadConfig(env(nil))
+	if err != nil || !c.Webhooks {
+		t.Fatalf("embedded: webhooks %v, %v; want on", c.Webhooks, err)
+	}
+	first, err := embeddedWebhookKey(filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := embeddedWebhookKey(filepath.Join(dir, "data"))
+	if err != nil || again != first || len(first) != 64 {
+		t.Fatalf("embedded key: %q then %q, %v; want one 32-byte key kept", first, again, err)
+	}
+	if _, err := c.webhookConfig(first); err != nil {
+		t.Fatalf("the embedded key does not configure webhooks: %v", err)
+	}
+}

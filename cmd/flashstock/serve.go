@@ -13,8 +13,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +31,7 @@ import (
 	"github.com/flashstock/flashstock/metrics"
 	"github.com/flashstock/flashstock/store"
 	stocksync "github.com/flashstock/flashstock/sync"
+	"github.com/flashstock/flashstock/webhook"
 )
 
 // deps are the opened dependencies; close releases them in reverse order.
@@ -164,6 +167,10 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	}
 	rc := &stocksync.Reconciler{Inv: d.inv, Store: d.st, Logger: log}
 	syncer := stocksync.NewSyncer(d.inv, d.st, stocksync.SyncerOptions{Logger: log})
+	hooks, err := openWebhooks(ctx, cfg, d, log)
+	if err != nil {
+		return err
+	}
 
 	var wg sync.WaitGroup
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -182,6 +189,20 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 			return usageError{err.Error()}
 		}
 		wg.Go(func() { sch.Start(workCtx) })
+		if hooks != nil {
+			feeder := stocksync.NewFeeder(d.inv, hooks, log)
+			wg.Go(func() {
+				if err := feeder.Run(workCtx); err != nil {
+					log.Error("webhook feeder stopped", "err", err)
+				}
+			})
+			worker := webhook.NewWorker(hooks, webhook.WorkerConfig{Logger: log.With("component", "webhooks")})
+			wg.Go(func() {
+				if err := worker.Run(workCtx); err != nil {
+					log.Error("webhook worker stopped", "err", err)
+				}
+			})
+		}
 	}
 	if cfg.Role != "all" && cfg.Role != "api" {
 		log.Info("worker running", "startup_ms", time.Since(start).Milliseconds())
@@ -211,7 +232,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	})
 	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
 		RateLimitPerMinute: cfg.RateLimitPerMinute, LoginLimit: cfg.LoginLimitPerMinute,
-		LoginAddressLimit: cfg.LoginAddressLimitPerMinute, TrustedProxies: cfg.TrustedProxies}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m}) // /readyz checks Redis, MongoDB and the scripts
+		LoginAddressLimit: cfg.LoginAddressLimitPerMinute, TrustedProxies: cfg.TrustedProxies}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m, Webhooks: hooks}) // /readyz checks Redis, MongoDB and the scripts
 	ln, err := net.Listen("tcp", listenAddr(cfg))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -309,4 +330,67 @@ func servePprof(addr string, log *slog.Logger) {
 	if err := srv.ListenAndServe(); err != nil {
 		log.Error("pprof", "err", err)
 	}
+}
+
+// openWebhooks builds the webhook service, or nil when webhooks are off (no
+// WEBHOOK_SECRET_KEY outside the embedded mode). The embedded mode keeps its own key in
+// DATA_DIR/webhook.key, made on first start, so subscriptions' secrets survive restarts.
+func openWebhooks(ctx context.Context, cfg Config, d *deps, log *slog.Logger) (*webhook.Service, error) {
+	if !cfg.Webhooks {
+		log.Info("webhooks off: set WEBHOOK_SECRET_KEY to turn them on")
+		return nil, nil
+	}
+	key := ""
+	if cfg.webhookEnv("WEBHOOK_SECRET_KEY") == "" {
+		var err error
+		if key, err = embeddedWebhookKey(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	wc, err := cfg.webhookConfig(key)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	svc, err := webhook.New(d.st.Database(), wc)
+	if err != nil {
+		return nil, err
+	}
+	if err := svc.EnsureIndexes(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.webhookEnv("WEBHOOK_SECRET_KEYS_PREVIOUS") != "" {
+		// A key rotation: seal every secret under the current key, so the old one can go.
+		n, err := svc.Rewrap(ctx)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("webhook secrets sealed under the current key", "subscriptions", n)
+	}
+	if _, err := webhook.NewMetrics(d.m.Registry, svc); err != nil {
+		return nil, err
+	}
+	return svc, nil
+}
+
+// embeddedWebhookKey reads the embedded mode's webhook key from dir, making it (32
+// random bytes, hex, mode 0600) on first use.
+func embeddedWebhookKey(dir string) (string, error) {
+	path := filepath.Join(dir, "webhook.key")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("webhook key: %w", err)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	key := hex.EncodeToString(b)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("webhook key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("webhook key: %w", err)
+	}
+	return key, nil
 }

@@ -1,0 +1,154 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/webhook"
+)
+
+// WebhookGroup is the consumer group the webhook feeder reads the outbox with: its own,
+// so that its lag and the syncer's are separate and a slow receiver never holds up
+// MongoDB's copy (the outbox is trimmed only behind every group).
+const WebhookGroup = "flashstock-webhooks"
+
+// Feeder turns outbox events into webhook events (package webhook) for the
+// subscriptions that want them. An entry is acknowledged only once its events are
+// enqueued (idempotently, by event id), so none is lost across crashes and a redelivery
+// enqueues nothing twice. Events are derived from what the scripts recorded: an order's
+// confirmation, a cancellation, a hold's expiry.
+type Feeder struct {
+	inv      *engine.Redis
+	svc      *webhook.Service
+	log      *slog.Logger
+	consumer string
+	// Block is how long a read waits for new entries (default 1 s).
+	Block time.Duration
+}
+
+// NewFeeder feeds svc from inv's outbox.
+func NewFeeder(inv *engine.Redis, svc *webhook.Service, log *slog.Logger) *Feeder {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	host, _ := os.Hostname()
+	return &Feeder{inv: inv, svc: svc, log: log.With("component", "webhook-feeder"),
+		consumer: fmt.Sprintf("%s-%d-%s", host, os.Getpid(), engine.NewShortID()), Block: time.Second}
+}
+
+// Run feeds until ctx ends; a batch read is enqueued and acknowledged before it returns.
+func (f *Feeder) Run(ctx context.Context) error {
+	rdb, stream := f.inv.Client(), f.inv.OutboxKey()
+	create := func() error {
+		err := rdb.XGroupCreateMkStream(ctx, stream, WebhookGroup, "$").Err()
+		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("webhook feeder: create group: %w", err)
+		}
+		return nil
+	}
+	if err := create(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	// Entries other feeders were given and never acknowledged are taken over after a
+	// while; this one's own first, then new ones.
+	next := "0"
+	lastClaim := time.Time{}
+	for ctx.Err() == nil {
+		var msgs []redis.XMessage
+		var err error
+		if next == ">" && time.Since(lastClaim) > 15*time.Second {
+			lastClaim = time.Now()
+			msgs, _, err = rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: stream, Group: WebhookGroup,
+				Consumer: f.consumer, MinIdle: 30 * time.Second, Start: "0", Count: 100}).Result()
+		}
+		if err == nil && len(msgs) == 0 {
+			var res []redis.XStream
+			block := f.Block
+			if next == "0" {
+				block = -1 // own pending: no wait
+			}
+			res, err = rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: WebhookGroup, Consumer: f.consumer,
+				Streams: []string{stream, next}, Count: 100, Block: block}).Result()
+			if errors.Is(err, redis.Nil) {
+				err = nil
+			}
+			msgs = first(res)
+			if err == nil && next == "0" && len(msgs) == 0 {
+				next = ">"
+				continue
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			f.log.Warn("read outbox", "err", err)
+			if strings.HasPrefix(err.Error(), "NOGROUP") {
+				_ = create()
+			}
+			sleep(ctx, time.Second)
+			continue
+		}
+		if len(msgs) > 0 {
+			f.feed(ctx, msgs)
+		}
+	}
+	return nil
+}
+
+// feed enqueues one batch's events and acknowledges it, retrying with backoff while
+// MongoDB fails; an entry that does not decode is left to the syncer's dead letters.
+func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
+	var events []webhook.Event
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		ids = append(ids, m.ID)
+		evs, err := engine.DecodeEntry(m.ID, m.Values)
+		if err != nil {
+			continue // the syncer parks it in the dead-letter stream
+		}
+		for _, e := range evs {
+			events = append(events, webhook.Derive(f.source(ctx, e), 0)...)
+		}
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := f.svc.Enqueue(wctx, events)
+		if err == nil {
+			err = f.inv.Client().XAck(wctx, f.inv.OutboxKey(), WebhookGroup, ids...).Err()
+		}
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return // unacknowledged on shutdown: redelivered, enqueued again harmlessly
+		}
+		f.log.Warn("enqueue webhook events; retrying", "entries", len(msgs), "err", err)
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// source is what webhook.Derive reads for one outbox event: a cancellation carries no
+// lines, so the order comes from its record; an expiry's items from its movements.
+func (f *Feeder) source(ctx context.Context, e engine.Event) webhook.Source {
+	src := webhook.Source{Event: e}
+	switch e.Kind {
+	case engine.EventCancel:
+		if o, err := f.inv.Order(ctx, e.ID); err == nil {
+			src.Order = &o
+		}
+	case engine.EventExpire:
+		for _, m := range e.Movements {
+			src.Event.Items = append(src.Event.Items, engine.Item{SKU: m.SKU, Quantity: -m.Reserved})
+		}
+	}
+	return src
+}

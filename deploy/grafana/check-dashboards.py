@@ -5,7 +5,8 @@ For every dashboard JSON under deploy/grafana/dashboards/ it checks that the fil
 that every flashstock_* metric named in a panel query or a template variable is one the Go
 code (non-test files) defines with Name: "…" or NewDesc("…"), where a histogram may carry
 its _bucket, _count or _sum suffix, that every panel and query uses the provisioned
-Prometheus datasource by uid, and that every panel expression parses as PromQL (each,
+Prometheus datasource by uid, that docker-compose.yml mounts the dashboards where the
+provider reads them, and that every panel expression parses as PromQL (each,
 with Grafana's variables filled in, as a recording rule for `promtool check rules`). It
 exits 1 and names what is wrong otherwise.
 """
@@ -20,6 +21,8 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "deploy/grafana/dashboards"
 DATASOURCES = ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml"
+PROVIDER = ROOT / "deploy/grafana/provisioning/dashboards/flashstock.yml"
+COMPOSE = ROOT / "docker-compose.yml"
 METRIC = re.compile(r"\bflashstock_[a-z0-9_]*[a-z0-9]")
 
 
@@ -109,6 +112,11 @@ def main():
     want_uid = uids[0]
 
     errors, files = [], sorted(DASHBOARDS.glob("*.json"))
+    # The provider must read the directory compose mounts the dashboards at.
+    paths = re.findall(r"^\s*path:\s*(\S+)", PROVIDER.read_text(), re.M)
+    mount = f"./deploy/grafana/dashboards:{paths[0] if paths else '?'}:ro"
+    if len(paths) != 1 or mount not in COMPOSE.read_text():
+        errors.append(f"{COMPOSE.relative_to(ROOT)} does not mount {mount} ({PROVIDER.relative_to(ROOT)} reads {paths})")
     if not files:
         errors.append(f"no dashboard in {DASHBOARDS.relative_to(ROOT)}")
     for f in files:

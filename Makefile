@@ -7,7 +7,7 @@ BENCH   ?= .
 TIMEOUT ?= 15m
 
 .PHONY: all build run test test-race bench bench-go bench-deps bench-ratio lint check-alerts fmt deps \
-        cluster-up cluster-down check-compose
+        cluster-up cluster-down check-compose check-dashboards
 
 all: lint test
 
@@ -69,6 +69,19 @@ check-alerts:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; \
 	  $$SUDO service prometheus stop >/dev/null 2>&1 || true; }
 	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml
+
+# Grafana dashboards and Prometheus' config (docs/OPERATIONS.md, "Dashboards"): every
+# flashstock_* metric a panel names must be defined in the Go code, every expression must
+# parse, panels must use the provisioned datasource; prometheus.yml (and the rule file it
+# loads) must pass promtool. Offline, about a second.
+check-dashboards:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; \
+	  $$SUDO service prometheus stop >/dev/null 2>&1 || true; }
+	python3 deploy/grafana/check-dashboards.py
+	promtool check config deploy/prometheus/prometheus.yml
 
 # A local Redis Cluster for people: 3 masters + 3 replicas, native redis-server
 # processes on 127.0.0.1:7100-7105 (bus ports 17100-17105), node timeout 1 s, no

@@ -136,6 +136,18 @@ func TestOutcomeUnknownIsResolvedByRetryingWithTheKey(t *testing.T) {
 	if r.header.Get("Retry-After") == "" || !strings.Contains(string(r.body), "Idempotency-Key") {
 		t.Fatalf("outcome_unknown must say how to learn the outcome: %s %v", r.body, r.header)
 	}
+	// Redis runs what it was sent once it resumes; wait for that, so that the retry
+	// below meets the order (a retry that got there first would simply be the sale).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := h.inv.Order(context.Background(), engine.OrderIDForKey("u1", "k-1")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first request never ran: the test did not exercise a lost reply")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	again := h.do(t, "POST", "/api/v1/checkout", tok, body, "Idempotency-Key", "k-1")
 	want(t, again, 201, "")
 	if again.header.Get("Idempotent-Replayed") != "true" {

@@ -54,31 +54,87 @@ type Movement struct {
 	Ref       string // order or hold id, if any
 	Reason    string
 	At        time.Time
+	// After is the SKU's levels right after the movement (Version is Seq), from the
+	// entry's field L; HasAfter is false for entries written without it.
+	After    Level
+	HasAfter bool
 }
 
 // ID is the movement's deterministic ledger id.
 func (m Movement) ID() string { return m.SKU + ":" + strconv.FormatInt(m.Seq, 10) }
 
 // DecodeEntry parses an outbox entry: one or more events, in fields "0", "1", ... (see
-// scripts/lua/prelude.lua). Every event carries the entry's id as StreamID. Entries of
-// every format version written so far decode: stream entries outlive deploys.
+// scripts/lua/prelude.lua), and field L, the levels after the entry of each SKU it
+// moved, from which every movement's levels after it are set (Movement.After). Every
+// event carries the entry's id as StreamID. Entries of every format written so far
+// decode (stream entries outlive deploys); one without L has no levels.
 func DecodeEntry(streamID string, values map[string]any) ([]Event, error) {
-	if len(values) == 0 {
-		return nil, fmt.Errorf("outbox entry %s: no events", streamID)
-	}
-	out := make([]Event, len(values))
-	for i := range out {
+	var out []Event
+	for i := 0; ; i++ {
 		v, ok := values[strconv.Itoa(i)]
 		if !ok {
-			return nil, fmt.Errorf("outbox entry %s: no event %d", streamID, i)
+			break
 		}
 		e, err := decodeEvent(streamID, asString(v))
 		if err != nil {
 			return nil, err
 		}
-		out[i] = e
+		out = append(out, e)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("outbox entry %s: no events", streamID)
+	}
+	if l, ok := values["L"]; ok && asString(l) != "" {
+		after, err := parseLevels(asString(l))
+		if err != nil {
+			return nil, fmt.Errorf("outbox entry %s: %w", streamID, err)
+		}
+		setAfter(out, after)
 	}
 	return out, nil
+}
+
+// parseLevels reads field L: "sku:available:reserved:sold:seq" joined by ",".
+func parseLevels(s string) (map[string]Level, error) {
+	out := map[string]Level{}
+	for part := range strings.SplitSeq(s, ",") {
+		f := strings.Split(part, ":")
+		if len(f) != 5 {
+			return nil, fmt.Errorf("malformed levels %q", part)
+		}
+		var n [4]int64
+		for i := range n {
+			var err error
+			if n[i], err = strconv.ParseInt(f[i+1], 10, 64); err != nil {
+				return nil, fmt.Errorf("malformed levels %q", part)
+			}
+		}
+		out[f[0]] = Level{SKU: f[0], Available: n[0], Reserved: n[1], Sold: n[2], Version: n[3]}
+	}
+	return out, nil
+}
+
+// setAfter gives each movement of a SKU in after its levels after it: the entry's last
+// movement of the SKU has the entry's levels, and each earlier one the levels before
+// the next (its levels minus the next movement's deltas).
+func setAfter(events []Event, after map[string]Level) {
+	cur := make(map[string]Level, len(after))
+	for sku, lv := range after {
+		cur[sku] = lv
+	}
+	for i := len(events) - 1; i >= 0; i-- {
+		ms := events[i].Movements
+		for j := len(ms) - 1; j >= 0; j-- {
+			m := &ms[j]
+			lv, ok := cur[m.SKU]
+			if !ok || lv.Version != m.Seq {
+				continue // not this entry's levels' chain: leave it without
+			}
+			m.After, m.HasAfter = lv, true
+			cur[m.SKU] = Level{SKU: m.SKU, Available: lv.Available - m.Available, Reserved: lv.Reserved - m.Reserved,
+				Sold: lv.Sold - m.Sold, Version: m.Seq - 1}
+		}
+	}
 }
 
 // wireEvent is an outbox event as the scripts write it (scripts/lua/prelude.lua,

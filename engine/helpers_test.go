@@ -112,6 +112,11 @@ func checkLedger(tb testing.TB, inv *engine.Redis) []engine.Event {
 				tb.Fatalf("%s: movement seq %d follows %d", m.SKU, m.Seq, f.seq)
 			}
 			f.seq, f.a, f.r, f.s = m.Seq, f.a+m.Available, f.r+m.Reserved, f.s+m.Sold
+			// Every movement carries the levels after it (the entry's field L), and
+			// they are the ledger's.
+			if !m.HasAfter || m.After.Available != f.a || m.After.Reserved != f.r || m.After.Sold != f.s || m.After.Version != f.seq {
+				tb.Fatalf("%s seq %d: levels carried %+v (%v), ledger folds to %+v", m.SKU, m.Seq, m.After, m.HasAfter, *f)
+			}
 		}
 	}
 	skus, err := inv.SKUs(context.Background())

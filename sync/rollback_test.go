@@ -154,9 +154,8 @@ func TestSyncerRestoresARollbackAtOnce(t *testing.T) {
 	if sy.Conflicts() != 2 {
 		t.Fatalf("syncer conflicts: got %d, want 2", sy.Conflicts())
 	}
-	if open, err := e.st.OpenConflicts(ctx); err != nil || len(open) != 0 {
-		t.Fatalf("open conflicts: %+v, %v; want all resolved by the restore", open, err)
-	}
+	// The syncer restores right after acknowledging the batch: no reconciliation runs.
+	e.waitNoOpenConflicts(t)
 	lv := e.level(t, "A")
 	all := append(append([]string{}, lost...), again...)
 	if lv.Sold != 5 || lv.Available != 5 || e.soldUnits(t, all) != 5 {
@@ -404,6 +403,7 @@ func TestRollbackCountsARerunPastTheLedgerOnce(t *testing.T) {
 	}
 	sy := e.started(t, "s2") // the re-run lands in the ledger under a new number
 	waitSynced(t, sy)
+	e.waitNoOpenConflicts(t) // the syncer restores after its ack; let it finish first
 	rc := &stocksync.Reconciler{Inv: e.inv, Store: e.st, Wait: 200 * time.Millisecond}
 	if _, err := rc.Run(ctx, false); err != nil {
 		t.Fatal(err)
@@ -467,5 +467,19 @@ func TestRollbackCountsARecommittedHoldOnce(t *testing.T) {
 	}
 	if lv := e.level(t, "A"); lv.Reserved != 0 || lv.Sold != 5 {
 		t.Fatalf("levels after h2: %+v; want r0 s5", lv)
+	}
+}
+
+// waitNoOpenConflicts waits until every conflict is resolved by a restore.
+func (e *env) waitNoOpenConflicts(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		open, err := e.st.OpenConflicts(context.Background())
+		if err == nil && len(open) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("open conflicts: %+v, %v; want all resolved by a restore", open, err)
+		}
 	}
 }

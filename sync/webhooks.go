@@ -24,7 +24,8 @@ const WebhookGroup = "flashstock-webhooks"
 // subscriptions that want them. An entry is acknowledged only once its events are
 // enqueued (idempotently, by event id), so none is lost across crashes and a redelivery
 // enqueues nothing twice. Events are derived from what the scripts recorded: an order's
-// confirmation, a cancellation, a hold's expiry.
+// confirmation, a cancellation, a hold's expiry, and the crossings of a SKU's levels
+// (low stock, sold out, back in stock), once per crossing.
 type Feeder struct {
 	inv      *engine.Redis
 	svc      *webhook.Service
@@ -32,6 +33,9 @@ type Feeder struct {
 	consumer string
 	// Block is how long a read waits for new entries (default 1 s).
 	Block time.Duration
+	// LowStock is the available level at or below which inventory.low_stock fires
+	// (LOW_STOCK_THRESHOLD); 0 leaves low_stock to sold_out.
+	LowStock int64
 }
 
 // NewFeeder feeds svc from inv's outbox.
@@ -116,7 +120,7 @@ func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
 			continue // the syncer parks it in the dead-letter stream
 		}
 		for _, e := range evs {
-			events = append(events, webhook.Derive(f.source(ctx, e), 0)...)
+			events = append(events, webhook.Derive(f.source(ctx, e), f.LowStock)...)
 		}
 	}
 	backoff := 100 * time.Millisecond
@@ -136,10 +140,17 @@ func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
 	}
 }
 
-// source is what webhook.Derive reads for one outbox event: a cancellation carries no
-// lines, so the order comes from its record; an expiry's items from its movements.
+// source is what webhook.Derive reads for one outbox event: the level change of each
+// movement (from the levels the entry carries: no read that could race the scripts);
+// for a cancellation, which carries no lines, the order from its record; for an
+// expiry, its items from its movements.
 func (f *Feeder) source(ctx context.Context, e engine.Event) webhook.Source {
 	src := webhook.Source{Event: e}
+	for _, m := range e.Movements {
+		if m.HasAfter {
+			src.Changes = append(src.Changes, webhook.ChangeOf(m, m.After))
+		}
+	}
 	switch e.Kind {
 	case engine.EventCancel:
 		if o, err := f.inv.Order(ctx, e.ID); err == nil {

@@ -25,6 +25,7 @@ type hookReceiver struct {
 	secret string
 	ids    map[string]int             // deliveries per webhook-id
 	orders map[string]map[string]bool // order id -> the event types seen for it
+	skus   map[string]map[string]int  // sku -> inventory event type -> deliveries
 	bad    []string
 }
 
@@ -44,7 +45,8 @@ func (r *hookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	var ev struct {
 		Type string `json:"type"`
 		Data struct {
-			ID string `json:"id"`
+			ID  string `json:"id"`
+			SKU string `json:"sku"`
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &ev); err != nil {
@@ -53,6 +55,14 @@ func (r *hookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.ids[req.Header.Get("webhook-id")]++
+	if ev.Data.SKU != "" {
+		if r.skus[ev.Data.SKU] == nil {
+			r.skus[ev.Data.SKU] = map[string]int{}
+		}
+		r.skus[ev.Data.SKU][ev.Type]++
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if r.orders[ev.Data.ID] == nil {
 		r.orders[ev.Data.ID] = map[string]bool{}
 	}
@@ -60,9 +70,10 @@ func (r *hookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// Orders confirmed and cancelled in the outbox reach a subscribed receiver signed,
-// each event under one webhook-id, through the feeder (its own consumer group) and the
-// delivery worker.
+// Orders confirmed and cancelled, and a SKU's crossings (low stock, sold out, back in
+// stock), reach a subscribed receiver signed, each event once under its webhook-id,
+// through the feeder (its own consumer group) and the delivery worker. The crossings
+// come from the levels the outbox entries carry.
 func TestOutboxEventsReachWebhookReceivers(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -76,11 +87,11 @@ func TestOutboxEventsReachWebhookReceivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv := &hookReceiver{ids: map[string]int{}, orders: map[string]map[string]bool{}}
+	recv := &hookReceiver{ids: map[string]int{}, orders: map[string]map[string]bool{}, skus: map[string]map[string]int{}}
 	srv := httptest.NewServer(recv)
 	t.Cleanup(srv.Close)
 	sub, err := svc.CreateSubscription(ctx, webhook.NewSubscription{URL: srv.URL,
-		Events: []string{webhook.OrderConfirmed, webhook.OrderCancelled}})
+		Events: []string{webhook.OrderConfirmed, webhook.OrderCancelled, webhook.SoldOut, webhook.BackInStock, webhook.LowStock}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +99,12 @@ func TestOutboxEventsReachWebhookReceivers(t *testing.T) {
 	recv.secret = sub.Secret
 	recv.mu.Unlock()
 
-	e.product(t, "A", 100)
+	e.product(t, "A", 20)
 	runCtx, stop := context.WithCancel(ctx)
 	var wg gosync.WaitGroup
 	feeder := stocksync.NewFeeder(e.inv, svc, nil)
 	feeder.Block = 50 * time.Millisecond
+	feeder.LowStock = 5
 	wg.Go(func() { _ = feeder.Run(runCtx) })
 	wg.Go(func() { _ = webhook.NewWorker(svc, webhook.WorkerConfig{PollEvery: 50 * time.Millisecond}).Run(runCtx) })
 	t.Cleanup(func() { stop(); wg.Wait() })
@@ -105,10 +117,12 @@ func TestOutboxEventsReachWebhookReceivers(t *testing.T) {
 	if _, err := e.inv.Cancel(ctx, engine.CancelRequest{OrderID: ids[0]}); err != nil {
 		t.Fatal(err)
 	}
+	// 20 sales sell A out (low stock at 5 left, sold out at 0), the cancel brings one
+	// unit back: 20 confirmations, 1 cancellation, 3 crossings.
 	waitFor(t, func() bool {
 		recv.mu.Lock()
 		defer recv.mu.Unlock()
-		return len(recv.ids) == 21
+		return len(recv.ids) == 24
 	})
 	recv.mu.Lock()
 	defer recv.mu.Unlock()
@@ -122,6 +136,9 @@ func TestOutboxEventsReachWebhookReceivers(t *testing.T) {
 	}
 	if got := recv.orders[ids[0]]; len(got) != 2 || !got[webhook.OrderConfirmed] || !got[webhook.OrderCancelled] {
 		t.Fatalf("cancelled order: events %v, want order.confirmed and order.cancelled", got)
+	}
+	if got := recv.skus["A"]; len(got) != 3 || got[webhook.LowStock] != 1 || got[webhook.SoldOut] != 1 || got[webhook.BackInStock] != 1 {
+		t.Fatalf("inventory events of A: %v, want low_stock, sold_out and back_in_stock once each", got)
 	}
 	for id, n := range recv.ids {
 		if n != 1 {

@@ -191,6 +191,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		wg.Go(func() { sch.Start(workCtx) })
 		if hooks != nil {
 			feeder := stocksync.NewFeeder(d.inv, hooks, log)
+			feeder.LowStock = int64(cfg.LowStockThreshold)
 			wg.Go(func() {
 				if err := feeder.Run(workCtx); err != nil {
 					log.Error("webhook feeder stopped", "err", err)

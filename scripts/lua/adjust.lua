@@ -58,9 +58,10 @@ local now = now_ms()
 if kind == 'repair' then
   lv.q = lv.q + 1
   emit(KEYS[1], {kind = 'drift', ts = tostring(now), sku = ARGV[2], reason = ARGV[3], actor = ARGV[4],
-    moves = ARGV[2] .. ':' .. lv.q .. ':' .. -da .. ':' .. -dr .. ':' .. -ds})
+    moves = ARGV[2] .. ':' .. lv.q .. ':' .. -da .. ':' .. -dr .. ':' .. -ds}, level_of(ARGV[2], lv))
 end
 local m = move(KEYS[2], ARGV[2], lv, da, dr, ds)
 redis.call('SET', KEYS[3], fp .. '\n' .. lv.a .. '\n' .. lv.r .. '\n' .. lv.s .. '\n' .. lv.q, 'EX', ARGV[6])
-emit(KEYS[1], {kind = kind, ts = tostring(now), sku = ARGV[2], reason = ARGV[3], actor = ARGV[4], moves = m})
+emit(KEYS[1], {kind = kind, ts = tostring(now), sku = ARGV[2], reason = ARGV[3], actor = ARGV[4], moves = m},
+  level_of(ARGV[2], lv))
 return {'ok', lv.a, lv.r, lv.s, lv.q}

@@ -28,5 +28,8 @@ for i, line in ipairs(lines) do
   if line[4] then give_back(KEYS[2 + 2 * i], user, line[2]) end
 end
 redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user), 'KEEPTTL')
-emit(KEYS[1], {kind = 'cancel', id = ARGV[1], user = user, ts = tostring(now), moves = table.concat(moves, ',')})
+local after = {}
+for i, line in ipairs(lines) do after[i] = level_of(line[1], stock[i]) end
+emit(KEYS[1], {kind = 'cancel', id = ARGV[1], user = user, ts = tostring(now), moves = table.concat(moves, ',')},
+  table.concat(after, ','))
 return {'ok', now}

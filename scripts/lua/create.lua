@@ -28,6 +28,7 @@ redis.call('SADD', KEYS[3], ARGV[2])
 if tonumber(ARGV[3]) > 0 then restocked(ARGV[2]) end
 if ARGV[1] == 'create' then
   emit(KEYS[1], {kind = 'create', ts = tostring(now), currency = ARGV[8], sku = ARGV[2],
-    moves = ARGV[2] .. ':' .. ARGV[6] .. ':' .. ARGV[3] .. ':0:0'})
+    moves = ARGV[2] .. ':' .. ARGV[6] .. ':' .. ARGV[3] .. ':0:0'},
+    ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. ':' .. ARGV[6])
 end
 return {'ok', now}

@@ -12,7 +12,8 @@
 --     the SKU's per-user limit ends in ":L", so giving them back is exact even if the
 --     limit changed meanwhile. Movements travel as "sku:seq:dAvailable:dReserved:dSold"
 --     joined by ",".
---   * An outbox entry holds one or more events, in fields named 0, 1, 2, ... in order.
+--   * An outbox entry holds one or more events, in fields named 0, 1, 2, ... in order,
+--     and field L: the levels after the entry of each SKU it moved (see level_of).
 --     An event is format version 2 (see event below, and engine/event.go, which still
 --     reads version 1, the same list without its version).
 
@@ -52,9 +53,18 @@ local function take_event(kind, id, user, ts, currency, lines, moves, expires)
     '\n' .. moves .. '\n' .. expires .. '\n\n\n\n'
 end
 
--- emit appends one entry holding one event to the outbox stream.
-local function emit(stream, e)
-  redis.call('XADD', stream, '*', '0', event(e))
+-- level_of formats a SKU's levels after an entry's movements for the entry's field L:
+-- "sku:available:reserved:sold:seq". With them a reader knows every movement's levels
+-- (walking back through the deltas) without reading Redis: what threshold events
+-- (sold out, back in stock, low stock) are decided from.
+local function level_of(sku, lv)
+  return sku .. ':' .. lv.a .. ':' .. lv.r .. ':' .. lv.s .. ':' .. lv.q
+end
+
+-- emit appends one entry holding one event to the outbox stream, with L, the levels
+-- after it of the SKUs it moved ("" when it moved none).
+local function emit(stream, e, levels)
+  redis.call('XADD', stream, '*', '0', event(e), 'L', levels or '')
 end
 
 -- over_rate admits one request against a user's allowance of `limit` requests a minute

@@ -66,12 +66,13 @@ end
 redis.call('HSET', KEYS[2], 'a', lv.a, 'r', lv.r, 's', lv.s, 'q', lv.q)
 if da ~= 0 or dr ~= 0 or ds ~= 0 then
   local m = move(KEYS[2], sku, lv, da, dr, ds)
-  emit(KEYS[1], {kind = 'rebase', ts = tostring(now), sku = sku, reason = ARGV[12], actor = 'reconcile', moves = m})
+  emit(KEYS[1], {kind = 'rebase', ts = tostring(now), sku = sku, reason = ARGV[12], actor = 'reconcile', moves = m},
+    level_of(sku, lv))
 end
 if rel > 0 then
   local m = move(KEYS[2], sku, lv, rel, -rel, 0)
   emit(KEYS[1], {kind = 'rebuild', ts = tostring(now), sku = sku, reason = 'holds lost with Redis data',
-    actor = 'reconcile', moves = m})
+    actor = 'reconcile', moves = m}, level_of(sku, lv))
 end
 if lv.a > 0 then restocked(sku) end
 

@@ -73,17 +73,20 @@ for i, line in ipairs(lines) do
 end
 redis.call('ZREM', KEYS[3], hold_id)
 local m = table.concat(moves, ',')
+local after = {}
+for i, line in ipairs(lines) do after[i] = level_of(line[1], stock[i]) end
+local levels_after = table.concat(after, ',')
 if new == 'committed' then
   local order_id = ARGV[4]
   redis.call('HSET', KEYS[2], 'st', new, 'o', order_id)
   -- No TTL until MongoDB has the order, as for checkouts (the syncer sets it).
   redis.call('SET', KEYS[4], order_record('confirmed', now, h[4], hold_id, h[5], '', user))
   emit(KEYS[1], {kind = 'order', id = order_id, user = user, ts = tostring(now), currency = h[4],
-    lines = h[5], moves = m, hold = hold_id})
+    lines = h[5], moves = m, hold = hold_id}, levels_after)
 else
   redis.call('HSET', KEYS[2], 'st', new)
   emit(KEYS[1], {kind = new == 'expired' and 'expire' or 'release', id = hold_id, user = user,
-    ts = tostring(now), moves = m})
+    ts = tostring(now), moves = m}, levels_after)
 end
 if due and mode ~= 'expire' then return {'expired'} end
 return {'ok', new, now}

@@ -71,7 +71,7 @@ local existing = {}          -- order record key -> stored record, for keyed req
 
 -- stock reads a stock hash once per batch; later requests see earlier ones' takes
 -- because accepted requests update the cached levels.
-local function stock(key)
+local function stock(key, sku)
   local lv = cache[key]
   if lv == nil then
     local v = redis.call('HMGET', key, 'a', 'r', 's', 'q', 'p', 'c', 'l', 'ss', 'se')
@@ -79,7 +79,7 @@ local function stock(key)
     if v[1] then
       local a, r, s, q = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
       if a and r and s and q and tonumber(v[5]) and v[6] then
-        lv = {a = a, r = r, s = s, q = q, p = v[5], c = v[6], l = tonumber(v[7]) or 0,
+        lv = {a = a, r = r, s = s, q = q, q0 = q, sku = sku, p = v[5], c = v[6], l = tonumber(v[7]) or 0,
               ss = tonumber(v[8]) or 0, se = tonumber(v[9]) or 0}
         order[#order + 1] = key
       else
@@ -147,7 +147,7 @@ local function decide(k, a, out, writes)
   local short, currency = nil, nil
   for i = 1, n do
     local sku, qty = ARGV[a + LINE + 2 * i], tonumber(ARGV[a + LINE + 1 + 2 * i])
-    local lv = stock(KEYS[k + STOCK + 2 * i])
+    local lv = stock(KEYS[k + STOCK + 2 * i], sku)
     if not lv then out[o + 1], out[o + 2], out[o + 3] = 2, 'not_found', sku return end
     if lv == 'corrupt' then out[o + 1], out[o + 2], out[o + 3] = 2, 'corrupt', sku return end
     if (lv.ss > 0 and now < lv.ss) or (lv.se > 0 and now >= lv.se) then
@@ -178,7 +178,7 @@ local function decide(k, a, out, writes)
   local l, m
   for i = 1, n do
     local sku, qty = ARGV[a + LINE + 2 * i], ARGV[a + LINE + 1 + 2 * i]
-    local lv, q = stock(KEYS[k + STOCK + 2 * i]), tonumber(qty)
+    local lv, q = stock(KEYS[k + STOCK + 2 * i], sku), tonumber(qty)
     local move, line
     lv.a, lv.q = lv.a - q, lv.q + 1
     if hold then
@@ -216,9 +216,11 @@ while a <= #ARGV do
 end
 
 -- Phase two: levels first, one write per touched SKU, then counters, records, outbox.
+local moved = {} -- the entry's field L: levels after the batch of each SKU it moved
 for _, key in ipairs(order) do
   local lv = cache[key]
   redis.call('HSET', key, 'a', lv.a, 'r', lv.r, 's', lv.s, 'q', lv.q)
+  if lv.q ~= lv.q0 then moved[#moved + 1] = level_of(lv.sku, lv) end
 end
 for key, users in pairs(counted) do
   for user, q in pairs(users) do redis.call('HINCRBY', key, user, tostring(q)) end
@@ -240,5 +242,9 @@ for w = 1, #writes, 9 do
   end
 end
 if #records > 0 then redis.call('MSET', unpack(records)) end
-if #events > 0 then redis.call('XADD', KEYS[1], '*', unpack(events)) end
+if #events > 0 then
+  events[#events + 1] = 'L'
+  events[#events + 1] = table.concat(moved, ',')
+  redis.call('XADD', KEYS[1], '*', unpack(events))
+end
 return out

@@ -150,3 +150,26 @@ func TestUndecodableEntryGoesToTheDeadLetterStream(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Trim keeps what a group named in TrimBehind (the webhook feeder's) has not taken, and
+// does not wait for a group it is not told about.
+func TestTrimWaitsForTheGroupsItIsTold(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.product(t, "A", 1000)
+	if err := e.rdb.XGroupCreateMkStream(ctx, e.inv.OutboxKey(), stocksync.WebhookGroup, "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.buy(t, 20, "A") // the webhook group has read none of these
+	sy := e.syncer(e.st, "s", stocksync.SyncerOptions{TrimBehind: []string{stocksync.WebhookGroup}})
+	stop := run(t, sy)
+	waitSynced(t, sy)
+	stop()
+	if n, err := sy.Trim(ctx); err != nil || n != 0 {
+		t.Fatalf("trim behind the webhook group: deleted %d, %v; want none (the group has read none)", n, err)
+	}
+	alone := e.syncer(e.st, "s", stocksync.SyncerOptions{})
+	if n, err := alone.Trim(ctx); err != nil || n != 20 {
+		t.Fatalf("trim not told about the webhook group: deleted %d, %v; want the 20 the syncer has", n, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -37,6 +38,11 @@ type SyncerOptions struct {
 	ClaimIdle time.Duration
 	// MaxBackoff caps the wait between retries while MongoDB fails (default 5 s).
 	MaxBackoff time.Duration
+	// TrimBehind names other consumer groups of the outbox that Trim must not delete
+	// entries ahead of (the webhook feeder's, when webhooks run). A group not named is
+	// not waited for: one left behind by a feature since turned off cannot make the
+	// outbox grow for ever.
+	TrimBehind []string
 	Logger     *slog.Logger
 	// beforeAck, if set, runs after a batch is written; returning false skips the
 	// acknowledgement, as a crash at that instant would (tests use it).
@@ -333,10 +339,13 @@ func (s *Syncer) Trim(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("trim outbox: %w", err)
 	}
-	// Behind every group (the syncer's, the webhook feeder's): what one has not
+	// Behind the syncer's group and the ones named in TrimBehind: what one has not
 	// acknowledged, or not read yet, stays.
 	minID, synced := "", false
 	for _, g := range groups {
+		if g.Name != Group && !slices.Contains(s.opts.TrimBehind, g.Name) {
+			continue
+		}
 		id := g.LastDeliveredID
 		p, err := s.rdb.XPending(ctx, s.stream, g.Name).Result()
 		if err != nil {

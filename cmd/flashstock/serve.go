@@ -166,11 +166,15 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		}
 	}
 	rc := &stocksync.Reconciler{Inv: d.inv, Store: d.st, Logger: log}
-	syncer := stocksync.NewSyncer(d.inv, d.st, stocksync.SyncerOptions{Logger: log})
 	hooks, err := openWebhooks(ctx, cfg, d, log)
 	if err != nil {
 		return err
 	}
+	var trimBehind []string
+	if hooks != nil {
+		trimBehind = []string{stocksync.WebhookGroup} // the outbox keeps what the feeder has not taken
+	}
+	syncer := stocksync.NewSyncer(d.inv, d.st, stocksync.SyncerOptions{Logger: log, TrimBehind: trimBehind})
 
 	var wg sync.WaitGroup
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))

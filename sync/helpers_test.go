@@ -20,7 +20,12 @@ import (
 	stocksync "github.com/flashstock/flashstock/sync"
 )
 
-func TestMain(m *testing.M) { os.Exit(testmongo.Main(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv(workerChildEnv) != "" {
+		os.Exit(runWorkerChild()) // a webhook worker process a test kills (webhooks_kill_test.go)
+	}
+	os.Exit(testmongo.Main(m))
+}
 
 type env struct {
 	srv *testredis.Server

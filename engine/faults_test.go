@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashstock/flashstock/engine"
@@ -274,11 +273,7 @@ func TestUnreadableHoldDoesNotStopTheSweep(t *testing.T) {
 }
 
 func TestRateLimitSlidesOnRedisClock(t *testing.T) {
-	m := miniredis.RunT(t)
-	c := redis.NewClient(engine.NoRetries(&redis.Options{Addr: m.Addr()}))
-	t.Cleanup(func() { c.Close() })
-	inv := engine.NewRedis(c, engine.Options{})
-	t.Cleanup(inv.Close)
+	m, inv := miniInventory(t)
 	ctx := context.Background()
 	mustCreate(t, inv, engine.Product{SKU: "A", Stock: 1000, Price: 1})
 	buy := func() error {

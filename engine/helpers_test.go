@@ -17,11 +17,7 @@ import (
 func eachBackend(t *testing.T, fn func(t *testing.T, inv *engine.Redis)) {
 	t.Helper()
 	t.Run("miniredis", func(t *testing.T) {
-		m := miniredis.RunT(t)
-		c := redis.NewClient(engine.NoRetries(&redis.Options{Addr: m.Addr()}))
-		t.Cleanup(func() { c.Close() })
-		inv := engine.NewRedis(c, engine.Options{})
-		t.Cleanup(inv.Close)
+		_, inv := miniInventory(t)
 		fn(t, inv)
 	})
 	t.Run("redis-server", func(t *testing.T) {
@@ -30,6 +26,17 @@ func eachBackend(t *testing.T, fn func(t *testing.T, inv *engine.Redis)) {
 		t.Cleanup(inv.Close)
 		fn(t, inv)
 	})
+}
+
+// miniInventory is an inventory on a miniredis of its own (whose clock tests may set).
+func miniInventory(t *testing.T) (*miniredis.Miniredis, *engine.Redis) {
+	t.Helper()
+	m := miniredis.RunT(t)
+	c := redis.NewClient(engine.NoRetries(&redis.Options{Addr: m.Addr()}))
+	t.Cleanup(func() { c.Close() })
+	inv := engine.NewRedis(c, engine.Options{})
+	t.Cleanup(inv.Close)
+	return m, inv
 }
 
 func realRedis(t *testing.T) *engine.Redis {

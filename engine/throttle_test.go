@@ -6,19 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/flashstock/flashstock/engine"
-	"github.com/redis/go-redis/v9"
 )
 
 // However requests arrive, no 60-second span lets more than the limit through: a
 // limiter that refills after a burst (GCRA) let nearly twice the limit through.
 func TestThrottleNeverExceedsTheLimitInAnyWindow(t *testing.T) {
-	m := miniredis.RunT(t)
-	c := redis.NewClient(engine.NoRetries(&redis.Options{Addr: m.Addr()}))
-	t.Cleanup(func() { c.Close() })
-	inv := engine.NewRedis(c, engine.Options{})
-	t.Cleanup(inv.Close)
+	m, inv := miniInventory(t)
 	ctx := context.Background()
 	l := engine.Limit{Burst: 5, Per: time.Minute}
 	start := time.Date(2026, 1, 1, 12, 0, 40, 0, time.UTC) // windows on Redis's clock start at whole minutes

@@ -107,6 +107,7 @@ type adminOp struct {
 }
 
 func (r *Redis) adjust(ctx context.Context, op adminOp) (Level, error) {
+	defer r.restocking()()
 	record := r.k.Idem("admin:"+op.actor, op.idemKey)
 	if op.idemKey == "" {
 		record, op.fp = r.k.Idem("admin-op:"+op.actor, NewID()), "op"

@@ -159,10 +159,14 @@ func opError(op string, err error) error {
 func (r *Redis) take(req *takeReq) (reply, error) {
 	// A request with an idempotency key may be the retry of one that succeeded, whose
 	// answer must be replayed even if the SKU is sold out now: only Redis knows.
-	if r.soldOut != nil && req.fp == "" {
-		if err := r.soldOut.refuse(req.lines); err != nil {
-			return nil, err
+	var epoch uint64
+	if r.soldOut != nil {
+		if req.fp == "" {
+			if err := r.soldOut.refuse(req.lines); err != nil {
+				return nil, err
+			}
 		}
+		epoch = r.soldOut.now()
 	}
 	rep, err := r.batch.submit(req)
 	if err != nil {
@@ -170,7 +174,7 @@ func (r *Redis) take(req *takeReq) (reply, error) {
 	}
 	if err := takeError(rep); err != nil {
 		if r.soldOut != nil {
-			r.soldOut.mark(err)
+			r.soldOut.mark(err, epoch)
 		}
 		return nil, err
 	}

@@ -123,6 +123,9 @@ func (r *Redis) ownHold(ctx context.Context, id, owner string) (Hold, error) {
 // settle runs settle.lua on a hold read with Hold (its recorded lines guard the
 // script's keys); it returns the hold and 'ok' or 'replay', or an error.
 func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string, limit rateLimit) (Hold, reply, error) {
+	if mode != "commit" {
+		defer r.restocking()()
+	}
 	if err := ctx.Err(); err != nil {
 		return Hold{}, nil, fmt.Errorf("script: not sent: %w: %w", ErrUnavailable, err)
 	}
@@ -205,6 +208,7 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		return 0, readErr("expire holds", err)
 	}
 	cmds := make([]*redis.Cmd, len(holds))
+	defer r.restocking()()
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, h := range holds {
 			cmds[i] = r.runSettle(ctx, p, "expire", h, "", rateLimit{})

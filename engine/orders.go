@@ -79,6 +79,7 @@ func (r *Redis) Cancel(ctx context.Context, req CancelRequest) (Order, error) {
 // cancel runs cancel.lua on an order read with Order (its recorded lines guard the
 // script's keys).
 func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
+	defer r.restocking()()
 	keys := []string{r.k.Outbox(), r.k.Order(o.ID)}
 	for _, it := range o.Items {
 		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))

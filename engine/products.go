@@ -40,6 +40,7 @@ func (r *Redis) Restore(ctx context.Context, p Product, lv Level) (bool, error) 
 }
 
 func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error {
+	defer r.restocking()()
 	reply, err := run(ctx, r.rdb, scriptCreate,
 		[]string{r.k.Outbox(), r.k.Stock(p.SKU), r.k.SKUs(), r.k.RestockChannel()},
 		mode, p.SKU, lv.Available, lv.Reserved, lv.Sold, lv.Version,

@@ -146,6 +146,7 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 		args = append(args, h.Hold.ID, string(h.Status), h.OrderID)
 	}
 	keys = append(keys, r.k.RestockChannel())
+	defer r.restocking()()
 	rep, err := run(ctx, r.rdb, scriptRebase, keys, args...)
 	if err == nil {
 		switch rep.status() {

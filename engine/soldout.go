@@ -25,7 +25,17 @@ type soldOut struct {
 	ttl   time.Duration
 	mu    sync.RWMutex
 	until map[string]int64 // unix nanoseconds
-	sub   *redis.PubSub
+	// epoch counts the clears (stock came back somewhere). A refusal marks only if no
+	// clear happened since its request was sent: a refusal that Redis decided before
+	// units came back, answered after, must not mark the SKU again over the returned
+	// units.
+	epoch uint64
+	// inflight counts this process's operations that may be returning units right now:
+	// while one is, nothing is refused here and nothing is marked, so no refusal can
+	// outrun a return this process is making (another process's returns reach here by
+	// the restock channel, within SoldOutFor at worst).
+	inflight int
+	sub      *redis.PubSub
 	done  chan struct{}
 }
 
@@ -54,7 +64,7 @@ func (s *soldOut) refuse(lines []Line) error {
 	now := time.Now().UnixNano()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.until) == 0 {
+	if len(s.until) == 0 || s.inflight > 0 {
 		return nil
 	}
 	for _, l := range lines {
@@ -65,28 +75,59 @@ func (s *soldOut) refuse(lines []Line) error {
 	return nil
 }
 
-// mark records the SKUs a refusal found empty.
-func (s *soldOut) mark(err error) {
+// now is the epoch to pass to mark for a request about to be sent.
+func (s *soldOut) now() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.epoch
+}
+
+// mark records the SKUs a refusal found empty, unless stock came back somewhere since
+// the refused request was sent (at epoch sent).
+func (s *soldOut) mark(err error, sent uint64) {
 	se, ok := err.(*StockError)
 	if !ok {
 		return
 	}
 	until := time.Now().Add(s.ttl).UnixNano()
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.epoch != sent || s.inflight > 0 {
+		return
+	}
 	for _, sh := range se.Short {
 		if sh.Available <= 0 {
 			s.until[sh.SKU] = until
 		}
 	}
-	s.mu.Unlock()
 }
 
 func (s *soldOut) clear(skus []string) {
 	s.mu.Lock()
+	s.epoch++
 	for _, sku := range skus {
 		delete(s.until, sku)
 	}
 	s.mu.Unlock()
+}
+
+// restocking is called before an operation that may return units, and the function it
+// returns after it (see soldOut.inflight).
+func (r *Redis) restocking() func() {
+	s := r.soldOut
+	if s == nil {
+		return func() {}
+	}
+	s.mu.Lock()
+	s.inflight++
+	s.epoch++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.inflight--
+		s.epoch++
+		s.mu.Unlock()
+	}
 }
 
 // restocked clears this process's marks of skus at once, after an operation of its own

@@ -36,7 +36,7 @@ type soldOut struct {
 	// the restock channel, within SoldOutFor at worst).
 	inflight int
 	sub      *redis.PubSub
-	done  chan struct{}
+	done     chan struct{}
 }
 
 // restockChannel carries the SKUs whose stock has just come back, one SKU per message.

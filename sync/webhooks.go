@@ -116,7 +116,7 @@ func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
 			continue // the syncer parks it in the dead-letter stream
 		}
 		for _, e := range evs {
-			events = append(events, webhook.Derive(f.source(ctx, e), 0)...)
+			events = append(events, webhook.Derive(WebhookSource(ctx, f.inv, e), 0)...)
 		}
 	}
 	backoff := 100 * time.Millisecond
@@ -136,13 +136,14 @@ func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
 	}
 }
 
-// source is what webhook.Derive reads for one outbox event: a cancellation carries no
-// lines, so the order comes from its record; an expiry's items from its movements.
-func (f *Feeder) source(ctx context.Context, e engine.Event) webhook.Source {
+// WebhookSource is what webhook.Derive reads for one outbox event: a cancellation
+// carries no lines, so the order comes from its record (read from inv; without it the
+// order is rebuilt from the event); an expiry's items from its movements.
+func WebhookSource(ctx context.Context, inv *engine.Redis, e engine.Event) webhook.Source {
 	src := webhook.Source{Event: e}
 	switch e.Kind {
 	case engine.EventCancel:
-		if o, err := f.inv.Order(ctx, e.ID); err == nil {
+		if o, err := inv.Order(ctx, e.ID); err == nil {
 			src.Order = &o
 		}
 	case engine.EventExpire:

@@ -22,9 +22,9 @@ import (
 )
 
 // The live view (GET /api/v1/admin/live) is for people watching a sale, not a delivery
-// channel: the hub reads the outbox with a plain XREAD from "$", so events written
-// while no process reads (a restart) are not shown; webhooks and the syncer have
-// consumer groups for that.
+// channel: the hub reads the outbox with plain XREAD (no consumer group) from its end
+// when the first viewer connects, so events written while no process reads (a
+// restart) are not shown; webhooks and the syncer have consumer groups for that.
 const (
 	livePath = "/api/v1/admin/live"
 	// liveBuffer is how many messages a subscriber may fall behind; one that falls
@@ -109,20 +109,26 @@ func newLiveHub(inv *engine.Redis, st *store.Store, lag func(context.Context) (i
 		now: now, subs: map[*liveSub]struct{}{}, done: make(chan struct{})}
 }
 
-// subscribe adds a subscriber, starting the hub if it is the first ever; false once the
-// hub has stopped.
-func (h *liveHub) subscribe() (*liveSub, bool) {
+// subscribe adds a subscriber, starting the hub if it is the first ever (ctx bounds
+// only that start). Errors: errShuttingDown once the hub has stopped; Redis errors.
+func (h *liveHub) subscribe(ctx context.Context) (*liveSub, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
-		return nil, false
+		return nil, errShuttingDown
 	}
 	if !h.started {
+		// The outbox is read from its end as it is now, so that every event written
+		// after this first subscriber is in is shown to it.
+		from, err := h.outboxEnd(ctx)
+		if err != nil {
+			return nil, err
+		}
 		h.started = true
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		h.cancel = cancel
 		h.wg.Add(2)
-		go func() { defer h.wg.Done(); h.readOutbox(ctx) }()
+		go func() { defer h.wg.Done(); h.readOutbox(ctx, from) }()
 		go func() { defer h.wg.Done(); h.snapshots(ctx) }()
 	}
 	sub := &liveSub{ch: make(chan liveMsg, liveBuffer), dropped: make(chan struct{})}
@@ -130,7 +136,19 @@ func (h *liveHub) subscribe() (*liveSub, bool) {
 		sub.ch <- *h.last
 	}
 	h.subs[sub] = struct{}{}
-	return sub, true
+	return sub, nil
+}
+
+// outboxEnd is the id of the outbox's last entry, "0-0" when it has none.
+func (h *liveHub) outboxEnd(ctx context.Context) (string, error) {
+	last, err := h.inv.Client().XRevRangeN(ctx, h.inv.OutboxKey(), "+", "-", 1).Result()
+	if err != nil {
+		return "", redisErr(err)
+	}
+	if len(last) == 0 {
+		return "0-0", nil
+	}
+	return last[0].ID, nil
 }
 
 func (h *liveHub) unsubscribe(sub *liveSub) {
@@ -181,8 +199,8 @@ func (h *liveHub) stop() error {
 }
 
 // readOutbox fans out the webhook events of new outbox entries until ctx ends.
-func (h *liveHub) readOutbox(ctx context.Context) {
-	rdb, stream, last := h.inv.Client(), h.inv.OutboxKey(), "$"
+func (h *liveHub) readOutbox(ctx context.Context, last string) {
+	rdb, stream := h.inv.Client(), h.inv.OutboxKey()
 	for ctx.Err() == nil {
 		res, err := rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, last}, Count: 500, Block: time.Second}).Result()
 		if errors.Is(err, redis.Nil) {
@@ -322,9 +340,9 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 // streamLive streams the hub's events as server-sent events until the client goes away, the
 // hub drops it (too slow) or the app shuts down.
 func (s *server) streamLive(c *fiber.Ctx) error {
-	sub, ok := s.hub.subscribe()
-	if !ok {
-		return errShuttingDown
+	sub, err := s.hub.subscribe(c.UserContext())
+	if err != nil {
+		return err
 	}
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")

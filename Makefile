@@ -121,7 +121,7 @@ chromium:
 	  echo "installing chromium (Debian package)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
-	@chromium --version
+	@chromium --version 2>/dev/null
 
 deps:
 	@command -v redis-server >/dev/null 2>&1 || { \

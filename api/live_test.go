@@ -202,6 +202,23 @@ func TestLiveStream(t *testing.T) {
 		}
 	}
 
+	// The rates count what this process saw: one more checkout and one refusal show up
+	// in the snapshots that follow them.
+	want(t, h.do(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"RADIO","quantity":1}]}`), 201, "")
+	want(t, h.do(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"RADIO","quantity":100}]}`), 409, "out_of_stock")
+	var sawCheckouts, sawRefusals bool
+	for i := 0; !sawCheckouts || !sawRefusals; i++ {
+		if i == 10 {
+			t.Fatalf("10 snapshots after a checkout and a refusal: saw checkouts %v, refusals %v", sawCheckouts, sawRefusals)
+		}
+		var s liveSnapshot
+		if err := json.Unmarshal([]byte(nextEvent(t, events, "snapshot", 5*time.Second).data), &s); err != nil {
+			t.Fatal(err)
+		}
+		sawCheckouts = sawCheckouts || *s.CheckoutsPerSecond > 0
+		sawRefusals = sawRefusals || *s.RefusalsPerSecond > 0
+	}
+
 	// Shutting down ends the streams (rather than waiting for the clients).
 	stop()
 	for range events {

@@ -6,7 +6,7 @@ PKGS    ?= ./...
 BENCH   ?= .
 TIMEOUT ?= 15m
 
-.PHONY: all build run test test-race bench bench-go bench-deps bench-ratio lint check-alerts fmt deps \
+.PHONY: all build run test test-race bench bench-go bench-deps bench-ratio lint check-alerts fmt deps chromium \
         cluster-up cluster-down check-compose check-dashboards
 
 all: lint test
@@ -19,10 +19,11 @@ run:
 
 # Tests start their own redis-server processes on free loopback ports; `deps` makes sure
 # the binary is there (Debian package redis-server) without touching any running Redis.
-test: deps
+# The dashboard's browser test drives a headless chromium (`chromium`).
+test: deps chromium
 	$(GO) test -count=1 -timeout $(TIMEOUT) $(PKGS)
 
-test-race: deps
+test-race: deps chromium
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
 
 # The measured suite behind docs/BENCHMARKS.md, in one run (about 4 minutes): the
@@ -112,6 +113,15 @@ check-compose:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+# Debian's chromium, for the dashboard's browser test (api/dashboard_browser_test.go),
+# which starts it headless with a fresh profile and no network features.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version 2>/dev/null
 
 deps:
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -53,6 +53,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// CartTTL is how long an untouched cart lives (default 7 days).
 	CartTTL time.Duration
+	// LowStockThreshold is the available level at or below which the live view shows
+	// inventory.low_stock (LOW_STOCK_THRESHOLD; 0: only sold_out).
+	LowStockThreshold int64
 }
 
 // Deps are what the API runs on.
@@ -71,6 +74,9 @@ type Deps struct {
 	Now   func() time.Time
 	// Webhooks, if set, serves the admin webhook routes; without it they answer 503.
 	Webhooks *webhook.Service
+	// Lag, if set, is how many outbox entries MongoDB is behind (the syncer's lag), shown
+	// in the live view's snapshots; without it their syncLag is null.
+	Lag func(ctx context.Context) (int64, error)
 }
 
 type server struct {
@@ -90,6 +96,9 @@ type server struct {
 	tokens   *auth.Verifier
 	seriesMu sync.RWMutex
 	seriesOf map[seriesKey]*series
+	// live counts checkout outcomes for the live view; hub serves it.
+	live liveCounters
+	hub  *liveHub
 }
 
 const (
@@ -97,6 +106,9 @@ const (
 	localRequestID = "requestID"
 	localLogger    = "logger"
 	bodyLimit      = 64 * 1024
+	// writeTimeout bounds writing a response; the live view's stream extends it before
+	// each event.
+	writeTimeout = 30 * time.Second
 )
 
 // New builds the app with every route of the contract.
@@ -122,6 +134,8 @@ func New(cfg Config, d Deps) *fiber.App {
 	s := &server{cfg: cfg, inv: d.Inv, rdb: d.Inv.Client(), store: d.Store, rc: d.Reconciler, log: d.Logger,
 		webhooks: d.Webhooks, ready: d.Ready, now: d.Now, m: d.Metrics, idPrefix: engine.NewShortID() + "-", tokens: auth.NewVerifier(cfg.JWTSecret, cfg.JWTIssuer, 1<<16),
 		seriesOf: map[seriesKey]*series{}}
+	s.hub = newLiveHub(d.Inv, d.Store, d.Lag, &s.live, d.Logger, d.Now)
+	s.hub.lowStock = cfg.LowStockThreshold
 	app := fiber.New(fiber.Config{
 		AppName:               "flashstock",
 		BodyLimit:             bodyLimit,
@@ -131,9 +145,10 @@ func New(cfg Config, d Deps) *fiber.App {
 		JSONEncoder:  gojson.Marshal,
 		JSONDecoder:  gojson.Unmarshal,
 		ReadTimeout:  30 * time.Second,
-		WriteTimeout: 30 * time.Second,
+		WriteTimeout: writeTimeout,
 		IdleTimeout:  2 * time.Minute,
 	})
+	app.Hooks().OnShutdown(s.hub.stop)
 	app.Use(s.requestContext)
 	// A panic in a handler becomes an internal error for that request, not a crash.
 	app.Use(recover.New())
@@ -146,6 +161,7 @@ func New(cfg Config, d Deps) *fiber.App {
 	}
 
 	mountDocs(app)
+	app.Get("/dashboard", dashboard)
 
 	v1 := app.Group("/api/v1")
 	v1.Post("/auth/register", s.register)
@@ -185,6 +201,7 @@ func New(cfg Config, d Deps) *fiber.App {
 	authed.Get("/admin/webhooks", adminOnly, s.listWebhooks)
 	authed.Delete("/admin/webhooks/:id", adminOnly, s.deleteWebhook)
 	authed.Get("/admin/webhooks/:id/deliveries", adminOnly, s.webhookDeliveries)
+	authed.Get("/admin/live", adminOnly, s.streamLive)
 
 	app.Use(func(*fiber.Ctx) error { return errNotFound })
 	return app
@@ -211,6 +228,9 @@ func (s *server) requestContext(c *fiber.Ctx) error {
 	}
 	elapsed := time.Since(start)
 	s.observe(c, outcome, elapsed)
+	if op := operations[c.Method()+" "+c.Route().Path]; op != "" && op != "simulation" {
+		s.live.count(outcome) // the simulation counts its buyers itself
+	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		reqLog(c, s.log).Debug("request", "method", c.Method(), "path", c.Path(),
 			"status", c.Response().StatusCode(), "duration_ms", elapsed.Milliseconds())

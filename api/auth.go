@@ -39,8 +39,16 @@ func (s *server) verify(header string) (auth.Principal, error) {
 }
 
 // authenticate is the middleware on every /api/v1 route but register and login.
+// The live view also takes the token as ?token=, since a browser's EventSource cannot
+// send headers.
 func (s *server) authenticate(c *fiber.Ctx) error {
-	p, err := s.verify(c.Get(fiber.HeaderAuthorization))
+	header := c.Get(fiber.HeaderAuthorization)
+	if header == "" && c.Path() == livePath {
+		if tok := c.Query("token"); tok != "" {
+			header = "Bearer " + tok
+		}
+	}
+	p, err := s.verify(header)
 	if err != nil {
 		return err
 	}

@@ -191,10 +191,13 @@ func (s *server) runSimulation(ctx, after context.Context, sim simulation) (bulk
 				switch {
 				case err == nil:
 					ok.Add(1)
+					s.live.checkouts.Add(1)
 				case errors.Is(err, engine.ErrOutOfStock):
 					oos.Add(1)
+					s.live.refusals.Add(1)
 				case errors.Is(err, engine.ErrLimitExceeded):
 					limit.Add(1)
+					s.live.refusals.Add(1)
 				case errors.Is(err, engine.ErrInvalid) || errors.Is(err, engine.ErrNotFound):
 					errOnce.Do(func() { firstErr = err })
 					failed.Add(1)

@@ -120,7 +120,7 @@ func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
 			continue // the syncer parks it in the dead-letter stream
 		}
 		for _, e := range evs {
-			events = append(events, webhook.Derive(f.source(ctx, e), f.LowStock)...)
+			events = append(events, webhook.Derive(WebhookSource(ctx, f.inv, e), f.LowStock)...)
 		}
 	}
 	backoff := 100 * time.Millisecond
@@ -140,11 +140,12 @@ func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
 	}
 }
 
-// source is what webhook.Derive reads for one outbox event: the level change of each
-// movement (from the levels the entry carries: no read that could race the scripts);
-// for a cancellation, which carries no lines, the order from its record; for an
-// expiry, its items from its movements.
-func (f *Feeder) source(ctx context.Context, e engine.Event) webhook.Source {
+// WebhookSource is what webhook.Derive reads for one outbox event: the level change of
+// each movement (from the levels the entry carries: no read that could race the
+// scripts); for a cancellation, which carries no lines, the order from its record (read
+// from inv); for an expiry, its items from its movements. The feeder and the live view
+// share it.
+func WebhookSource(ctx context.Context, inv *engine.Redis, e engine.Event) webhook.Source {
 	src := webhook.Source{Event: e}
 	for _, m := range e.Movements {
 		if m.HasAfter {
@@ -153,7 +154,7 @@ func (f *Feeder) source(ctx context.Context, e engine.Event) webhook.Source {
 	}
 	switch e.Kind {
 	case engine.EventCancel:
-		if o, err := f.inv.Order(ctx, e.ID); err == nil {
+		if o, err := inv.Order(ctx, e.ID); err == nil {
 			src.Order = &o
 		}
 	case engine.EventExpire:

@@ -237,7 +237,12 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	})
 	app := api.New(api.Config{JWTSecret: []byte(cfg.JWTSecret), JWTIssuer: cfg.JWTIssuer,
 		RateLimitPerMinute: cfg.RateLimitPerMinute, LoginLimit: cfg.LoginLimitPerMinute,
-		LoginAddressLimit: cfg.LoginAddressLimitPerMinute, TrustedProxies: cfg.TrustedProxies}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log, Metrics: d.m, Webhooks: hooks}) // /readyz checks Redis, MongoDB and the scripts
+		LoginAddressLimit: cfg.LoginAddressLimitPerMinute, TrustedProxies: cfg.TrustedProxies,
+		LowStockThreshold: int64(cfg.LowStockThreshold)}, api.Deps{Inv: d.inv, Store: d.st, Reconciler: rc, Logger: log,
+		Metrics: d.m, Webhooks: hooks, Lag: func(ctx context.Context) (int64, error) {
+			l, err := syncer.Lag(ctx)
+			return l.Total(), err
+		}}) // /readyz checks Redis, MongoDB and the scripts
 	ln, err := net.Listen("tcp", listenAddr(cfg))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -62,14 +62,6 @@ func (r *Redis) Repair(ctx context.Context, sku string, expectedVersion, dAvaila
 		da: dAvailable, dr: dReserved, ds: dSold})
 }
 
-// ReleaseLostHolds returns a restored SKU's reserved units to available after a rebuild:
-// the holds that reserved them were lost with Redis's data and can never be settled.
-// It records one movement of kind rebuild, under compare-and-set on expectedVersion.
-func (r *Redis) ReleaseLostHolds(ctx context.Context, sku string, expectedVersion, reserved int64) (Level, error) {
-	return r.fix(ctx, adminOp{kind: "rebuild", sku: sku, reason: "holds lost with Redis data",
-		expected: expectedVersion, da: reserved, dr: -reserved})
-}
-
 func (r *Redis) fix(ctx context.Context, op adminOp) (Level, error) {
 	op.actor = "reconcile"
 	if err := checkAdmin(op.sku, op.reason, op.actor, ""); err != nil {

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -20,23 +19,6 @@ func (r *Redis) CreateProduct(ctx context.Context, p Product) (Level, error) {
 		return Level{}, fmt.Errorf("create product %s: %w", p.SKU, err)
 	}
 	return lv, nil
-}
-
-// Restore writes a SKU's stock record rebuilt from the durable ledger, unless Redis has
-// one already; it reports whether it wrote. Nothing goes to the outbox: the movements
-// that explain the levels are in the ledger already.
-func (r *Redis) Restore(ctx context.Context, p Product, lv Level) (bool, error) {
-	if err := checkProduct(p); err != nil {
-		return false, fmt.Errorf("restore %s: %w", p.SKU, err)
-	}
-	err := r.put(ctx, "restore", p, lv)
-	if errors.Is(err, ErrAlreadyExists) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("restore %s: %w", p.SKU, err)
-	}
-	return true, nil
 }
 
 func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error {

@@ -1,11 +1,12 @@
--- create.lua: create a SKU's stock record, or restore one rebuilt from the durable ledger.
+-- create.lua: create a SKU's stock record. (Restoring one from the durable ledger is
+-- rebase.lua's 'restore' mode, which releases lost holds in the same step.)
 --
 -- KEYS[1]        outbox stream
 -- KEYS[2]        stock hash
 -- KEYS[3]        SKU index (set)
 -- KEYS[4]        restock channel
--- ARGV[1]        mode: 'create' (a new SKU; movement 1 goes to the outbox) or
---                'restore' (levels and sequence folded from MongoDB; nothing to the outbox)
+-- ARGV[1]        mode: 'create' (a new SKU; movement 1 goes to the outbox; the one mode
+--                the engine uses now; 'restore' writes the levels without a movement)
 -- ARGV[2]        sku
 -- ARGV[3..6]     available, reserved, sold, sequence  (create: initial stock, 0, 0, 1)
 -- ARGV[7..11]    price, currency, per-user limit, sale start ms, sale end ms (0 = open)

@@ -5,7 +5,6 @@ package sync
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -65,7 +64,6 @@ type Syncer struct {
 	failures     atomic.Int64
 	deadFailures atomic.Int64
 	conflicts    atomic.Int64
-	lastClaim    time.Time
 }
 
 // NewSyncer returns a syncer of inv's outbox into st.
@@ -113,79 +111,9 @@ func (s *Syncer) Conflicts() int64 { return s.conflicts.Load() }
 // returns (within 10 s), so shutdown leaves nothing half done. While MongoDB fails, Run
 // retries the same batch with backoff; it never skips or drops an entry.
 func (s *Syncer) Run(ctx context.Context) error {
-	if err := s.ensureGroup(ctx); err != nil && ctx.Err() == nil {
-		return err
-	}
-	// First our own pending entries (delivered before a restart, never acknowledged),
-	// then new ones.
-	ownPending := true
-	for ctx.Err() == nil {
-		msgs, err := s.read(ctx, ownPending)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			s.log.Warn("read outbox", "err", err)
-			if strings.HasPrefix(err.Error(), "NOGROUP") {
-				// Redis lost the stream (restart without persistence): start over.
-				_ = s.ensureGroup(ctx)
-			}
-			sleep(ctx, time.Second)
-			continue
-		}
-		if ownPending && len(msgs) == 0 {
-			ownPending = false
-			continue
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		s.persist(ctx, msgs)
-	}
-	return nil
-}
-
-func (s *Syncer) ensureGroup(ctx context.Context) error {
-	err := s.rdb.XGroupCreateMkStream(ctx, s.stream, Group, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return fmt.Errorf("syncer: create group: %w", err)
-	}
-	return nil
-}
-
-// read returns the next batch: our own pending entries, or entries other consumers left
-// unacknowledged too long, or new entries.
-func (s *Syncer) read(ctx context.Context, ownPending bool) ([]redis.XMessage, error) {
-	if ownPending {
-		res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: Group, Consumer: s.opts.Consumer,
-			Streams: []string{s.stream, "0"}, Count: int64(s.opts.Batch)}).Result()
-		return first(res), err
-	}
-	if time.Since(s.lastClaim) >= s.opts.ClaimIdle/2 {
-		s.lastClaim = time.Now()
-		msgs, _, err := s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: s.stream, Group: Group,
-			Consumer: s.opts.Consumer, MinIdle: s.opts.ClaimIdle, Start: "0", Count: int64(s.opts.Batch)}).Result()
-		if err != nil {
-			return nil, err
-		}
-		if len(msgs) > 0 {
-			s.log.Info("claimed entries of a stale consumer", "count", len(msgs))
-			return msgs, nil
-		}
-	}
-	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: Group, Consumer: s.opts.Consumer,
-		Streams: []string{s.stream, ">"}, Count: int64(s.opts.Batch), Block: s.opts.Block}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	return first(res), err
-}
-
-func first(res []redis.XStream) []redis.XMessage {
-	if len(res) == 0 {
-		return nil
-	}
-	return res[0].Messages
+	g := &groupReader{rdb: s.rdb, stream: s.stream, group: Group, start: "0", consumer: s.opts.Consumer,
+		batch: s.opts.Batch, block: s.opts.Block, idle: s.opts.ClaimIdle, log: s.log}
+	return g.run(ctx, func(msgs []redis.XMessage) { s.persist(ctx, msgs) })
 }
 
 // persist writes one batch and acknowledges it, retrying with backoff until it succeeds

@@ -2,11 +2,9 @@ package sync
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -49,63 +47,11 @@ func NewFeeder(inv *engine.Redis, svc *webhook.Service, log *slog.Logger) *Feede
 }
 
 // Run feeds until ctx ends; a batch read is enqueued and acknowledged before it returns.
+// The group starts at the outbox's end: turning webhooks on does not replay history.
 func (f *Feeder) Run(ctx context.Context) error {
-	rdb, stream := f.inv.Client(), f.inv.OutboxKey()
-	create := func() error {
-		err := rdb.XGroupCreateMkStream(ctx, stream, WebhookGroup, "$").Err()
-		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-			return fmt.Errorf("webhook feeder: create group: %w", err)
-		}
-		return nil
-	}
-	if err := create(); err != nil && ctx.Err() == nil {
-		return err
-	}
-	// Entries other feeders were given and never acknowledged are taken over after a
-	// while; this one's own first, then new ones.
-	next := "0"
-	lastClaim := time.Time{}
-	for ctx.Err() == nil {
-		var msgs []redis.XMessage
-		var err error
-		if next == ">" && time.Since(lastClaim) > 15*time.Second {
-			lastClaim = time.Now()
-			msgs, _, err = rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: stream, Group: WebhookGroup,
-				Consumer: f.consumer, MinIdle: 30 * time.Second, Start: "0", Count: 100}).Result()
-		}
-		if err == nil && len(msgs) == 0 {
-			var res []redis.XStream
-			block := f.Block
-			if next == "0" {
-				block = -1 // own pending: no wait
-			}
-			res, err = rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: WebhookGroup, Consumer: f.consumer,
-				Streams: []string{stream, next}, Count: 100, Block: block}).Result()
-			if errors.Is(err, redis.Nil) {
-				err = nil
-			}
-			msgs = first(res)
-			if err == nil && next == "0" && len(msgs) == 0 {
-				next = ">"
-				continue
-			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			f.log.Warn("read outbox", "err", err)
-			if strings.HasPrefix(err.Error(), "NOGROUP") {
-				_ = create()
-			}
-			sleep(ctx, time.Second)
-			continue
-		}
-		if len(msgs) > 0 {
-			f.feed(ctx, msgs)
-		}
-	}
-	return nil
+	g := &groupReader{rdb: f.inv.Client(), stream: f.inv.OutboxKey(), group: WebhookGroup, start: "$",
+		consumer: f.consumer, batch: 100, block: f.Block, idle: 30 * time.Second, log: f.log}
+	return g.run(ctx, func(msgs []redis.XMessage) { f.feed(ctx, msgs) })
 }
 
 // feed enqueues one batch's events and acknowledges it, retrying with backoff while

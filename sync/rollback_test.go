@@ -312,19 +312,8 @@ func TestRollbackSettlesHoldsMongoDBSettled(t *testing.T) {
 // A keyed checkout retried after Redis lost its order record runs again under the same
 // order id. The restore counts that order once: its units are sold once.
 func TestRollbackCountsARerunOrderOnce(t *testing.T) {
-	e := newEnv(t)
+	e, req, o := syncedOrderRolledBack(t)
 	ctx := context.Background()
-	e.product(t, "A", 10)
-	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
-	before := e.level(t, "A")
-	req := engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
-	o, err := e.inv.Checkout(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
-	stop()
-	e.rollBack(t, "A", before, o.ID)
 	again, err := e.inv.Checkout(ctx, req) // Redis has no record: it runs again
 	if err != nil || again.ID != o.ID || again.Replayed {
 		t.Fatalf("retry after the rollback: %+v, %v; want the same order run again", again, err)
@@ -384,19 +373,8 @@ func TestRollbackRestoreIsNotAppliedTwice(t *testing.T) {
 // (other checkouts took the lost ones first) is the same order run twice: the ledger
 // holds it twice, and the restore counts it once.
 func TestRollbackCountsARerunPastTheLedgerOnce(t *testing.T) {
-	e := newEnv(t)
+	e, req, o := syncedOrderRolledBack(t)
 	ctx := context.Background()
-	e.product(t, "A", 10)
-	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
-	before := e.level(t, "A")
-	req := engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
-	o, err := e.inv.Checkout(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
-	stop()
-	e.rollBack(t, "A", before, o.ID)
 	other := e.buy(t, 1, "A") // takes the number o had: a conflict
 	if again, err := e.inv.Checkout(ctx, req); err != nil || again.ID != o.ID {
 		t.Fatalf("retry after the rollback: %+v, %v", again, err)
@@ -482,4 +460,23 @@ func (e *env) waitNoOpenConflicts(t *testing.T) {
 			t.Fatalf("open conflicts: %+v, %v; want all resolved by a restore", open, err)
 		}
 	}
+}
+
+// syncedOrderRolledBack sets up the rerun cases: SKU A (10 units), a keyed checkout of 2
+// that MongoDB has, then Redis rolled back to before it with the order's record lost.
+func syncedOrderRolledBack(t *testing.T) (*env, engine.CheckoutRequest, engine.Order) {
+	t.Helper()
+	e := newEnv(t)
+	e.product(t, "A", 10)
+	stop := run(t, e.syncer(e.st, "s", stocksync.SyncerOptions{}))
+	before := e.level(t, "A")
+	req := engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: []engine.Line{{SKU: "A", Quantity: 2}}}
+	o, err := e.inv.Checkout(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSynced(t, e.syncer(e.st, "probe", stocksync.SyncerOptions{}))
+	stop()
+	e.rollBack(t, "A", before, o.ID)
+	return e, req, o
 }

@@ -193,3 +193,21 @@ func (h *harness) available(t testing.TB, sku string) float64 {
 	want(t, r, 200, "")
 	return r.json(t)["available"].(float64)
 }
+
+// wantCancelledOnce cancels order id three times under one key, as its owner c1 after
+// another customer is refused: the first answer cancels, the others replay it, and all
+// 10 units of A are available again.
+func (h *harness) wantCancelledOnce(t *testing.T, id, c1 string) {
+	t.Helper()
+	want(t, h.do(t, "POST", "/api/v1/orders/"+id+"/cancel", token(t, "c2", api.RoleCustomer), ""), 404, "not_found")
+	for i := range 3 {
+		r := h.do(t, "POST", "/api/v1/orders/"+id+"/cancel", c1, "", "Idempotency-Key", "c-1")
+		want(t, r, 200, "")
+		if r.json(t)["status"] != "cancelled" || (i > 0) != (r.header.Get("Idempotent-Replayed") == "true") {
+			t.Fatalf("cancel %d: %v %s", i, r.header, r.body)
+		}
+	}
+	if got := h.available(t, "A"); got != 10 {
+		t.Fatalf("available after cancels: got %v, want 10", got)
+	}
+}

@@ -1,0 +1,323 @@
+package clusterscript_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/internal/clusterscript"
+	"github.com/flashstock/flashstock/internal/testcluster"
+)
+
+func TestMain(m *testing.M) { os.Exit(testcluster.Main(m)) }
+
+// countRun counts its runs per call id (ARGV[1]) in the hash KEYS[1]: a field above 1
+// is a script that ran twice.
+var countRun = redis.NewScript(`#!lua
+return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)`)
+
+// slowIncr counts its runs in KEYS[1], then keeps the server busy for 300 ms: longer
+// than the client's read timeout in the test, so the reply is lost after the script ran.
+var slowIncr = redis.NewScript(`#!lua
+redis.call('INCR', KEYS[1])
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 300000
+return 1`)
+
+// newClient returns a cluster client as flashstock builds one (no command retries) and
+// a clusterscript.Client on it. go-redis's own redirect budget (MaxRedirects) is left
+// at its default on purpose: scripts must not depend on it. The periodic slot-map
+// reload is off, so only what clusterscript does can move a call to a new node.
+func newClient(t *testing.T, addrs []string, readTimeout time.Duration) (*redis.ClusterClient, *clusterscript.Client) {
+	t.Helper()
+	rdb := redis.NewClusterClient(engine.NoRetriesCluster(&redis.ClusterOptions{
+		Addrs: addrs, ReadTimeout: readTimeout, ClusterStateReloadInterval: time.Hour}))
+	t.Cleanup(func() { rdb.Close() })
+	return rdb, clusterscript.New(rdb, clusterscript.Options{})
+}
+
+// nodeClient is a plain client to one node, closed when the test ends.
+func nodeClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	cl := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func mustDo(t *testing.T, cl *redis.Client, args ...any) any {
+	t.Helper()
+	v, err := cl.Do(context.Background(), args...).Result()
+	if err != nil {
+		t.Fatalf("%s: %v: %v", cl.Options().Addr, args, err)
+	}
+	return v
+}
+
+// runs reads the per-call counts of countRun's hash on one node, bypassing routing
+// (ASKING first, so a slot being imported can be read too).
+func runs(t *testing.T, addr, key string) map[string]string {
+	t.Helper()
+	cl := nodeClient(t, addr)
+	ctx := context.Background()
+	var get *redis.MapStringStringCmd
+	_, err := cl.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Do(ctx, "ASKING")
+		get = p.HGetAll(ctx, key)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("HGETALL %s on %s: %v", key, addr, err)
+	}
+	return get.Val()
+}
+
+func wantRuns(t *testing.T, addr, key string, want map[string]string) {
+	t.Helper()
+	got := runs(t, addr, key)
+	if len(got) != len(want) {
+		t.Fatalf("runs on %s: got %v, want %v", addr, got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("runs on %s: got %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func mustRun(t *testing.T, sc *clusterscript.Client, key, id string) {
+	t.Helper()
+	if err := sc.Run(context.Background(), countRun, []string{key}, id).Err(); err != nil {
+		t.Fatalf("run %s on %s: %v", id, key, err)
+	}
+}
+
+// A script whose reply is lost (read timeout while it still runs) runs once and
+// answers ErrOutcomeUnknown, which the engine's classification keeps as outcome unknown.
+func TestLostReplyRunsOnceAndIsOutcomeUnknown(t *testing.T) {
+	c := testcluster.Shared(t)
+	rdb, sc := newClient(t, c.Addrs(), 100*time.Millisecond)
+	ctx := context.Background()
+	key := "{" + t.Name() + "}:runs"
+
+	err := sc.Run(ctx, slowIncr, []string{key}).Err()
+	if !errors.Is(err, clusterscript.ErrOutcomeUnknown) || errors.Is(err, clusterscript.ErrNotRun) {
+		t.Fatalf("Run past the read timeout: got %v, want ErrOutcomeUnknown", err)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("Run past the read timeout: %v does not carry the net.Error timeout", err)
+	}
+	if werr := engine.WriteErr("take", err); !errors.Is(werr, engine.ErrOutcomeUnknown) {
+		t.Errorf("engine.WriteErr: got %v, want engine.ErrOutcomeUnknown", werr)
+	}
+	t.Logf("error: %v", err)
+
+	// The run may still be going: wait until the server answers and the count settles.
+	var n int
+	deadline := time.Now().Add(10 * time.Second)
+	for prev := -1; n != prev; {
+		prev = n
+		if time.Now().After(deadline) {
+			t.Fatal("run count did not settle")
+		}
+		time.Sleep(400 * time.Millisecond)
+		if v, err := rdb.Get(ctx, key).Int(); err == nil {
+			n = v
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the script ran %d times, want 1", n)
+	}
+	if s := sc.Stats(); s.OutcomeUnknown != 1 {
+		t.Errorf("stats: %+v, want OutcomeUnknown 1", s)
+	}
+}
+
+// clusterIDs returns each master's node id.
+func nodeID(t *testing.T, addr string) string {
+	t.Helper()
+	return mustDo(t, nodeClient(t, addr), "CLUSTER", "MYID").(string)
+}
+
+func slotOf(t *testing.T, addr, key string) int64 {
+	t.Helper()
+	return mustDo(t, nodeClient(t, addr), "CLUSTER", "KEYSLOT", key).(int64)
+}
+
+// startMigration sets slot migrating from src to dst and moves its keys to dst, as
+// redis-cli --cluster reshard does, but stops before handing the slot over.
+func startMigration(t *testing.T, src, dst string, slot int64) {
+	t.Helper()
+	srcID, dstID := nodeID(t, src), nodeID(t, dst)
+	s, d := nodeClient(t, src), nodeClient(t, dst)
+	mustDo(t, d, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID)
+	mustDo(t, s, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID)
+	host, port, _ := net.SplitHostPort(dst)
+	for {
+		keys := mustDo(t, s, "CLUSTER", "GETKEYSINSLOT", slot, 100).([]any)
+		if len(keys) == 0 {
+			return
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		mustDo(t, s, append(args, keys...)...)
+	}
+}
+
+// finishMigration hands slot to dst on every master (dst first, as the docs say).
+func finishMigration(t *testing.T, masters []string, dst string, slot int64) {
+	t.Helper()
+	dstID := nodeID(t, dst)
+	mustDo(t, nodeClient(t, dst), "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+	for _, m := range masters {
+		if m != dst {
+			mustDo(t, nodeClient(t, m), "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+		}
+	}
+}
+
+// After a slot moved to another master, a client with the old slot map gets MOVED,
+// follows it and the script runs once, on the new owner.
+func TestMovedAfterReshardIsFollowedAndRunsOnce(t *testing.T) {
+	c := testcluster.Shared(t)
+	masters := c.Masters()
+	src, dst := masters[0], masters[1]
+	key := c.TagOn(src, t.Name()) + ":runs"
+	_, sc := newClient(t, c.Addrs(), 0)
+	mustRun(t, sc, key, "before") // loads the slot map: the slot is src's
+
+	slot := slotOf(t, src, key)
+	startMigration(t, src, dst, slot)
+	finishMigration(t, masters, dst, slot)
+
+	mustRun(t, sc, key, "after")
+	s := sc.Stats()
+	if s.Moved != 1 || s.Asked != 0 {
+		t.Errorf("stats: %+v, want one MOVED and no ASK", s)
+	}
+	wantRuns(t, dst, key, map[string]string{"before": "1", "after": "1"})
+	// The slot map was reloaded: the next call goes straight to dst. ReloadState is
+	// asynchronous, so give it a moment.
+	time.Sleep(300 * time.Millisecond)
+	mustRun(t, sc, key, "later")
+	if s := sc.Stats(); s.Moved != 1 {
+		t.Errorf("stats after a third call: %+v, want still one MOVED (slot map reloaded)", s)
+	}
+	wantRuns(t, dst, key, map[string]string{"before": "1", "after": "1", "later": "1"})
+}
+
+// While a slot migrates and the key has already moved, the old owner answers ASK; the
+// script goes to the importing node behind ASKING and runs once there. The importing
+// node has never seen the script, so the ASK leads to NOSCRIPT, answered by EVAL behind
+// ASKING again.
+func TestAskDuringMigrationIsFollowedAndRunsOnce(t *testing.T) {
+	c := testcluster.Shared(t)
+	masters := c.Masters()
+	src, dst := masters[0], masters[2]
+	key := c.TagOn(src, t.Name()) + ":runs"
+	_, sc := newClient(t, c.Addrs(), 0)
+	mustRun(t, sc, key, "before")
+
+	mustDo(t, nodeClient(t, dst), "SCRIPT", "FLUSH")
+	slot := slotOf(t, src, key)
+	startMigration(t, src, dst, slot)
+	t.Cleanup(func() { finishMigration(t, masters, dst, slot) })
+
+	mustRun(t, sc, key, "during")
+	s := sc.Stats()
+	if s.Asked != 1 || s.Moved != 0 || s.NoScript != 1 {
+		t.Errorf("stats: %+v, want one ASK, no MOVED, one NOSCRIPT", s)
+	}
+	wantRuns(t, dst, key, map[string]string{"before": "1", "during": "1"})
+	if n := mustDo(t, nodeClient(t, src), "CLUSTER", "COUNTKEYSINSLOT", slot).(int64); n != 0 {
+		t.Errorf("the migrating node %s still has %d keys in slot %d", src, n, slot)
+	}
+}
+
+// After SCRIPT FLUSH every node answers NOSCRIPT: Run sends EVAL instead and the script
+// runs once; so does redis.Script.Run through the Client as a redis.Scripter (the
+// engine's path), whose EVALSHA refusal is ErrNotRun carrying NOSCRIPT.
+func TestNoScriptAfterFlushRunsOnce(t *testing.T) {
+	c := testcluster.Shared(t)
+	rdb, sc := newClient(t, c.Addrs(), 0)
+	ctx := context.Background()
+	m := c.Masters()[0]
+	key := c.TagOn(m, t.Name()) + ":runs"
+	mustRun(t, sc, key, "1")
+	flush := func() {
+		t.Helper()
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush()
+	before := sc.Stats().NoScript
+	mustRun(t, sc, key, "2")
+	if got := sc.Stats().NoScript - before; got != 1 {
+		t.Errorf("NOSCRIPT answered %d times, want 1", got)
+	}
+
+	flush()
+	err := sc.EvalSha(ctx, countRun.Hash(), []string{key}, "sha").Err()
+	if !errors.Is(err, clusterscript.ErrNotRun) || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		t.Fatalf("EvalSha after SCRIPT FLUSH: got %v, want ErrNotRun with NOSCRIPT", err)
+	}
+	if werr := engine.WriteErr("take", err); errors.Is(werr, engine.ErrOutcomeUnknown) {
+		t.Errorf("engine.WriteErr(%v) = %v: a refusal must not be outcome unknown", err, werr)
+	}
+	if err := countRun.Run(ctx, sc, []string{key}, "3").Err(); err != nil {
+		t.Fatalf("redis.Script.Run through the Client after SCRIPT FLUSH: %v", err)
+	}
+	wantRuns(t, m, key, map[string]string{"1": "1", "2": "1", "3": "1"})
+}
+
+// A script's own error is returned as Redis gave it (the script ran); a call that
+// cannot be routed is ErrNotRun; a function unknown to the node is loaded from
+// Options.Library and called once.
+func TestErrorContract(t *testing.T) {
+	c := testcluster.Shared(t)
+	rdb, sc := newClient(t, c.Addrs(), 0)
+	ctx := context.Background()
+	key := "{" + t.Name() + "}:runs"
+
+	boom := redis.NewScript("#!lua\nredis.call('INCR', KEYS[1])\nreturn redis.error_reply('BOOM halfway')")
+	err := sc.Run(ctx, boom, []string{key}).Err()
+	var re redis.Error
+	if !errors.As(err, &re) || !strings.HasPrefix(err.Error(), "BOOM") ||
+		errors.Is(err, clusterscript.ErrNotRun) || errors.Is(err, clusterscript.ErrOutcomeUnknown) {
+		t.Fatalf("script error: got %v, want the redis.Error BOOM as is", err)
+	}
+	if n, _ := rdb.Get(ctx, key).Int(); n != 1 {
+		t.Errorf("the failing script ran %d times, want 1", n)
+	}
+
+	if err := sc.Run(ctx, countRun, nil, "x").Err(); !errors.Is(err, clusterscript.ErrNotRun) {
+		t.Errorf("Run without keys: got %v, want ErrNotRun", err)
+	}
+
+	err = sc.FCall(ctx, "fs_count", []string{key + "f"}, "a").Err()
+	if !errors.Is(err, clusterscript.ErrNotRun) {
+		t.Fatalf("FCall of an unknown function without a library: got %v, want ErrNotRun", err)
+	}
+	lib := "#!lua name=fs_" + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n" +
+		"redis.register_function('fs_count', function(keys, args) return redis.call('HINCRBY', keys[1], args[1], 1) end)"
+	withLib := clusterscript.New(rdb, clusterscript.Options{Library: lib})
+	if err := withLib.FCall(ctx, "fs_count", []string{key + "f"}, "a").Err(); err != nil {
+		t.Fatalf("FCall with Options.Library: %v", err)
+	}
+	if got := rdb.HGet(ctx, key+"f", "a").Val(); got != "1" {
+		t.Errorf("function ran %s times, want 1", got)
+	}
+	// Leave no function behind on the shared cluster.
+	_ = rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		return m.FunctionFlush(ctx).Err()
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/internal/clusterscript"
+	"github.com/flashstock/flashstock/internal/rediscluster"
 	"github.com/flashstock/flashstock/internal/testcluster"
 )
 
@@ -320,4 +322,236 @@ func TestErrorContract(t *testing.T) {
 	_ = rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
 		return m.FunctionFlush(ctx).Err()
 	})
+}
+
+// replicaOf returns the replica whose master is addr.
+func replicaOf(t *testing.T, c *testcluster.Cluster, addr string) string {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, r := range c.Replicas() {
+		info := nodeClient(t, r).Info(context.Background(), "replication").Val()
+		if strings.Contains(info, "master_port:"+port+"\r\n") {
+			return r
+		}
+	}
+	t.Fatalf("no replica of %s", addr)
+	return ""
+}
+
+// A master is killed while 6 goroutines run scripts on its slot and 2 on another
+// master's. Once its replica is promoted, scripts succeed again within a few seconds,
+// through this package alone (no periodic slot-map reload, no dial hook), and no call
+// ran twice: every call id is counted at most once, every call answered ErrNotRun is
+// absent, and every call that started after the kill and succeeded is there. The
+// promoted replica has no script cache, so NOSCRIPT is met and answered. The healthy
+// master answers CLUSTERDOWN while the cluster lacks the failed slots
+// (cluster-require-full-coverage yes): those calls are retried, not failed.
+func TestMasterKillFailoverRunsEachScriptAtMostOnce(t *testing.T) {
+	c := testcluster.Start(t, rediscluster.Options{})
+	victim := c.Masters()[0]
+	heir := replicaOf(t, c, victim)
+	key := c.TagOn(victim, "failover") + ":runs"
+	healthy := c.Masters()[1]
+	other := c.TagOn(healthy, "healthy") + ":runs"
+	_, sc := newClient(t, c.Addrs(), 0)
+	mustRun(t, sc, key, "warm")
+	mustRun(t, sc, other, "warm")
+
+	type result struct {
+		key, id    string
+		start, end time.Time
+		err        error
+	}
+	var (
+		stop    = make(chan struct{})
+		results = make(chan result, 1<<16)
+		wg      sync.WaitGroup
+	)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := strconv.Itoa(w) + "-" + strconv.Itoa(i)
+				k := key
+				if w >= 6 {
+					k = other
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				r := result{key: k, id: id, start: time.Now()}
+				r.err = sc.Run(ctx, countRun, []string{k}, id).Err()
+				r.end = time.Now()
+				cancel()
+				results <- r
+				if r.err != nil {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+		}()
+	}
+
+	time.Sleep(300 * time.Millisecond)
+	c.Kill(victim)
+	killed := time.Now()
+	// Watch the heir for its promotion.
+	promotedAt := make(chan time.Time, 1)
+	go func() {
+		cl := redis.NewClient(&redis.Options{Addr: heir, MaxRetries: -1})
+		defer cl.Close()
+		for time.Since(killed) < 20*time.Second {
+			if v, err := cl.Do(context.Background(), "ROLE").Slice(); err == nil && len(v) > 0 && v[0] == "master" {
+				promotedAt <- time.Now()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(promotedAt)
+	}()
+
+	// Run until a second past the first success that started after the kill.
+	var all []result
+	var firstOK time.Time
+	deadline := killed.Add(20 * time.Second)
+	for firstOK.IsZero() || time.Since(firstOK) < time.Second {
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case r := <-results:
+			all = append(all, r)
+			if r.err == nil && r.key == key && r.start.After(killed) && (firstOK.IsZero() || r.end.Before(firstOK)) {
+				firstOK = r.end
+			}
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(results)
+	for r := range results {
+		all = append(all, r)
+	}
+	promoted, wasPromoted := <-promotedAt
+	if !wasPromoted {
+		t.Fatalf("%s was not promoted within 20 s of killing %s", heir, victim)
+	}
+	if firstOK.IsZero() {
+		t.Fatalf("no script succeeded within 20 s of killing %s (promoted after %v); stats %+v",
+			victim, promoted.Sub(killed).Round(time.Millisecond), sc.Stats())
+	}
+
+	got := map[string]map[string]string{key: runs(t, heir, key), other: runs(t, healthy, other)}
+	var ok, okAfterKill, unknown, notRun, lostAcked int
+	for _, r := range all {
+		n := got[r.key][r.id]
+		switch {
+		case r.err == nil:
+			ok++
+			if r.start.After(killed) {
+				okAfterKill++
+				if n != "1" {
+					t.Errorf("call %s succeeded after the kill but ran %q times on the new master", r.id, n)
+				}
+			} else if n == "" {
+				lostAcked++ // acknowledged by the old master, not replicated before the kill
+			}
+		case errors.Is(r.err, clusterscript.ErrNotRun):
+			notRun++
+			if n != "" {
+				t.Errorf("call %s answered ErrNotRun (%v) but ran %s times", r.id, r.err, n)
+			}
+		case errors.Is(r.err, clusterscript.ErrOutcomeUnknown):
+			unknown++
+		default:
+			t.Errorf("call %s: unexpected error %v", r.id, r.err)
+		}
+	}
+	for k, m := range got {
+		for id, n := range m {
+			if n != "1" {
+				t.Errorf("call %s on %s ran %s times", id, k, n)
+			}
+		}
+	}
+	s := sc.Stats()
+	if s.NoScript == 0 {
+		t.Errorf("stats %+v: the promoted replica answered no NOSCRIPT", s)
+	}
+	if firstOK.Sub(promoted) > 5*time.Second {
+		t.Errorf("first success %v after the promotion, want within 5 s", firstOK.Sub(promoted).Round(time.Millisecond))
+	}
+	t.Logf("SIGKILL %s: %s promoted after %v; first script success after %v (%v after the promotion)",
+		victim, heir, promoted.Sub(killed).Round(time.Millisecond), firstOK.Sub(killed).Round(time.Millisecond),
+		firstOK.Sub(promoted).Round(time.Millisecond))
+	t.Logf("%d calls: %d ok (%d started after the kill), %d ErrNotRun, %d ErrOutcomeUnknown; "+
+		"%d acknowledged before the kill and lost with it (asynchronous replication); ran twice: none",
+		len(all), ok, okAfterKill, notRun, unknown, lostAcked)
+	t.Logf("stats %+v", s)
+}
+
+// While a slot migrates and only some of a script's keys have moved, the old owner
+// answers TRYAGAIN (nothing ran); the call backs off and retries, and runs once after
+// the other key has moved too and the slot was handed over.
+func TestTryAgainDuringMigrationIsRetriedAndRunsOnce(t *testing.T) {
+	c := testcluster.Shared(t)
+	masters := c.Masters()
+	src, dst := masters[1], masters[2]
+	tag := c.TagOn(src, t.Name())
+	a, b := tag+":a", tag+":b"
+	_, sc := newClient(t, c.Addrs(), 0)
+	ctx := context.Background()
+	both := redis.NewScript("#!lua\nredis.call('INCR', KEYS[1])\nreturn redis.call('INCR', KEYS[2])")
+	if err := sc.Run(ctx, both, []string{a, b}).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	slot := slotOf(t, src, a)
+	s, d := nodeClient(t, src), nodeClient(t, dst)
+	mustDo(t, d, "CLUSTER", "SETSLOT", slot, "IMPORTING", nodeID(t, src))
+	mustDo(t, s, "CLUSTER", "SETSLOT", slot, "MIGRATING", nodeID(t, dst))
+	host, port, _ := net.SplitHostPort(dst)
+	mustDo(t, s, "MIGRATE", host, port, a, 0, 5000)
+	dstID := nodeID(t, dst)
+	var others []*redis.Client
+	for _, m := range masters {
+		if m != dst {
+			others = append(others, nodeClient(t, m))
+		}
+	}
+	moved := make(chan error, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		err := s.Do(ctx, "MIGRATE", host, port, b, 0, 5000).Err()
+		for _, cl := range append([]*redis.Client{d}, others...) {
+			if err == nil {
+				err = cl.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err()
+			}
+		}
+		moved <- err
+	}()
+
+	start := time.Now()
+	err := sc.Run(ctx, both, []string{a, b}).Err()
+	took := time.Since(start)
+	if merr := <-moved; merr != nil {
+		t.Fatalf("moving the rest of slot %d: %v", slot, merr)
+	}
+	if err != nil {
+		t.Fatalf("Run across a split slot: %v", err)
+	}
+	st := sc.Stats()
+	if st.Refused == 0 {
+		t.Errorf("stats %+v: no TRYAGAIN met", st)
+	}
+	t.Logf("ran after %v, %d TRYAGAIN refusals; stats %+v", took.Round(time.Millisecond), st.Refused, st)
+	for _, k := range []string{a, b} {
+		if got := nodeClient(t, dst).Get(ctx, k).Val(); got != "2" {
+			t.Errorf("%s on %s: got %q, want 2 (two runs in all)", k, dst, got)
+		}
+	}
 }

@@ -163,6 +163,70 @@ func (c *Client) runScript(ctx context.Context, ro bool, script *redis.Script, k
 	}, func(context.Context, *redis.Client) (sender, error) { return src, nil })
 }
 
+// Call is one script call of a batch.
+type Call struct {
+	Script *redis.Script
+	Keys   []string
+	Args   []any
+}
+
+// RunBatch runs calls with one pipelined round trip per master (EVALSHA each), every
+// call at most once, and returns one Cmd per call, in order, with Run's error
+// contract. A call the pipeline could not complete because its node refused it
+// (MOVED, ASK, NOSCRIPT, TRYAGAIN, ...) or could not be reached goes on alone, as Run.
+// If a node's connection breaks, every call of that node's pipeline is
+// ErrOutcomeUnknown, even one whose reply had already arrived (go-redis overwrites it).
+func (c *Client) RunBatch(ctx context.Context, calls []Call) []*redis.Cmd {
+	out := make([]*redis.Cmd, len(calls))
+	groups := map[*redis.Client][]int{}
+	for i, call := range calls {
+		if len(call.Keys) == 0 {
+			out[i] = c.Run(ctx, call.Script, call.Keys, call.Args...)
+			continue
+		}
+		node, err := c.rdb.MasterForKey(ctx, call.Keys[0])
+		if err != nil {
+			node = nil // Run starts from the slot map again
+		}
+		groups[node] = append(groups[node], i)
+	}
+	var wg sync.WaitGroup
+	for node, idx := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if node == nil {
+				for _, i := range idx {
+					out[i] = c.Run(ctx, calls[i].Script, calls[i].Keys, calls[i].Args...)
+				}
+				return
+			}
+			cmds := make([]*redis.Cmd, len(idx))
+			_, _ = node.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for j, i := range idx {
+					cmds[j] = p.EvalSha(ctx, calls[i].Script.Hash(), calls[i].Keys, calls[i].Args...)
+				}
+				return nil
+			})
+			for j, i := range idx {
+				switch err := cmds[j].Err(); kind(err) {
+				case ok, ranWithError:
+					c.calls.Add(1)
+					out[i] = cmds[j]
+				case lost:
+					c.calls.Add(1)
+					c.unknown.Add(1)
+					out[i] = c.fail(ctx, fmt.Errorf("%w (node %s, pipelined): %w", ErrOutcomeUnknown, addrOf(node), err))
+				default: // refused or not sent: nothing ran; Run takes it from here
+					out[i] = c.Run(ctx, calls[i].Script, calls[i].Keys, calls[i].Args...)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // FCall calls a function at most once, like Run. If the node does not know the function
 // and Options.Library is set, the library is loaded there (FUNCTION LOAD REPLACE) and
 // the call sent again; without Library that refusal ends the call (ErrNotRun).

@@ -28,12 +28,14 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)`)
 
 // slowIncr counts its runs in KEYS[1], then keeps the server busy for 300 ms: longer
 // than the client's read timeout in the test, so the reply is lost after the script ran.
-var slowIncr = redis.NewScript(`#!lua
+var slowIncr = redis.NewScript(slowIncrSrc)
+
+const slowIncrSrc = `#!lua
 redis.call('INCR', KEYS[1])
 local t = redis.call('TIME')
 local start = t[1] * 1000000 + t[2]
 repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 300000
-return 1`)
+return 1`
 
 // newClient returns a cluster client as flashstock builds one (no command retries) and
 // a clusterscript.Client on it. go-redis's own redirect budget (MaxRedirects) is left
@@ -553,5 +555,91 @@ func TestTryAgainDuringMigrationIsRetriedAndRunsOnce(t *testing.T) {
 		if got := nodeClient(t, dst).Get(ctx, k).Val(); got != "2" {
 			t.Errorf("%s on %s: got %q, want 2 (two runs in all)", k, dst, got)
 		}
+	}
+}
+
+// RunBatch pipelines calls per master: after SCRIPT FLUSH every call meets NOSCRIPT in
+// the pipeline and goes on alone through Run; the next batch runs in the pipelines
+// alone. Each call runs once.
+func TestRunBatchRunsEachCallOnce(t *testing.T) {
+	c := testcluster.Shared(t)
+	rdb, sc := newClient(t, c.Addrs(), 0)
+	ctx := context.Background()
+	masters := c.Masters()
+	keyOf := map[string]string{}
+	for _, m := range masters {
+		keyOf[m] = c.TagOn(m, t.Name()) + ":runs"
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for round, wantNoScript := range []uint64{3, 0} {
+		before := sc.Stats()
+		var calls []clusterscript.Call
+		for i := range 30 {
+			key := keyOf[masters[i%len(masters)]]
+			calls = append(calls, clusterscript.Call{Script: countRun, Keys: []string{key},
+				Args: []any{strconv.Itoa(round) + "-" + strconv.Itoa(i)}})
+		}
+		for i, cmd := range sc.RunBatch(ctx, calls) {
+			if v, err := cmd.Int(); err != nil || v != 1 {
+				t.Fatalf("round %d call %d: got %v, %v; want 1", round, i, v, err)
+			}
+		}
+		after := sc.Stats()
+		// One NOSCRIPT per master: the first call through Run sends EVAL, which
+		// caches the script, so the master's later calls find it.
+		if got := after.NoScript - before.NoScript; got != wantNoScript || after.Calls-before.Calls != 30 {
+			t.Errorf("round %d: stats before %+v, after %+v: want %d NOSCRIPT and 30 calls", round, before, after, wantNoScript)
+		}
+	}
+	for _, m := range masters {
+		got := runs(t, m, keyOf[m])
+		if len(got) != 20 {
+			t.Errorf("%s: %d calls ran, want 20: %v", m, len(got), got)
+		}
+		for id, n := range got {
+			if n != "1" {
+				t.Errorf("%s: call %s ran %s times", m, id, n)
+			}
+		}
+	}
+}
+
+// A batch whose replies are lost (three slow scripts on one master, read timeout 100
+// ms): every call is ErrOutcomeUnknown and each ran exactly once.
+func TestRunBatchLostRepliesAreOutcomeUnknownAndNotResent(t *testing.T) {
+	c := testcluster.Shared(t)
+	rdb, sc := newClient(t, c.Addrs(), 100*time.Millisecond)
+	ctx := context.Background()
+	key := "{" + t.Name() + "}:runs"
+	if err := sc.Run(ctx, countRun, []string{key + "-warm"}, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Load slowIncr without running it, so the pipeline's EVALSHA finds it.
+	if err := rdb.ScriptLoad(ctx, slowIncrSrc).Err(); err != nil {
+		t.Fatal(err)
+	}
+	calls := []clusterscript.Call{{Script: slowIncr, Keys: []string{key}}, {Script: slowIncr, Keys: []string{key}},
+		{Script: slowIncr, Keys: []string{key}}}
+	for i, cmd := range sc.RunBatch(ctx, calls) {
+		if err := cmd.Err(); !errors.Is(err, clusterscript.ErrOutcomeUnknown) {
+			t.Fatalf("call %d: got %v, want ErrOutcomeUnknown", i, err)
+		}
+	}
+	var n int
+	deadline := time.Now().Add(10 * time.Second)
+	for prev := -1; n != prev; {
+		prev = n
+		if time.Now().After(deadline) {
+			t.Fatal("run count did not settle")
+		}
+		time.Sleep(500 * time.Millisecond)
+		if v, err := rdb.Get(ctx, key).Int(); err == nil {
+			n = v
+		}
+	}
+	if n != 3 {
+		t.Fatalf("3 calls ran %d times in all, want 3", n)
 	}
 }

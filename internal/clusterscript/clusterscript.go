@@ -8,7 +8,8 @@
 // clients inherit MaxRetries -1) and runs its own redirect loop on top, which re-sends
 // only after a node said the script did not run:
 //
-//   - MOVED: the slot map is reloaded and the script goes to the node named in the reply.
+//   - MOVED: the slot map is reloaded (asynchronously) and the script goes to the node
+//     named in the reply.
 //   - ASK: the script goes to the named node once, behind ASKING.
 //   - NOSCRIPT: the script is sent again to the same node as EVAL (the node caches it).
 //   - TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN, READONLY, NOREPLICAS, BUSY and
@@ -19,9 +20,11 @@
 //
 // Everything else ends the call. A failure after the script was written (a read or
 // write timeout, a broken connection, a context ending while the reply was awaited) is
-// never retried: it is returned wrapping ErrOutcomeUnknown. A refusal that ends the call
-// (retries used up, OOM, NOPERM, a redirect to a node the cluster does not know) wraps
-// ErrNotRun. An error reply that is not a refusal (a script's own error, a compile error)
+// never retried: it is returned wrapping ErrOutcomeUnknown (so is a connection that
+// timed out during its handshake: go-redis's error does not tell it from a lost reply).
+// A refusal that ends the call (retries used up, too many redirects, OOM, NOPERM,
+// MISCONF, CROSSSLOT, a context that ended between attempts) wraps ErrNotRun. An error
+// reply that is not a refusal (a script's own error, a compile error)
 // is returned as go-redis gave it: the script ran, or was rejected for its own sake.
 //
 // Both wrapped errors keep their cause in the chain (errors.Is and errors.As reach the
@@ -510,7 +513,7 @@ func kind(err error) errKind {
 		return refused
 	}
 	if redis.IsOOMError(err) || redis.IsAuthError(err) || redis.IsPermissionError(err) ||
-		redis.HasErrorPrefix(err, "MISCONF ") {
+		redis.HasErrorPrefix(err, "MISCONF ") || redis.HasErrorPrefix(err, "CROSSSLOT ") {
 		return refusedFinal
 	}
 	var op *net.OpError

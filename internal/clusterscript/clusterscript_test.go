@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -641,5 +642,38 @@ func TestRunBatchLostRepliesAreOutcomeUnknownAndNotResent(t *testing.T) {
 	}
 	if n != 3 {
 		t.Fatalf("3 calls ran %d times in all, want 3", n)
+	}
+}
+
+// The happy path's cost against go-redis's own ClusterClient (redis.Script.Run):
+//
+//	go test -run - -bench . -benchtime 3s ./internal/clusterscript/
+func BenchmarkScriptRun(b *testing.B) {
+	c := testcluster.Shared(b)
+	rdb := redis.NewClusterClient(engine.NoRetriesCluster(&redis.ClusterOptions{Addrs: c.Addrs()}))
+	defer rdb.Close()
+	sc := clusterscript.New(rdb, clusterscript.Options{})
+	incr := redis.NewScript("#!lua\nreturn redis.call('INCR', KEYS[1])")
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		run  func(key string) error
+	}{
+		{"ClusterClient", func(key string) error { return incr.Run(ctx, rdb, []string{key}).Err() }},
+		{"clusterscript", func(key string) error { return sc.Run(ctx, incr, []string{key}).Err() }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				key := "{bench-" + strconv.FormatInt(n.Add(1), 10) + "}:n"
+				for pb.Next() {
+					if err := bc.run(key); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

@@ -24,8 +24,11 @@
 // timed out during its handshake: go-redis's error does not tell it from a lost reply).
 // A refusal that ends the call (retries used up, too many redirects, OOM, NOPERM,
 // MISCONF, CROSSSLOT, a context that ended between attempts) wraps ErrNotRun. An error
-// reply that is not a refusal (a script's own error, a compile error)
-// is returned as go-redis gave it: the script ran, or was rejected for its own sake.
+// reply that is not a refusal (a script's own error, a compile error, an error of a
+// command the script called, whatever its first word) is returned as go-redis gave
+// it: the script ran, or was rejected for its own sake. A script must therefore never
+// return an error reply of its own that starts like a refusal (MOVED, ASK, NOSCRIPT,
+// TRYAGAIN, CLUSTERDOWN, ...): the Client cannot tell it from the server's.
 //
 // Both wrapped errors keep their cause in the chain (errors.Is and errors.As reach the
 // net.Error, io.EOF, *net.OpError or redis.Error underneath).
@@ -37,6 +40,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -477,6 +481,20 @@ func addrOf(n *redis.Client) string {
 	return n.Options().Addr
 }
 
+// raisedInScript reports an error reply raised by a command the script called: Redis
+// appends "script: <sha or function>, on @user_script:<line>." (or @user_function) to
+// it. Such a reply can start with a refusal word (an OOM on the script's second write)
+// although the script ran up to that call, so it must never lead to another send.
+func raisedInScript(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	return strings.Contains(msg, " script: ") &&
+		(strings.Contains(msg, ", on @user_script:") || strings.Contains(msg, ", on @user_function:"))
+}
+
 type errKind int
 
 const (
@@ -496,6 +514,9 @@ const (
 func kind(err error) errKind {
 	if err == nil {
 		return ok
+	}
+	if raisedInScript(err) {
+		return ranWithError
 	}
 	if _, ok := redis.IsMovedError(err); ok {
 		return moved

@@ -189,6 +189,34 @@ func finishMigration(t *testing.T, masters []string, dst string, slot int64) {
 	}
 }
 
+// waitOwner waits until every node says slot is served by owner.
+func waitOwner(t *testing.T, addrs []string, slot int64, owner string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, a := range addrs {
+		cl := nodeClient(t, a)
+		for {
+			slots, err := cl.ClusterSlots(context.Background()).Result()
+			if err == nil && ownerOf(slots, slot) == owner {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not see slot %d on %s after 10 s: %v %v", a, slot, owner, slots, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func ownerOf(slots []redis.ClusterSlot, slot int64) string {
+	for _, s := range slots {
+		if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
+			return s.Nodes[0].Addr
+		}
+	}
+	return ""
+}
+
 // After a slot moved to another master, a client with the old slot map gets MOVED,
 // follows it and the script runs once, on the new owner.
 func TestMovedAfterReshardIsFollowedAndRunsOnce(t *testing.T) {
@@ -202,6 +230,9 @@ func TestMovedAfterReshardIsFollowedAndRunsOnce(t *testing.T) {
 	slot := slotOf(t, src, key)
 	startMigration(t, src, dst, slot)
 	finishMigration(t, masters, dst, slot)
+	// Let every node learn the new owner, so that the reload the MOVED triggers cannot
+	// read a stale map from a node that has not heard yet.
+	waitOwner(t, c.Addrs(), slot, dst)
 
 	mustRun(t, sc, key, "after")
 	s := sc.Stats()

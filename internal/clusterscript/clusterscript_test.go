@@ -196,22 +196,28 @@ func waitOwner(t *testing.T, addrs []string, slot int64, owner string) {
 	for _, a := range addrs {
 		cl := nodeClient(t, a)
 		for {
-			slots, err := cl.ClusterSlots(context.Background()).Result()
-			if err == nil && ownerOf(slots, slot) == owner {
+			shards, err := cl.ClusterShards(context.Background()).Result()
+			if err == nil && ownerOf(shards, slot) == owner {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s does not see slot %d on %s after 10 s: %v %v", a, slot, owner, slots, err)
+				t.Fatalf("%s does not see slot %d on %s after 10 s: %v %v", a, slot, owner, shards, err)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }
 
-func ownerOf(slots []redis.ClusterSlot, slot int64) string {
-	for _, s := range slots {
-		if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
-			return s.Nodes[0].Addr
+func ownerOf(shards []redis.ClusterShard, slot int64) string {
+	for _, s := range shards {
+		for _, r := range s.Slots {
+			if r.Start <= slot && slot <= r.End {
+				for _, n := range s.Nodes {
+					if n.Role == "master" {
+						return n.IP + ":" + strconv.FormatInt(n.Port, 10)
+					}
+				}
+			}
 		}
 	}
 	return ""

@@ -41,8 +41,11 @@ func (c *Cluster) Client() *redis.ClusterClient { return NewClient(c.Addrs()) }
 // ClusterClient send a command at most once. Its redirect loop (up to MaxRedirects,
 // default 3) re-sends a command whose reply was lost (EOF, read timeout), and the
 // script runs again (TestClusterClientResendsALostReplyUnlessRedirectsAreOff).
-// MaxRedirects -1 stops that but also stops following MOVED/ASK; the choice belongs to
-// the engine's cluster work, so this client keeps go-redis's default for now.
+// MaxRedirects -1 stops that but also stops following MOVED/ASK. So this client keeps
+// go-redis's default for commands that may be sent twice (reads), and scripts go
+// through internal/clusterscript's Client (clusterscript.New(rdb, ...)), which sends
+// them through the node clients and follows MOVED/ASK itself, re-sending only after a
+// node refused (deploy/CLUSTER.md, "At-most-once scripts on a cluster").
 func NewClient(addrs []string) *redis.ClusterClient {
 	rdb := redis.NewClusterClient(engine.NoRetriesCluster(&redis.ClusterOptions{
 		Addrs:                      addrs,

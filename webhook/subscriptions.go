@@ -21,14 +21,19 @@ import (
 const (
 	colSubscriptions = "webhook_subscriptions"
 	colDeliveries    = "webhook_deliveries"
+	colOutcomes      = "webhook_outcomes"
+	colBatches       = "webhook_batches"
 	colClaims        = "webhook_claims"
 )
 
 // Service keeps subscriptions and deliveries in MongoDB. It is safe for concurrent use;
 // any number of processes may share one database.
 type Service struct {
-	cfg                Config
-	subs, dels, claims *mongo.Collection
+	cfg                                   Config
+	subs, dels, outcomes, batches, claims *mongo.Collection
+	// queued is signalled when Enqueue has queued deliveries, so that the workers of
+	// this process start them without waiting for their next poll.
+	queued chan struct{}
 }
 
 // New returns a Service on db. Call EnsureIndexes once at start-up.
@@ -37,16 +42,20 @@ func New(db *mongo.Database, cfg Config) (*Service, error) {
 		return nil, errors.New("webhook: Config.Keys is required")
 	}
 	return &Service{cfg: cfg.withDefaults(), subs: db.Collection(colSubscriptions), dels: db.Collection(colDeliveries),
-		claims: db.Collection(colClaims)}, nil
+		outcomes: db.Collection(colOutcomes), batches: db.Collection(colBatches), claims: db.Collection(colClaims),
+		queued: make(chan struct{}, 1)}, nil
 }
 
 // EnsureIndexes creates the secondary indexes the queries use. It is idempotent.
 func (s *Service) EnsureIndexes(ctx context.Context) error {
-	for _, keys := range []bson.D{
-		{{Key: "endpoint", Value: 1}, {Key: "createdAt", Value: -1}},
-		{{Key: "status", Value: 1}, {Key: "nextAttemptAt", Value: 1}},
+	for _, ix := range []struct {
+		c    *mongo.Collection
+		keys bson.D
+	}{
+		{s.dels, bson.D{{Key: "endpoint", Value: 1}, {Key: "createdAt", Value: -1}}},
+		{s.batches, bson.D{{Key: "due", Value: 1}}},
 	} {
-		if _, err := s.dels.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: keys}); err != nil {
+		if _, err := ix.c.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: ix.keys}); err != nil {
 			return dbErr("webhook: ensure indexes", err)
 		}
 	}

@@ -3,7 +3,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,7 +18,7 @@ import (
 type WorkerConfig struct {
 	Owner            string        // this worker's name on its leases (default: a random id)
 	MaxPerEndpoint   int           // deliveries in flight per endpoint (default 4)
-	Batch            int           // deliveries looked at per poll (default 100)
+	Batch            int           // batches (of up to 32 deliveries) looked at per poll (default 16)
 	PollEvery        time.Duration // Run's wait between polls when idle (default 1 s)
 	Lease            time.Duration // how long a claim holds (default Timeout + 20 s)
 	BreakerThreshold int           // failed attempts in a row that open an endpoint's circuit (default 5)
@@ -55,7 +54,7 @@ func NewWorker(s *Service, c WorkerConfig) *Worker {
 		c.MaxPerEndpoint = 4
 	}
 	if c.Batch <= 0 {
-		c.Batch = 100
+		c.Batch = 16
 	}
 	if c.PollEvery <= 0 {
 		c.PollEvery = time.Second
@@ -97,6 +96,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-w.freed:
+		case <-w.s.queued:
 		}
 	}
 }
@@ -105,36 +105,50 @@ func (w *Worker) Run(ctx context.Context) error {
 // per-endpoint limits permitting) and starts them; it returns how many it started,
 // without waiting for them (see Wait). The requests outlive ctx: cancelling it stops
 // the polling, not the requests in flight.
+//
+// Deliveries go in waves: the due deliveries of one batch that the endpoint admits
+// now, claimed together and recorded together when the last of them ends.
 func (w *Worker) Poll(ctx context.Context) (int, error) {
 	now := w.s.cfg.Now()
-	due, err := w.s.dueDeliveries(ctx, now, w.blocked(now), w.c.Batch)
+	due, err := w.s.dueBatches(ctx, now, w.blocked(now), w.c.Batch)
+	if err != nil || len(due) == 0 {
+		return 0, err
+	}
+	subs, err := w.s.subDocs(ctx)
 	if err != nil {
 		return 0, err
 	}
+	byID := make(map[string]*subDoc, len(subs))
+	for i := range subs {
+		byID[subs[i].ID] = &subs[i]
+	}
 	started := 0
-	for _, d := range due {
+	for _, b := range due {
 		if ctx.Err() != nil {
 			break
 		}
-		ep := w.admit(d.Endpoint, now)
-		if ep == nil {
+		ep, wave := w.admit(b, now)
+		if len(wave) == 0 {
 			continue
 		}
-		doc, cid, ok, err := w.s.claim(ctx, d, w.c.Owner, now, now.Add(w.c.Lease))
+		l, ok, err := w.s.claim(ctx, b, w.c.Owner, now, now.Add(w.c.Lease))
 		if err != nil || !ok {
 			w.mu.Lock()
-			ep.unadmit()
+			for range wave {
+				ep.unadmit()
+			}
 			w.mu.Unlock()
 			if err != nil {
 				return started, err
 			}
 			continue
 		}
-		started++
+		started += len(wave)
+		sub := byID[b.Endpoint]
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			w.deliver(context.WithoutCancel(ctx), doc, cid, ep)
+			w.deliver(context.WithoutCancel(ctx), l, wave, sub, ep)
 		}()
 	}
 	return started, nil
@@ -166,63 +180,53 @@ func (w *Worker) blocked(now time.Time) []string {
 	return out
 }
 
-func (w *Worker) admit(id string, now time.Time) *endpoint {
+// admit picks the wave of batch b: its deliveries due at now, as many as its endpoint
+// admits.
+func (w *Worker) admit(b batchDoc, now time.Time) (*endpoint, []item) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ep := w.eps[id]
+	ep := w.eps[b.Endpoint]
 	if ep == nil {
 		ep = &endpoint{}
-		w.eps[id] = ep
+		w.eps[b.Endpoint] = ep
 	}
-	if !ep.admit(now, w.c.MaxPerEndpoint) {
-		return nil
+	var wave []item
+	for _, it := range b.Items {
+		if it.Due.After(now) {
+			continue
+		}
+		if !ep.admit(now, w.c.MaxPerEndpoint) {
+			break
+		}
+		wave = append(wave, it)
 	}
-	return ep
+	return ep, wave
 }
 
-// deliver makes attempt d.Attempts+1 of d, under lease cid, and records its outcome.
-func (w *Worker) deliver(ctx context.Context, d delDoc, cid string, ep *endpoint) {
-	start := time.Now() // latency is measured on the real clock, whatever Now says
-	code, err := w.send(ctx, d)
-	elapsed := time.Since(start)
-	now := w.s.cfg.Now()
-	o := outcome{httpStatus: code, at: now.UTC()}
-	ok := err == nil
-	gone := errors.Is(err, engine.ErrNotFound)
-	switch {
-	case ok:
-		o.status = StatusDelivered
-	case gone:
-		o.status, o.err = StatusFailed, "subscription deleted"
-	case d.Attempts >= len(w.s.cfg.RetrySchedule): // this was attempt 1+len(schedule)
-		o.status, o.err = StatusFailed, err.Error()
-	default:
-		o.status, o.err = StatusPending, err.Error()
-		wait := w.s.cfg.RetrySchedule[d.Attempts]
-		wait += time.Duration(w.s.cfg.Jitter * w.s.cfg.Rand() * float64(wait))
-		next := now.Add(wait).UTC()
-		o.next = &next
+// deliver makes the wave's attempts, at once, to sub (nil: deleted), and records them
+// under lease l when the last has ended.
+func (w *Worker) deliver(ctx context.Context, l lease, wave []item, sub *subDoc, ep *endpoint) {
+	outcomes := make([]outcome, len(wave))
+	var wg sync.WaitGroup
+	for i, it := range wave {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outcomes[i] = w.attempt(ctx, it, sub, ep)
+		}()
 	}
-	if len(o.err) > 500 {
-		o.err = o.err[:500]
+	wg.Wait()
+	byID := make(map[string]outcome, len(wave))
+	for i, it := range wave {
+		byID[it.ID] = outcomes[i]
 	}
-	if !gone {
-		w.mu.Lock()
-		ep.done(ok, now, w.c)
-		w.mu.Unlock()
-	} else {
-		w.mu.Lock()
-		ep.unadmit()
-		w.mu.Unlock()
-	}
-	w.c.Metrics.attempt(o.status, elapsed)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if held, err := w.s.finish(rctx, d, cid, o); err != nil {
-		// The lease runs out and the delivery is attempted again: at least once.
-		w.c.Logger.Warn("webhook record attempt", "delivery", d.ID, "err", err)
+	if held, err := w.s.finish(rctx, l, w.c.Owner, byID); err != nil {
+		// The lease runs out and the wave is attempted again: at least once.
+		w.c.Logger.Warn("webhook record attempts", "batch", l.b.ID, "err", err)
 	} else if !held {
-		w.c.Logger.Warn("webhook attempt recorded by a worker that took over the lease", "delivery", d.ID)
+		w.c.Logger.Warn("webhook attempts not recorded: the lease was taken over", "batch", l.b.ID)
 	}
 	select {
 	case w.freed <- struct{}{}:
@@ -230,12 +234,48 @@ func (w *Worker) deliver(ctx context.Context, d delDoc, cid string, ep *endpoint
 	}
 }
 
+// attempt makes one attempt of it and says what it leads to.
+func (w *Worker) attempt(ctx context.Context, it item, sub *subDoc, ep *endpoint) outcome {
+	start := time.Now() // latency is measured on the real clock, whatever Now says
+	code, err := w.send(ctx, it, sub)
+	elapsed := time.Since(start)
+	now := w.s.cfg.Now()
+	o := outcome{httpStatus: code, at: now.UTC()}
+	ok := err == nil
+	gone := sub == nil
+	switch {
+	case ok:
+		o.status = StatusDelivered
+	case gone:
+		o.status, o.err = StatusFailed, "subscription deleted"
+	case it.Attempts >= len(w.s.cfg.RetrySchedule): // this was attempt 1+len(schedule)
+		o.status, o.err = StatusFailed, err.Error()
+	default:
+		o.status, o.err = StatusPending, err.Error()
+		wait := w.s.cfg.RetrySchedule[it.Attempts]
+		wait += time.Duration(w.s.cfg.Jitter * w.s.cfg.Rand() * float64(wait))
+		next := now.Add(wait).UTC()
+		o.next = &next
+	}
+	if len(o.err) > 500 {
+		o.err = o.err[:500]
+	}
+	w.mu.Lock()
+	if gone {
+		ep.unadmit()
+	} else {
+		ep.done(ok, now, w.c)
+	}
+	w.mu.Unlock()
+	w.c.Metrics.attempt(o.status, elapsed)
+	return o
+}
+
 // send makes the request: the 2xx answer is nil, anything else an error saying why,
 // with the status if one came. engine.ErrNotFound: the subscription is gone.
-func (w *Worker) send(ctx context.Context, d delDoc) (int, error) {
-	sub, err := w.s.subDoc(ctx, d.Endpoint)
-	if err != nil {
-		return 0, err
+func (w *Worker) send(ctx context.Context, d item, sub *subDoc) (int, error) {
+	if sub == nil {
+		return 0, engine.ErrNotFound
 	}
 	secret, err := w.s.cfg.Keys.Open(sub.ID, sub.Secret)
 	if err != nil {

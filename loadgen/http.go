@@ -253,3 +253,8 @@ func (h *HTTP) answer(status int, body []byte, err error) Answer {
 	}
 	return failed(p.Code, fmt.Errorf("%d %s", status, body))
 }
+
+// Admin makes an admin request (the tool's admin token) and returns the status and body.
+func (h *HTTP) Admin(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	return h.do(ctx, method, path, h.admin, "", body)
+}

@@ -33,7 +33,7 @@ flags:`
 // benchFlags are the command line of flashstock bench: what to run, and how to print it.
 type benchFlags struct {
 	suite.Options
-	json, suite, quiet bool
+	json, suite, webhooks, quiet bool
 	// baseline, if set, makes this process one of the suite's baseline servers.
 	baseline string
 }
@@ -63,6 +63,9 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.DurationVar(&f.WrkDuration, "wrk-duration", 15*time.Second, "suite: length of the HTTP hot-SKU runs (this tool's and wrk's); the engine's timed steps and the storms take half")
 	fs.DurationVar(&f.Soak, "soak", 2*time.Minute, "suite: length of the memory soak (0 skips it)")
 	fs.Float64Var(&f.SoakRate, "soak-rate", 5000, "suite: checkouts per second during the soak")
+	fs.BoolVar(&f.webhooks, "webhooks", false, "measure webhooks instead: hot checkouts/s with 0, 1 and 10 subscribed endpoints (-rounds each, interleaved), and delivery latency under a flash-sale storm of -buyers (default 5000)")
+	fs.IntVar(&f.Rounds, "rounds", 3, "webhooks: runs per endpoint count")
+	fs.StringVar(&f.MongoURI, "mongo", "", "webhooks: the servers' MongoDB (default: an embedded FerretDB)")
 	fs.StringVar(&f.baseline, "serve-baseline", "", "serve a baseline instead of measuring: bare (the bare handler, with $REDIS_URL, $JWT_SECRET, $JWT_ISSUER) or hello (Fiber's hello world), on 127.0.0.1:$PORT; the suite starts these itself")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -74,6 +77,12 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if f.Duration > 0 && !set["buyers"] {
 		f.Buyers = 0 // bounded by time alone
+	}
+	if f.webhooks && !set["buyers"] {
+		f.Buyers = 5000
+	}
+	if f.webhooks && f.suite {
+		return f, usageError{"bench: -webhooks and -suite are separate runs"}
 	}
 	if fs.NArg() > 0 {
 		return f, usageError{fmt.Sprintf("bench: unexpected argument %q", fs.Arg(0))}
@@ -108,9 +117,12 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		f.Progress = os.Stderr
 	}
 	var rep *loadgen.Report
-	if f.suite {
+	switch {
+	case f.suite:
 		rep, err = suite.Run(ctx, f.Options)
-	} else {
+	case f.webhooks:
+		rep, err = suite.RunWebhooks(ctx, f.Options)
+	default:
 		rep, err = suite.RunTargets(ctx, f.Options)
 	}
 	if ue := (suite.UsageError{}); errors.As(err, &ue) {

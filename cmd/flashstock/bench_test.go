@@ -76,6 +76,15 @@ func TestBenchFlags(t *testing.T) {
 	if _, err := parseBenchFlags([]string{"extra"}, env, &strings.Builder{}); err == nil {
 		t.Fatal("a stray argument must be refused")
 	}
+	if f, err := parseBenchFlags([]string{"-webhooks"}, env, os.Stderr); err != nil || !f.webhooks || f.Buyers != 5000 || f.Rounds != 3 {
+		t.Fatalf("-webhooks: %+v, %v; want 5000 buyers and 3 rounds by default", f, err)
+	}
+	if f, err := parseBenchFlags([]string{"-webhooks", "-buyers", "200", "-rounds", "1"}, env, os.Stderr); err != nil || f.Buyers != 200 || f.Rounds != 1 {
+		t.Fatalf("-webhooks with -buyers and -rounds: %+v, %v", f, err)
+	}
+	if _, err := parseBenchFlags([]string{"-webhooks", "-suite"}, env, &strings.Builder{}); err == nil {
+		t.Fatal("-webhooks with -suite must be refused")
+	}
 }
 
 // The suite's baseline servers, as it starts them: this binary, `bench -serve-baseline`,

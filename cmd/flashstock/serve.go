@@ -166,7 +166,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 		}
 	}
 	rc := &stocksync.Reconciler{Inv: d.inv, Store: d.st, Logger: log}
-	hooks, err := openWebhooks(ctx, cfg, d, log)
+	hooks, hookMetrics, err := openWebhooks(ctx, cfg, d, log)
 	if err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 					log.Error("webhook feeder stopped", "err", err)
 				}
 			})
-			worker := webhook.NewWorker(hooks, webhook.WorkerConfig{Logger: log.With("component", "webhooks")})
+			worker := webhook.NewWorker(hooks, webhook.WorkerConfig{Metrics: hookMetrics, Logger: log.With("component", "webhooks")})
 			wg.Go(func() {
 				if err := worker.Run(workCtx); err != nil {
 					log.Error("webhook worker stopped", "err", err)
@@ -345,41 +345,42 @@ func servePprof(addr string, log *slog.Logger) {
 // openWebhooks builds the webhook service, or nil when webhooks are off (no
 // WEBHOOK_SECRET_KEY outside the embedded mode). The embedded mode keeps its own key in
 // DATA_DIR/webhook.key, made on first start, so subscriptions' secrets survive restarts.
-func openWebhooks(ctx context.Context, cfg Config, d *deps, log *slog.Logger) (*webhook.Service, error) {
+func openWebhooks(ctx context.Context, cfg Config, d *deps, log *slog.Logger) (*webhook.Service, *webhook.Metrics, error) {
 	if !cfg.Webhooks {
 		log.Info("webhooks off: set WEBHOOK_SECRET_KEY to turn them on")
-		return nil, nil
+		return nil, nil, nil
 	}
 	key := ""
 	if cfg.webhookEnv("WEBHOOK_SECRET_KEY") == "" {
 		var err error
 		if key, err = embeddedWebhookKey(cfg.DataDir); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	wc, err := cfg.webhookConfig(key)
 	if err != nil {
-		return nil, usageError{err.Error()}
+		return nil, nil, usageError{err.Error()}
 	}
 	svc, err := webhook.New(d.st.Database(), wc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := svc.EnsureIndexes(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if cfg.webhookEnv("WEBHOOK_SECRET_KEYS_PREVIOUS") != "" {
 		// A key rotation: seal every secret under the current key, so the old one can go.
 		n, err := svc.Rewrap(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		log.Info("webhook secrets sealed under the current key", "subscriptions", n)
 	}
-	if _, err := webhook.NewMetrics(d.m.Registry, svc); err != nil {
-		return nil, err
+	m, err := webhook.NewMetrics(d.m.Registry, svc)
+	if err != nil {
+		return nil, nil, err
 	}
-	return svc, nil
+	return svc, m, nil
 }
 
 // embeddedWebhookKey reads the embedded mode's webhook key from dir, making it (32

@@ -21,6 +21,10 @@ type Options struct {
 	// URL is the server of the http and wrk targets; RedisURL the Redis of the engine
 	// and the baselines (empty: a private redis-server for the run).
 	URL, RedisURL string
+	// MongoURI is the MongoDB of RunWebhooks' servers (empty: an embedded FerretDB).
+	MongoURI string
+	// Rounds is how many times RunWebhooks measures each endpoint count.
+	Rounds int
 	// Secret and Issuer mint buyer tokens (empty Secret: the demo accounts log in).
 	Secret, Issuer string
 	Buyers         int

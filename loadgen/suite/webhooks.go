@@ -32,7 +32,10 @@ var WebhookEndpoints = []int{0, 1, 10}
 //     and 10 subscribed endpoints (fast local receivers, every event type), each count
 //     Rounds times, interleaved, on a fresh server (ROLE=all: API, syncer, webhook
 //     feeder and worker) and a fresh database each time. Deliveries lag behind the
-//     run; what is compared is the checkouts/s.
+//     run; what is compared is the checkouts/s, and the CPU per checkout of the server
+//     (API, syncer, feeder, worker) and of the rest (this driver, which hosts the
+//     receivers and the embedded FerretDB, and Redis): on a small shared machine the
+//     database's CPU is taken from checkout, where a real deployment has it elsewhere.
 //   - Delivery latency: a flash-sale storm (f.Buyers buyers at f.Stock units, units
 //     returned by cancellations meanwhile) with each count of endpoints, and every
 //     event's receipt time minus its timestamp (the outbox's commit time), until every
@@ -105,7 +108,7 @@ func RunWebhooks(ctx context.Context, f Options) (*loadgen.Report, error) {
 	}
 
 	short := f.WrkDuration / 2
-	rate := map[int][]float64{}
+	rate, serverCPU, otherCPU := map[int][]float64{}, map[int][]float64{}, map[int][]float64{}
 	for round := range f.Rounds {
 		for _, n := range WebhookEndpoints {
 			s.say("round %d: hot checkouts for %s with %d endpoint(s)", round+1, short, n)
@@ -116,12 +119,18 @@ func RunWebhooks(ctx context.Context, f Options) (*loadgen.Report, error) {
 			}
 			done()
 			rate[n] = append(rate[n], r.SuccessesPerSecond)
+			serverCPU[n] = append(serverCPU[n], r.ServerCPU)
+			otherCPU[n] = append(otherCPU[n], r.DriverCPU+r.RedisCPU)
 		}
 	}
 	base := median(rate[0])
 	for _, n := range WebhookEndpoints[1:] {
 		got := median(rate[n])
 		s.rep.AddRatio(fmt.Sprintf("hot checkouts/s, median of %d: %d endpoint(s) ÷ none", f.Rounds, n), got, base)
+		s.rep.AddRatio(fmt.Sprintf("server CPU µs per checkout, median of %d: %d endpoint(s) ÷ none", f.Rounds, n),
+			median(serverCPU[n]), median(serverCPU[0]))
+		s.rep.AddRatio(fmt.Sprintf("driver+FerretDB+Redis CPU µs per checkout, median of %d: %d endpoint(s) ÷ none", f.Rounds, n),
+			median(otherCPU[n]), median(otherCPU[0]))
 		if base > 0 {
 			slow := 100 * (1 - got/base)
 			s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("%d endpoint(s): checkout %.1f%% slower than with none (%.0f vs %.0f checkouts/s, medians of %d; target ≤ 5%%: %s)",

@@ -12,6 +12,7 @@ import "time"
 // opens it again. Each worker process keeps its own breakers, so a fleet of n workers
 // probes a dead receiver at most n times per cooldown.
 type endpoint struct {
+	waves     int // waves in flight (at most one)
 	inflight  int
 	failures  int       // consecutive failed attempts
 	openUntil time.Time // zero: closed
@@ -47,12 +48,6 @@ func (e *endpoint) admit(now time.Time, maxInflight int) bool {
 	}
 	e.inflight++
 	return true
-}
-
-// unadmit takes back an admit whose claim failed (another worker had the delivery).
-func (e *endpoint) unadmit() {
-	e.inflight--
-	e.probing = false
 }
 
 // done records an attempt's result.

@@ -2,9 +2,12 @@ package webhook
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -34,45 +37,47 @@ type Delivery struct {
 }
 
 // The store keeps deliveries in batches, because a MongoDB-compatible server pays per
-// document written (FerretDB a few milliseconds each, whatever its size) and a flash
-// sale makes thousands of events a second:
+// document written (FerretDB milliseconds each, whatever its size, and on SQLite a scan
+// of the collection for any filter but an insert), and a flash sale makes thousands of
+// events a second for each subscription:
 //
 //   - webhook_batches (batchDoc): the work. The events one Enqueue call gives one
-//     subscription form one batch document, which carries each pending delivery's
-//     body and retry state and loses it when the delivery ends. Workers scan only
-//     this collection, so a poll costs the backlog, not the history.
-//   - webhook_claims (claimDoc): leases, one per batch being worked on.
-//   - webhook_deliveries (recDoc): one record per delivery, inserted at enqueue and
-//     never changed; its _id ("eventId.endpoint") makes Enqueue idempotent.
-//   - webhook_outcomes (outDoc): how each ended delivery ended, inserted once.
+//     subscription, up to maxBatch, form one batch document under an id derived from
+//     them, which carries each pending delivery's body and retry state and loses it
+//     when the delivery ends. An emptied batch stays as a small tombstone for a day, so
+//     that the same events enqueued again (the outbox hands an entry again when its
+//     acknowledgement was lost) find their batch and add nothing.
+//   - webhook_claims (claimDoc): leases, one per wave being sent.
+//   - webhook_outcomes (outDoc): how the deliveries of one wave ended, one document
+//     per wave.
 //
-// A worker claims a batch (insert a lease, check the batch's version, mark it), sends
-// one wave of its due deliveries, and records the wave: outcomes in one insert, the
-// batch in one update, the lease in one delete. That is about six writes a wave
-// instead of several a delivery. Exclusivity comes from inserts into unique _ids,
-// never from a conditional update alone (FerretDB makes those a read, a check and a
-// write).
+// A worker claims a wave (insert a lease, check the batch's version, mark it), sends the
+// wave's due deliveries, at most MaxPerEndpoint at a time, and records the wave:
+// outcomes in one insert, the batch in one update, the lease in one delete. That is
+// about six writes per wave of up to maxBatch deliveries. Exclusivity comes from inserts
+// into unique _ids, never from a conditional update alone (FerretDB makes those a read,
+// a check and a write).
 
 // batchDoc is a batch of pending deliveries to one subscription. Version counts the
 // waves recorded: a lease is on one version, so a stale read of the batch cannot lead
 // to a second attempt. Due is the earliest item's; LeaseUntil, while a worker holds a
 // wave, until when (a hint that keeps due scans off it; the lease itself is the
 // claimDoc), and the epoch otherwise. Fresh and Retrying count the items not attempted
-// yet and those waiting for a retry.
+// yet and those waiting for a retry. EndedAt is set once no item is left.
 type batchDoc struct {
-	ID         string    `bson:"_id"`
-	Endpoint   string    `bson:"endpoint"`
-	Version    int       `bson:"version"`
-	Due        time.Time `bson:"due"`
-	LeaseUntil time.Time `bson:"leaseUntil"`
-	Fresh      int       `bson:"fresh"`
-	Retrying   int       `bson:"retrying"`
-	Items      []item    `bson:"items"`
+	ID         string     `bson:"_id"`
+	Endpoint   string     `bson:"endpoint"`
+	Version    int        `bson:"version"`
+	Due        time.Time  `bson:"due"`
+	LeaseUntil time.Time  `bson:"leaseUntil"`
+	Fresh      int        `bson:"fresh"`
+	Retrying   int        `bson:"retrying"`
+	Items      []item     `bson:"items"`
+	EndedAt    *time.Time `bson:"endedAt"`
 }
 
 // item is one pending delivery in a batch.
 type item struct {
-	ID         string    `bson:"id"` // the record's _id
 	EventID    string    `bson:"eventId"`
 	Type       string    `bson:"type"`
 	Body       string    `bson:"body"` // the request body, fixed at enqueue
@@ -80,28 +85,27 @@ type item struct {
 	Due        time.Time `bson:"due"`
 	LastStatus int       `bson:"lastStatus"`
 	LastError  string    `bson:"lastError"`
+	CreatedAt  time.Time `bson:"createdAt"`
 }
 
-// recDoc is a delivery's record, under _id "eventId.endpoint"; Batch is the batch it
-// was queued in.
-type recDoc struct {
-	ID        string    `bson:"_id"`
-	EventID   string    `bson:"eventId"`
-	Endpoint  string    `bson:"endpoint"`
-	Type      string    `bson:"type"`
-	Batch     string    `bson:"batch"`
-	CreatedAt time.Time `bson:"createdAt"`
-}
-
-// outDoc is how a delivery ended, under the record's _id.
+// outDoc is how the deliveries of one wave ended, under "batchId#version".
 type outDoc struct {
-	ID          string     `bson:"_id"`
+	ID       string    `bson:"_id"`
+	Endpoint string    `bson:"endpoint"`
+	At       time.Time `bson:"at"`
+	Items    []ended   `bson:"items"`
+}
+
+// ended is how one delivery ended.
+type ended struct {
+	EventID     string     `bson:"eventId"`
+	Type        string     `bson:"type"`
 	Status      string     `bson:"status"` // StatusDelivered or StatusFailed
 	Attempts    int        `bson:"attempts"`
 	LastStatus  int        `bson:"lastStatus"`
 	LastError   string     `bson:"lastError"`
 	DeliveredAt *time.Time `bson:"deliveredAt"`
-	EndedAt     time.Time  `bson:"endedAt"`
+	CreatedAt   time.Time  `bson:"createdAt"`
 }
 
 // claimDoc is one worker's lease on one wave of one batch, under _id
@@ -121,21 +125,27 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-// noLease is leaseUntil of a batch no worker holds.
-var noLease = time.Unix(0, 0).UTC()
+var (
+	// noLease is leaseUntil of a batch no worker holds.
+	noLease = time.Unix(0, 0).UTC()
+	// never is the due time of an ended batch.
+	never = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
-// maxBatch bounds the deliveries in one batch document.
+// maxBatch bounds the deliveries in one batch document, and so in one wave.
 const maxBatch = 32
 
+// tombstoneFor is how long an ended batch is kept to make Enqueue idempotent.
+const tombstoneFor = 24 * time.Hour
+
 // Enqueue records a pending delivery of each event to each subscription that wants its
-// type, due now. It is idempotent: an (event, subscription) pair already recorded,
-// whatever its state, is left alone, so the outbox may hand the same events again
-// (acknowledge the outbox entry only after Enqueue returns nil). A subscription created
-// after Enqueue does not get the event. Errors: engine.ErrUnavailable.
-//
-// The records go in first and name their batch; the batches follow. A crash between
-// the two leaves records whose batch does not exist: when the outbox hands their
-// events again, Enqueue finds that out and queues them (requeue).
+// type, due now, in batches. It is idempotent for the same events: a batch's id is
+// derived from its subscription and its events' ids, and a batch already there, pending
+// or ended (up to a day ago), is left alone, so the outbox may hand the same events
+// again (acknowledge the outbox entry only after Enqueue returns nil). Events handed
+// again in another grouping (after a feeder crash, with other entries) may be delivered
+// twice, with the same webhook-id: receivers dedupe. A subscription created after
+// Enqueue does not get the event. Errors: engine.ErrUnavailable.
 func (s *Service) Enqueue(ctx context.Context, events []Event) error {
 	if len(events) == 0 {
 		return nil
@@ -145,74 +155,48 @@ func (s *Service) Enqueue(ctx context.Context, events []Event) error {
 		return err
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
-	var recs []any
-	var items []item
-	batchOf := map[string]string{} // subscription -> its current batch id
-	count := map[string]int{}
-	for _, e := range events {
-		var body []byte
-		for _, sub := range subs {
-			if !slices.Contains(sub.Events, e.Type) {
+	bodies := make([]string, len(events))
+	var docs []any
+	for _, sub := range subs {
+		var b *batchDoc
+		ids := sha256.New()
+		seen := map[string]bool{}
+		flush := func() {
+			if b != nil {
+				b.ID = "b_" + hex.EncodeToString(ids.Sum(nil)[:16])
+				docs = append(docs, *b)
+				b = nil
+				ids.Reset()
+			}
+		}
+		for i, e := range events {
+			if !slices.Contains(sub.Events, e.Type) || seen[e.ID] {
 				continue
 			}
-			if body == nil {
-				if body, err = e.Body(); err != nil {
+			seen[e.ID] = true
+			if bodies[i] == "" {
+				body, err := e.Body()
+				if err != nil {
 					return fmt.Errorf("webhook: enqueue %s: %w", e.ID, err)
 				}
+				bodies[i] = string(body)
 			}
-			if count[sub.ID]%maxBatch == 0 {
-				batchOf[sub.ID] = newID("b_")
+			if b == nil {
+				b = &batchDoc{Endpoint: sub.ID, Due: now, LeaseUntil: noLease}
+				ids.Write([]byte(sub.ID))
 			}
-			count[sub.ID]++
-			id := e.ID + "." + sub.ID
-			recs = append(recs, recDoc{ID: id, EventID: e.ID, Endpoint: sub.ID, Type: e.Type, Batch: batchOf[sub.ID], CreatedAt: now})
-			items = append(items, item{ID: id, EventID: e.ID, Type: e.Type, Body: string(body), Due: now})
+			ids.Write([]byte{0})
+			ids.Write([]byte(e.ID))
+			b.Items = append(b.Items, item{EventID: e.ID, Type: e.Type, Body: bodies[i], Due: now, CreatedAt: now})
+			b.Fresh++
+			if len(b.Items) == maxBatch {
+				flush()
+			}
 		}
+		flush()
 	}
-	if len(recs) == 0 {
+	if len(docs) == 0 {
 		return nil
-	}
-	inserted, err := insertNew(ctx, s.dels, recs)
-	if err != nil {
-		return dbErr("webhook: enqueue", err)
-	}
-	var dups []int
-	for i, ok := range inserted {
-		if !ok {
-			dups = append(dups, i)
-		}
-	}
-	requeue, err := s.orphans(ctx, recs, dups)
-	if err != nil {
-		return err
-	}
-	batches := map[string]*batchDoc{}
-	var order []string
-	for i, r := range recs {
-		rec := r.(recDoc)
-		if !inserted[i] && !requeue[rec.ID] {
-			continue
-		}
-		b := batches[rec.Batch]
-		if b == nil {
-			b = &batchDoc{ID: rec.Batch, Endpoint: rec.Endpoint, Due: now, LeaseUntil: noLease}
-			batches[rec.Batch] = b
-			order = append(order, rec.Batch)
-		}
-		b.Items = append(b.Items, items[i])
-		b.Fresh++
-		if requeue[rec.ID] {
-			if _, err := s.dels.UpdateOne(ctx, bson.M{"_id": rec.ID}, bson.M{"$set": bson.M{"batch": rec.Batch}}); err != nil {
-				return dbErr("webhook: enqueue", err)
-			}
-		}
-	}
-	if len(order) == 0 {
-		return nil
-	}
-	docs := make([]any, len(order))
-	for i, id := range order {
-		docs[i] = *batches[id]
 	}
 	if _, err := insertNew(ctx, s.batches, docs); err != nil {
 		return dbErr("webhook: enqueue", err)
@@ -222,42 +206,6 @@ func (s *Service) Enqueue(ctx context.Context, events []Event) error {
 	default:
 	}
 	return nil
-}
-
-// orphans returns which of the records recs[dups] (already there) are in no batch and
-// have not ended: their Enqueue stopped between the records and the batches.
-func (s *Service) orphans(ctx context.Context, recs []any, dups []int) (map[string]bool, error) {
-	if len(dups) == 0 {
-		return nil, nil
-	}
-	ids := make([]string, len(dups))
-	for i, d := range dups {
-		ids[i] = recs[d].(recDoc).ID
-	}
-	var ended []outDoc
-	if err := findAll(ctx, s.outcomes, bson.M{"_id": bson.M{"$in": ids}}, &ended, options.Find().SetProjection(bson.M{"_id": 1})); err != nil {
-		return nil, dbErr("webhook: enqueue", err)
-	}
-	var stored []recDoc
-	if err := findAll(ctx, s.dels, bson.M{"_id": bson.M{"$in": ids}}, &stored); err != nil {
-		return nil, dbErr("webhook: enqueue", err)
-	}
-	var bids []string
-	for _, r := range stored {
-		bids = append(bids, r.Batch)
-	}
-	var live []batchDoc
-	if err := findAll(ctx, s.batches, bson.M{"_id": bson.M{"$in": bids}}, &live, options.Find().SetProjection(bson.M{"_id": 1})); err != nil {
-		return nil, dbErr("webhook: enqueue", err)
-	}
-	out := map[string]bool{}
-	for _, r := range stored {
-		if !slices.ContainsFunc(ended, func(o outDoc) bool { return o.ID == r.ID }) &&
-			!slices.ContainsFunc(live, func(b batchDoc) bool { return b.ID == r.Batch }) {
-			out[r.ID] = true
-		}
-	}
-	return out, nil
 }
 
 func findAll(ctx context.Context, c *mongo.Collection, filter any, out any, opts ...*options.FindOptions) error {
@@ -289,8 +237,12 @@ func insertNew(ctx context.Context, c *mongo.Collection, docs []any) ([]bool, er
 	return inserted, err
 }
 
+// maxOutcomeDocs bounds the waves the deliveries route reads back.
+const maxOutcomeDocs = 1000
+
 // Deliveries lists a subscription's deliveries, newest first, at most limit (1 to 1000;
-// default 50). Errors: engine.ErrNotFound for an unknown subscription.
+// default 50): those pending, and those ended in its last 1,000 waves. Errors:
+// engine.ErrNotFound for an unknown subscription.
 func (s *Service) Deliveries(ctx context.Context, subscriptionID string, limit int) ([]Delivery, error) {
 	if limit <= 0 {
 		limit = 50
@@ -299,46 +251,37 @@ func (s *Service) Deliveries(ctx context.Context, subscriptionID string, limit i
 	if _, err := s.subDoc(ctx, subscriptionID); err != nil {
 		return nil, err
 	}
-	var recs []recDoc
-	if err := findAll(ctx, s.dels, bson.M{"endpoint": subscriptionID}, &recs, options.Find().
-		SetSort(bson.D{{Key: "createdAt", Value: -1}, {Key: "_id", Value: -1}}).SetLimit(int64(limit))); err != nil {
+	var bs []batchDoc
+	if err := findAll(ctx, s.batches, bson.M{"endpoint": subscriptionID, "endedAt": nil}, &bs); err != nil {
 		return nil, dbErr("webhook: list deliveries", err)
-	}
-	ids := make([]string, len(recs))
-	for i, r := range recs {
-		ids[i] = r.ID
 	}
 	var outs []outDoc
-	if err := findAll(ctx, s.outcomes, bson.M{"_id": bson.M{"$in": ids}}, &outs); err != nil {
+	if err := findAll(ctx, s.outcomes, bson.M{"endpoint": subscriptionID}, &outs, options.Find().
+		SetSort(bson.D{{Key: "at", Value: -1}}).SetLimit(maxOutcomeDocs)); err != nil {
 		return nil, dbErr("webhook: list deliveries", err)
 	}
-	var bs []batchDoc
-	if err := findAll(ctx, s.batches, bson.M{"endpoint": subscriptionID}, &bs); err != nil {
-		return nil, dbErr("webhook: list deliveries", err)
-	}
-	ended := make(map[string]outDoc, len(outs))
-	for _, o := range outs {
-		ended[o.ID] = o
-	}
-	pending := map[string]item{}
+	var out []Delivery
 	for _, b := range bs {
 		for _, it := range b.Items {
-			pending[it.ID] = it
+			out = append(out, Delivery{EventID: it.EventID, Endpoint: subscriptionID, Type: it.Type, Status: StatusPending,
+				Attempts: it.Attempts, LastStatus: it.LastStatus, LastError: it.LastError, NextAttemptAt: utc(&it.Due),
+				CreatedAt: it.CreatedAt.UTC()})
 		}
 	}
-	out := make([]Delivery, len(recs))
-	for i, r := range recs {
-		d := Delivery{EventID: r.EventID, Endpoint: r.Endpoint, Type: r.Type, Status: StatusPending, CreatedAt: r.CreatedAt.UTC()}
-		if o, ok := ended[r.ID]; ok {
-			d.Status, d.Attempts, d.LastStatus, d.LastError, d.DeliveredAt = o.Status, o.Attempts, o.LastStatus, o.LastError, utc(o.DeliveredAt)
-		} else if it, ok := pending[r.ID]; ok {
-			d.Attempts, d.LastStatus, d.LastError, d.NextAttemptAt = it.Attempts, it.LastStatus, it.LastError, utc(&it.Due)
-		} else {
-			d.NextAttemptAt = utc(&r.CreatedAt) // queued again when the outbox hands its event again
+	for _, o := range outs {
+		for _, e := range o.Items {
+			out = append(out, Delivery{EventID: e.EventID, Endpoint: subscriptionID, Type: e.Type, Status: e.Status,
+				Attempts: e.Attempts, LastStatus: e.LastStatus, LastError: e.LastError, DeliveredAt: utc(e.DeliveredAt),
+				CreatedAt: e.CreatedAt.UTC()})
 		}
-		out[i] = d
 	}
-	return out, nil
+	slices.SortFunc(out, func(a, b Delivery) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.EventID, a.EventID)
+	})
+	return out[:min(limit, len(out))], nil
 }
 
 // dueBatches returns up to n batches with a delivery due at now and no lease, skipping
@@ -356,6 +299,12 @@ func (s *Service) dueBatches(ctx context.Context, now time.Time, skip []string, 
 		return nil, dbErr("webhook: due deliveries", err)
 	}
 	return docs, nil
+}
+
+// purgeTombstones removes the batches that ended more than tombstoneFor ago.
+func (s *Service) purgeTombstones(ctx context.Context, now time.Time) error {
+	_, err := s.batches.DeleteMany(ctx, bson.M{"endedAt": bson.M{"$lt": now.Add(-tombstoneFor)}})
+	return dbErr("webhook: purge ended batches", err)
 }
 
 // maxTakeovers bounds how many times one wave's lease is taken over from workers that
@@ -385,12 +334,19 @@ func (s *Service) claim(ctx context.Context, b batchDoc, owner string, now, unti
 	if err != nil || !ok {
 		return lease{}, false, err
 	}
-	res, err := s.batches.UpdateOne(ctx, bson.M{"_id": b.ID, "version": b.Version}, bson.M{"$set": bson.M{"leaseUntil": until}})
-	if err != nil {
+	// Read, check and write by _id alone: a filter on anything more makes FerretDB
+	// decode every batch. Holding the lease on this version, nobody else moves the
+	// batch meanwhile.
+	var cur batchDoc
+	err = s.batches.FindOne(ctx, bson.M{"_id": b.ID}, options.FindOne().SetProjection(bson.M{"version": 1})).Decode(&cur)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return lease{}, false, dbErr("webhook: claim", err)
 	}
-	if res.MatchedCount == 0 {
+	if err != nil || cur.Version != b.Version {
 		_, err := s.claims.DeleteOne(ctx, bson.M{"_id": cid})
+		return lease{}, false, dbErr("webhook: claim", err)
+	}
+	if _, err := s.batches.UpdateOne(ctx, bson.M{"_id": b.ID}, bson.M{"$set": bson.M{"leaseUntil": until}}); err != nil {
 		return lease{}, false, dbErr("webhook: claim", err)
 	}
 	return lease{b, cid}, true, nil
@@ -433,14 +389,14 @@ type outcome struct {
 	at         time.Time
 }
 
-// finish records the wave made under lease l: outcomes[i] is the attempt's result for
-// the batch item of that id. It reports whether the lease still held (a lease taken
-// over means the new holder records the wave, and this record is dropped). The
-// outcomes of ended deliveries are inserted first, then the batch is rewritten (or
-// removed, once empty) and last the lease is removed: a crash in between leaves a
-// lease that expires, and its taker finds the batch moved on, or makes the attempts
-// again (at least once).
-func (s *Service) finish(ctx context.Context, l lease, owner string, outcomes map[string]outcome) (bool, error) {
+// finish records the wave made under lease l at now: outcomes has the result of each
+// attempt made, by event id (a delivery the endpoint's circuit kept back has none). It
+// reports whether the lease still held (a lease taken over means the new holder records
+// the wave, and this record is dropped). The ended deliveries' outcomes are inserted
+// first, then the batch is rewritten (emptied into a tombstone once no delivery is
+// left), and last the lease is removed: a crash in between leaves a lease that expires,
+// and its taker finds the batch moved on, or makes the attempts again (at least once).
+func (s *Service) finish(ctx context.Context, l lease, owner string, outcomes map[string]outcome, now time.Time) (bool, error) {
 	var held claimDoc
 	err := s.claims.FindOne(ctx, bson.M{"_id": l.cid}).Decode(&held)
 	if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && held.Owner != owner) {
@@ -450,20 +406,20 @@ func (s *Service) finish(ctx context.Context, l lease, owner string, outcomes ma
 		return false, dbErr("webhook: record attempts", err)
 	}
 	b := l.b
-	b.Items, b.Fresh, b.Retrying = nil, 0, 0
-	b.Due = time.Time{}
-	var ended []any
+	b.Items, b.Fresh, b.Retrying, b.Due = nil, 0, 0, never
+	var done []ended
 	for _, it := range l.b.Items {
-		if o, ok := outcomes[it.ID]; ok {
+		if o, ok := outcomes[it.EventID]; ok {
 			it.Attempts++
 			it.LastStatus, it.LastError = o.httpStatus, o.err
 			if o.status != StatusPending {
-				d := outDoc{ID: it.ID, Status: o.status, Attempts: it.Attempts, LastStatus: o.httpStatus, LastError: o.err, EndedAt: o.at}
+				e := ended{EventID: it.EventID, Type: it.Type, Status: o.status, Attempts: it.Attempts,
+					LastStatus: o.httpStatus, LastError: o.err, CreatedAt: it.CreatedAt}
 				if o.status == StatusDelivered {
 					at := o.at
-					d.DeliveredAt = &at
+					e.DeliveredAt = &at
 				}
-				ended = append(ended, d)
+				done = append(done, e)
 				continue
 			}
 			it.Due = *o.next
@@ -474,23 +430,20 @@ func (s *Service) finish(ctx context.Context, l lease, owner string, outcomes ma
 		} else {
 			b.Retrying++
 		}
-		if b.Due.IsZero() || it.Due.Before(b.Due) {
-			b.Due = it.Due
-		}
+		b.Due = minTime(b.Due, it.Due)
 	}
-	if len(ended) > 0 {
-		if _, err := insertNew(ctx, s.outcomes, ended); err != nil {
+	if len(done) > 0 {
+		doc := outDoc{ID: fmt.Sprintf("%s#%d", b.ID, b.Version), Endpoint: b.Endpoint, At: now.UTC(), Items: done}
+		if _, err := insertNew(ctx, s.outcomes, []any{doc}); err != nil {
 			return false, dbErr("webhook: record attempts", err)
 		}
 	}
-	at := bson.M{"_id": b.ID, "version": l.b.Version}
+	set := bson.M{"version": b.Version + 1, "due": b.Due, "leaseUntil": noLease, "fresh": b.Fresh,
+		"retrying": b.Retrying, "items": b.Items}
 	if len(b.Items) == 0 {
-		_, err = s.batches.DeleteOne(ctx, at)
-	} else {
-		_, err = s.batches.UpdateOne(ctx, at, bson.M{"$set": bson.M{"version": b.Version + 1, "due": b.Due,
-			"leaseUntil": noLease, "fresh": b.Fresh, "retrying": b.Retrying, "items": b.Items}})
+		set["items"], set["endedAt"] = []item{}, now.UTC()
 	}
-	if err != nil {
+	if _, err := s.batches.UpdateOne(ctx, bson.M{"_id": b.ID}, bson.M{"$set": set}); err != nil {
 		return false, dbErr("webhook: record attempts", err)
 	}
 	if _, err := s.claims.DeleteOne(ctx, bson.M{"_id": l.cid}); err != nil {
@@ -499,10 +452,17 @@ func (s *Service) finish(ctx context.Context, l lease, owner string, outcomes ma
 	return true, nil
 }
 
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // backlog counts pending deliveries: first attempts not yet made, and retries.
 func (s *Service) backlog(ctx context.Context) (fresh, retrying int64, err error) {
 	var bs []batchDoc
-	if err := findAll(ctx, s.batches, bson.M{}, &bs, options.Find().SetProjection(bson.M{"fresh": 1, "retrying": 1})); err != nil {
+	if err := findAll(ctx, s.batches, bson.M{"endedAt": nil}, &bs, options.Find().SetProjection(bson.M{"fresh": 1, "retrying": 1})); err != nil {
 		return 0, 0, dbErr("webhook: backlog", err)
 	}
 	for _, b := range bs {

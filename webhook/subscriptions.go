@@ -20,7 +20,6 @@ import (
 // Collection names.
 const (
 	colSubscriptions = "webhook_subscriptions"
-	colDeliveries    = "webhook_deliveries"
 	colOutcomes      = "webhook_outcomes"
 	colBatches       = "webhook_batches"
 	colClaims        = "webhook_claims"
@@ -29,8 +28,8 @@ const (
 // Service keeps subscriptions and deliveries in MongoDB. It is safe for concurrent use;
 // any number of processes may share one database.
 type Service struct {
-	cfg                                   Config
-	subs, dels, outcomes, batches, claims *mongo.Collection
+	cfg                             Config
+	subs, outcomes, batches, claims *mongo.Collection
 	// queued is signalled when Enqueue has queued deliveries, so that the workers of
 	// this process start them without waiting for their next poll.
 	queued chan struct{}
@@ -41,7 +40,7 @@ func New(db *mongo.Database, cfg Config) (*Service, error) {
 	if cfg.Keys == nil {
 		return nil, errors.New("webhook: Config.Keys is required")
 	}
-	return &Service{cfg: cfg.withDefaults(), subs: db.Collection(colSubscriptions), dels: db.Collection(colDeliveries),
+	return &Service{cfg: cfg.withDefaults(), subs: db.Collection(colSubscriptions),
 		outcomes: db.Collection(colOutcomes), batches: db.Collection(colBatches), claims: db.Collection(colClaims),
 		queued: make(chan struct{}, 1)}, nil
 }
@@ -52,7 +51,7 @@ func (s *Service) EnsureIndexes(ctx context.Context) error {
 		c    *mongo.Collection
 		keys bson.D
 	}{
-		{s.dels, bson.D{{Key: "endpoint", Value: 1}, {Key: "createdAt", Value: -1}}},
+		{s.outcomes, bson.D{{Key: "endpoint", Value: 1}, {Key: "at", Value: -1}}},
 		{s.batches, bson.D{{Key: "due", Value: 1}}},
 	} {
 		if _, err := ix.c.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: ix.keys}); err != nil {

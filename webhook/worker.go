@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -20,7 +21,7 @@ type WorkerConfig struct {
 	MaxPerEndpoint   int           // deliveries in flight per endpoint (default 4)
 	Batch            int           // batches (of up to 32 deliveries) looked at per poll (default 16)
 	PollEvery        time.Duration // Run's wait between polls when idle (default 1 s)
-	Lease            time.Duration // how long a claim holds (default Timeout + 20 s)
+	Lease            time.Duration // how long a wave's claim holds (default: long enough for a whole wave, plus 20 s)
 	BreakerThreshold int           // failed attempts in a row that open an endpoint's circuit (default 5)
 	Cooldown         time.Duration // first open period (default 30 s)
 	MaxCooldown      time.Duration // longest open period (default 10 min)
@@ -43,6 +44,8 @@ type Worker struct {
 	wg  sync.WaitGroup
 	// freed is signalled when a delivery ends, so Run looks again at once.
 	freed chan struct{}
+	// purged is when this worker last removed old tombstones.
+	purged time.Time
 }
 
 // NewWorker returns a worker on s.
@@ -60,7 +63,9 @@ func NewWorker(s *Service, c WorkerConfig) *Worker {
 		c.PollEvery = time.Second
 	}
 	if c.Lease <= 0 {
-		c.Lease = s.cfg.Timeout + 20*time.Second
+		// A wave of maxBatch deliveries, MaxPerEndpoint at a time, each up to Timeout.
+		waves := (maxBatch + c.MaxPerEndpoint - 1) / c.MaxPerEndpoint
+		c.Lease = time.Duration(waves)*s.cfg.Timeout + 20*time.Second
 	}
 	if c.BreakerThreshold <= 0 {
 		c.BreakerThreshold = 5
@@ -101,43 +106,59 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// Poll claims the deliveries due now that this worker may start (breakers and
-// per-endpoint limits permitting) and starts them; it returns how many it started,
-// without waiting for them (see Wait). The requests outlive ctx: cancelling it stops
-// the polling, not the requests in flight.
+// Poll claims the deliveries due now that this worker may start and starts them; it
+// returns how many it claimed, without waiting for them (see Wait). The requests
+// outlive ctx: cancelling it stops the polling, not the requests in flight.
 //
-// Deliveries go in waves: the due deliveries of one batch that the endpoint admits
-// now, claimed together and recorded together when the last of them ends.
+// Deliveries go in waves: the due deliveries of one batch, claimed together, sent at
+// most MaxPerEndpoint at a time while the endpoint's circuit lets them (those it keeps
+// back stay pending, their attempts not spent), and recorded together when the last
+// has ended. An endpoint has one wave at a time in a worker.
 func (w *Worker) Poll(ctx context.Context) (int, error) {
 	now := w.s.cfg.Now()
-	due, err := w.s.dueBatches(ctx, now, w.blocked(now), w.c.Batch)
-	if err != nil || len(due) == 0 {
-		return 0, err
+	if now.Sub(w.purged) > 10*time.Minute {
+		if err := w.s.purgeTombstones(ctx, now); err != nil {
+			return 0, err
+		}
+		w.purged = now
 	}
 	subs, err := w.s.subDocs(ctx)
 	if err != nil {
 		return 0, err
 	}
+	blocked := w.blocked(now)
 	byID := make(map[string]*subDoc, len(subs))
+	open := false
 	for i := range subs {
 		byID[subs[i].ID] = &subs[i]
+		open = open || !slices.Contains(blocked, subs[i].ID)
+	}
+	if len(subs) > 0 && !open {
+		return 0, nil // every endpoint has a wave in flight or its circuit open: nothing could start
+	}
+	due, err := w.s.dueBatches(ctx, now, blocked, w.c.Batch)
+	if err != nil || len(due) == 0 {
+		return 0, err
 	}
 	started := 0
 	for _, b := range due {
 		if ctx.Err() != nil {
 			break
 		}
-		ep, wave := w.admit(b, now)
-		if len(wave) == 0 {
+		var wave []item
+		for _, it := range b.Items {
+			if !it.Due.After(now) {
+				wave = append(wave, it)
+			}
+		}
+		ep := w.startWave(b.Endpoint, now)
+		if len(wave) == 0 || ep == nil {
+			w.endWave(ep)
 			continue
 		}
 		l, ok, err := w.s.claim(ctx, b, w.c.Owner, now, now.Add(w.c.Lease))
 		if err != nil || !ok {
-			w.mu.Lock()
-			for range wave {
-				ep.unadmit()
-			}
-			w.mu.Unlock()
+			w.endWave(ep)
 			if err != nil {
 				return started, err
 			}
@@ -148,6 +169,7 @@ func (w *Worker) Poll(ctx context.Context) (int, error) {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
+			defer w.endWave(ep)
 			w.deliver(context.WithoutCancel(ctx), l, wave, sub, ep)
 		}()
 	}
@@ -173,7 +195,7 @@ func (w *Worker) blocked(now time.Time) []string {
 	defer w.mu.Unlock()
 	var out []string
 	for id, ep := range w.eps {
-		if ep.blocked(now, w.c.MaxPerEndpoint) {
+		if ep.waves > 0 || ep.blocked(now, w.c.MaxPerEndpoint) {
 			out = append(out, id)
 		}
 	}
@@ -182,47 +204,67 @@ func (w *Worker) blocked(now time.Time) []string {
 
 // admit picks the wave of batch b: its deliveries due at now, as many as its endpoint
 // admits.
-func (w *Worker) admit(b batchDoc, now time.Time) (*endpoint, []item) {
+// startWave marks a wave started for endpoint id, or returns nil if the endpoint may
+// not start one at now (a wave in flight, or its circuit open).
+func (w *Worker) startWave(id string, now time.Time) *endpoint {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ep := w.eps[b.Endpoint]
+	ep := w.eps[id]
 	if ep == nil {
 		ep = &endpoint{}
-		w.eps[b.Endpoint] = ep
+		w.eps[id] = ep
 	}
-	var wave []item
-	for _, it := range b.Items {
-		if it.Due.After(now) {
-			continue
-		}
-		if !ep.admit(now, w.c.MaxPerEndpoint) {
-			break
-		}
-		wave = append(wave, it)
+	if ep.waves > 0 || ep.blocked(now, w.c.MaxPerEndpoint) {
+		return nil
 	}
-	return ep, wave
+	ep.waves++
+	return ep
 }
 
-// deliver makes the wave's attempts, at once, to sub (nil: deleted), and records them
-// under lease l when the last has ended.
+func (w *Worker) endWave(ep *endpoint) {
+	if ep == nil {
+		return
+	}
+	w.mu.Lock()
+	ep.waves--
+	w.mu.Unlock()
+}
+
+// deliver makes the wave's attempts to sub (nil: deleted), at most MaxPerEndpoint at a
+// time and while the endpoint's circuit admits them, and records them under lease l
+// when the last has ended.
 func (w *Worker) deliver(ctx context.Context, l lease, wave []item, sub *subDoc, ep *endpoint) {
-	outcomes := make([]outcome, len(wave))
+	var mu sync.Mutex
+	outcomes := make(map[string]outcome, len(wave))
 	var wg sync.WaitGroup
-	for i, it := range wave {
+	slots := make(chan struct{}, w.c.MaxPerEndpoint)
+	for _, it := range wave {
+		if sub == nil {
+			outcomes[it.EventID] = w.gone(it)
+			continue
+		}
+		slots <- struct{}{}
+		w.mu.Lock()
+		ok := ep.admit(w.s.cfg.Now(), w.c.MaxPerEndpoint)
+		w.mu.Unlock()
+		if !ok {
+			<-slots
+			break // the circuit opened: the rest stay pending, their attempts not spent
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outcomes[i] = w.attempt(ctx, it, sub, ep)
+			o := w.attempt(ctx, it, sub, ep)
+			mu.Lock()
+			outcomes[it.EventID] = o
+			mu.Unlock()
+			<-slots
 		}()
 	}
 	wg.Wait()
-	byID := make(map[string]outcome, len(wave))
-	for i, it := range wave {
-		byID[it.ID] = outcomes[i]
-	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if held, err := w.s.finish(rctx, l, w.c.Owner, byID); err != nil {
+	if held, err := w.s.finish(rctx, l, w.c.Owner, outcomes, w.s.cfg.Now()); err != nil {
 		// The lease runs out and the wave is attempted again: at least once.
 		w.c.Logger.Warn("webhook record attempts", "batch", l.b.ID, "err", err)
 	} else if !held {
@@ -234,6 +276,14 @@ func (w *Worker) deliver(ctx context.Context, l lease, wave []item, sub *subDoc,
 	}
 }
 
+// gone is the outcome of a delivery to a deleted subscription: failed, without an attempt
+// on the wire.
+func (w *Worker) gone(it item) outcome {
+	o := outcome{status: StatusFailed, err: "subscription deleted", at: w.s.cfg.Now().UTC()}
+	w.c.Metrics.attempt(o.status, 0)
+	return o
+}
+
 // attempt makes one attempt of it and says what it leads to.
 func (w *Worker) attempt(ctx context.Context, it item, sub *subDoc, ep *endpoint) outcome {
 	start := time.Now() // latency is measured on the real clock, whatever Now says
@@ -242,12 +292,9 @@ func (w *Worker) attempt(ctx context.Context, it item, sub *subDoc, ep *endpoint
 	now := w.s.cfg.Now()
 	o := outcome{httpStatus: code, at: now.UTC()}
 	ok := err == nil
-	gone := sub == nil
 	switch {
 	case ok:
 		o.status = StatusDelivered
-	case gone:
-		o.status, o.err = StatusFailed, "subscription deleted"
 	case it.Attempts >= len(w.s.cfg.RetrySchedule): // this was attempt 1+len(schedule)
 		o.status, o.err = StatusFailed, err.Error()
 	default:
@@ -261,11 +308,7 @@ func (w *Worker) attempt(ctx context.Context, it item, sub *subDoc, ep *endpoint
 		o.err = o.err[:500]
 	}
 	w.mu.Lock()
-	if gone {
-		ep.unadmit()
-	} else {
-		ep.done(ok, now, w.c)
-	}
+	ep.done(ok, now, w.c)
 	w.mu.Unlock()
 	w.c.Metrics.attempt(o.status, elapsed)
 	return o

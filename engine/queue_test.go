@@ -513,3 +513,88 @@ func TestQueueDisabled(t *testing.T) {
 		wantLevel(t, inv, "PLAIN", 1, 0, 2)
 	})
 }
+
+// TestQueueDrop100k: 100,000 buyers join before the start, then each polls with backoff
+// and buys one unit when admitted. Exactly the stock is sold, nobody twice, and no buyer
+// holding a valid pass is refused while units remain (passes never outnumber units).
+func TestQueueDrop100k(t *testing.T) {
+	const n, stock, workers = 100_000, 2_000, 128
+	ctx := context.Background()
+	inv := realRedis(t)
+	mustRoom(t, inv, "DROP", stock, 120_000) // 2,000 a second
+	buyers := users("d", n)
+	joinAll(t, inv, "DROP", buyers)
+	openSale(t, inv, "DROP")
+
+	var mu sync.Mutex
+	var bought, soldOut, refused int
+	byUser := map[string]int{}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			// Each worker serves its buyers round-robin: every pass of its loop polls
+			// each of them still waiting once, then backs off.
+			var mine []string
+			for i := w; i < n; i += workers {
+				mine = append(mine, buyers[i])
+			}
+			backoff := 5 * time.Millisecond
+			for len(mine) > 0 {
+				left := mine[:0]
+				for _, u := range mine {
+					tk, err := inv.QueuePosition(ctx, "DROP", u)
+					if err != nil {
+						errs <- err
+						return
+					}
+					switch tk.Status {
+					case engine.QueueWaiting:
+						left = append(left, u)
+					case engine.QueueSoldOut:
+						mu.Lock()
+						soldOut++
+						mu.Unlock()
+					case engine.QueueAdmitted:
+						_, err := buy(inv, "DROP", u, tk.Pass)
+						mu.Lock()
+						if err == nil {
+							bought++
+							byUser[u]++
+						} else {
+							refused++
+						}
+						mu.Unlock()
+						if err != nil && !errors.Is(err, engine.ErrOutOfStock) {
+							errs <- fmt.Errorf("buyer %s with a pass: %w", u, err)
+							return
+						}
+					default:
+						errs <- fmt.Errorf("buyer %s: status %s", u, tk.Status)
+						return
+					}
+				}
+				mine = left
+				if len(mine) > 0 {
+					time.Sleep(backoff)
+					backoff = min(2*backoff, 200*time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if bought != stock || refused != 0 || soldOut != n-stock {
+		t.Fatalf("bought %d, refused with a pass %d, told sold out %d; want %d, 0, %d", bought, refused, soldOut, stock, n-stock)
+	}
+	for u, k := range byUser {
+		if k != 1 {
+			t.Fatalf("%s bought %d times", u, k)
+		}
+	}
+	wantLevel(t, inv, "DROP", 0, 0, stock)
+	checkLedger(t, inv)
+}

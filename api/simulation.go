@@ -185,7 +185,7 @@ func (s *server) runSimulation(ctx, after context.Context, sim simulation) (bulk
 				// report, so its call does not end with ctx.
 				bctx, cancel := context.WithTimeout(after, 5*time.Second)
 				t0 := time.Now()
-				_, err := placeOrder(bctx, lane, user(i), sim.lines, "", 0, false)
+				_, err := placeOrder(bctx, lane, user(i), sim.lines, "", 0, false, "")
 				lat[i] = time.Since(t0)
 				cancel()
 				switch {

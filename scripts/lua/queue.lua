@@ -82,8 +82,11 @@ end
 
 local burst = math.max(1, math.floor(rate / 60))
 local per_ms = (rate - burst + 1) / 60000
-local st = redis.call('HMGET', KEYS[2], 'bt', 'bl', 'er', 'et')
-local er, et = tonumber(st[3]) or 0, tonumber(st[4]) or now
+local er, et, st = 0, now, nil
+if started then
+  st = redis.call('HMGET', KEYS[2], 'bt', 'bl', 'er', 'et')
+  er, et = tonumber(st[3]) or 0, tonumber(st[4]) or now
+end
 local admitted = 0
 if open then
   local tokens, last = tonumber(st[1]) or burst, math.max(tonumber(st[2]) or ss, ss)

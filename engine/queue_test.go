@@ -598,3 +598,27 @@ func TestQueueDrop100k(t *testing.T) {
 	wantLevel(t, inv, "DROP", 0, 0, stock)
 	checkLedger(t, inv)
 }
+
+// TestQueueRoomSurvivesRestore: a SKU restored after Redis lost it (rebase.lua's restore
+// mode) comes back with its waiting room, so checkouts still need a pass.
+func TestQueueRoomSurvivesRestore(t *testing.T) {
+	ctx := context.Background()
+	inv := realRedis(t)
+	p := engine.Product{SKU: "BACK", Price: 100, Currency: "USD",
+		WaitingRoom: &engine.WaitingRoom{Enabled: true, AdmitPerMinute: 60}}
+	_, err := inv.Rebase(ctx, engine.RebaseRequest{SKU: "BACK", Product: &p, Reason: "restore",
+		Fold: engine.Level{SKU: "BACK", Available: 4, Version: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = buy(inv, "BACK", "u1", "")
+	wantErr(t, err, engine.ErrQueuePassRequired)
+	tk := mustJoin(t, inv, "BACK", "u1")
+	if tk.Status != engine.QueueAdmitted {
+		t.Fatalf("joining the restored room: got %+v, want admitted", tk)
+	}
+	if _, err := buy(inv, "BACK", "u1", tk.Pass); err != nil {
+		t.Fatal(err)
+	}
+	wantLevel(t, inv, "BACK", 3, 0, 1)
+}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/internal/rediscluster"
+	"github.com/flashstock/flashstock/internal/testcluster"
 	"github.com/flashstock/flashstock/internal/testredis"
 )
 
@@ -621,4 +623,31 @@ func TestQueueRoomSurvivesRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLevel(t, inv, "BACK", 3, 0, 1)
+}
+
+// TestQueueOnRedisCluster: a room's keys share its SKU's partition (hash tag), so join,
+// admission and a checkout with the pass run on a Redis Cluster as on one Redis.
+func TestQueueOnRedisCluster(t *testing.T) {
+	c := testcluster.Start(t, rediscluster.Options{})
+	inv := engine.NewRedis(c.Client(), engine.Options{Partition: "p7"})
+	t.Cleanup(inv.Close)
+	mustRoom(t, inv, "CL", 2, 600)
+	joinAll(t, inv, "CL", users("c", 20))
+	openSale(t, inv, "CL")
+	sold := 0
+	for _, u := range users("c", 20) {
+		if tk := mustPoll(t, inv, "CL", u); tk.Status == engine.QueueAdmitted {
+			if _, err := buy(inv, "CL", u, tk.Pass); err != nil {
+				t.Fatal(err)
+			}
+			sold++
+		}
+	}
+	if sold != 2 {
+		t.Fatalf("sold %d through the room on the cluster, want 2", sold)
+	}
+	if tk := mustPoll(t, inv, "CL", "c0"); tk.Status != engine.QueueSoldOut && tk.Status != engine.QueueAbsent {
+		t.Fatalf("after the sell-out: got %+v", tk)
+	}
+	wantLevel(t, inv, "CL", 0, 0, 2)
 }

@@ -67,8 +67,9 @@ end
 
 local joined = 0
 if mode == 'join' then
-  -- Nobody can hold a pass or have let one expire before the start.
-  if not started or (not redis.call('ZSCORE', KEYS[4], user)) then
+  -- A buyer holding an unused pass stays admitted. (Checked before the start too: a
+  -- sale moved back to the future may have admitted buyers already.)
+  if not redis.call('ZSCORE', KEYS[4], user) then
     local place
     if started then
       place = LATE + redis.call('HINCRBY', KEYS[2], 'n', 1)
@@ -76,7 +77,7 @@ if mode == 'join' then
       place = ARGV[3]
     end
     joined = redis.call('ZADD', KEYS[3], 'NX', place, user)
-    if joined == 1 and started then redis.call('SREM', KEYS[5], user) end
+    if joined == 1 then redis.call('SREM', KEYS[5], user) end
   end
 end
 

@@ -361,8 +361,15 @@ func TestQueuePasses(t *testing.T) {
 			t.Fatalf("hold with %s: got %v, want ErrQueuePassRequired", c.name, err)
 		}
 	}
+	// Nor does a refusal count against the user's rate limit.
+	_, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: "alice", OrderID: engine.NewID(), RatePerMinute: 5,
+		Lines: []engine.Line{{SKU: "R1", Quantity: 1}}})
+	wantErr(t, err, engine.ErrQueuePassRequired)
+	if n, _ := inv.Client().Exists(ctx, inv.RateLimitKey("alice")).Result(); n != 0 {
+		t.Fatal("a refusal for want of a pass counted against the rate limit")
+	}
 	// A cart mixing a room's SKU and a free one needs the pass too, all or nothing.
-	_, err := inv.Checkout(ctx, engine.CheckoutRequest{UserID: "alice", OrderID: engine.NewID(),
+	_, err = inv.Checkout(ctx, engine.CheckoutRequest{UserID: "alice", OrderID: engine.NewID(),
 		Lines: []engine.Line{{SKU: "FREE", Quantity: 1}, {SKU: "R1", Quantity: 1}}})
 	wantErr(t, err, engine.ErrQueuePassRequired)
 	if lv := mustLevel(t, inv, "R1"); lv.Version != seq || outboxLen(t, inv) != obLen {

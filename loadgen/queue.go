@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,7 +19,8 @@ import (
 
 // Queue: a drop through a waiting room. Every buyer (each its own identity) joins the
 // SKU's room before the sale starts; then the sale opens, and each polls with backoff
-// and, once admitted, buys one unit with its pass. Stock defaults to a tenth of the
+// (on its own schedule, guided by its estimated wait) and, once admitted, buys one unit
+// with its pass. Stock defaults to a tenth of the
 // buyers. The attempts the report counts are the checkouts; joins and polls are counted
 // on the side (QueueFigures). It is not in Scenarios (the baselines have no rooms): ask
 // for it by name.
@@ -43,7 +45,9 @@ type Ticket struct {
 	// Status is waiting, admitted, sold_out or expired; empty when Err is set.
 	Status string `json:"status"`
 	Pass   string `json:"pass"`
-	Err    error  `json:"-"`
+	// EstimatedWait is the room's estimate for a waiting buyer.
+	EstimatedWait time.Duration `json:"-"`
+	Err           error         `json:"-"`
 }
 
 // QueueFigures are what a queue run measured besides its checkouts.
@@ -63,6 +67,33 @@ type QueueFigures struct {
 	Failures int64 `json:"failures"`
 	// SecondsToSellOut is from the opening to the last checkout.
 	SecondsToSellOut float64 `json:"secondsToSellOut"`
+}
+
+// How often a waiting buyer polls: first after pollFirst, backing off by doubling,
+// and never less often than every pollAtMost.
+const (
+	pollFirst  = 20 * time.Millisecond
+	pollAtMost = 2 * time.Second
+)
+
+// pollAt is when a buyer polls next; pollQueue orders them by that time.
+type pollAt struct {
+	at      time.Time
+	buyer   int
+	backoff time.Duration
+}
+
+type pollQueue []pollAt
+
+func (q pollQueue) Len() int           { return len(q) }
+func (q pollQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q pollQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *pollQueue) Push(x any)        { *q = append(*q, x.(pollAt)) }
+func (q *pollQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
 }
 
 // queueWorker is what one goroutine of a queue run recorded.
@@ -133,40 +164,41 @@ func runQueue(ctx context.Context, target Target, cfg Config, progress io.Writer
 		wg.Go(func() {
 			qw := &workers[w]
 			qw.worker.failures = map[string]error{}
-			var mine []int
+			// Each buyer polls on its own schedule: soon after its last answer while
+			// near the front, rarely while far back (a quarter of its estimated wait,
+			// at most pollAtMost), and backing off from pollFirst while it waits.
+			var due pollQueue
 			for i := w; i < cfg.Buyers; i += len(workers) {
-				mine = append(mine, i)
+				due = append(due, pollAt{at: open, buyer: i, backoff: pollFirst})
 			}
-			backoff := 10 * time.Millisecond
-			for len(mine) > 0 && ctx.Err() == nil {
-				left := mine[:0]
-				for _, i := range mine {
-					begin := since()
-					t := q.Poll(ctx, i, sku)
-					qw.polls = append(qw.polls, since()-begin)
-					switch t.Status {
-					case "waiting":
-						left = append(left, i)
-						continue
-					case "admitted":
-						qw.admitted++
-						qw.buy(ctx, q, cfg, p, i, t.Pass, since, &drop)
-					case "sold_out":
-						qw.soldOut++
-						drop.refused.Add(1)
-					case "expired":
-						qw.gone++
-					default:
-						qw.failures++
-						drop.failed.Add(1)
-					}
-					drop.done.Add(1)
+			heap.Init(&due)
+			for due.Len() > 0 && ctx.Err() == nil {
+				next := heap.Pop(&due).(pollAt)
+				if d := time.Until(next.at); d > 0 {
+					time.Sleep(d)
 				}
-				mine = left
-				if len(mine) > 0 {
-					time.Sleep(backoff)
-					backoff = min(2*backoff, 500*time.Millisecond)
+				begin := since()
+				t := q.Poll(ctx, next.buyer, sku)
+				qw.polls = append(qw.polls, since()-begin)
+				switch t.Status {
+				case "waiting":
+					next.at = time.Now().Add(max(next.backoff, min(t.EstimatedWait/4, pollAtMost)))
+					next.backoff = min(2*next.backoff, pollAtMost)
+					heap.Push(&due, next)
+					continue
+				case "admitted":
+					qw.admitted++
+					qw.buy(ctx, q, cfg, p, next.buyer, t.Pass, since, &drop)
+				case "sold_out":
+					qw.soldOut++
+					drop.refused.Add(1)
+				case "expired":
+					qw.gone++
+				default:
+					qw.failures++
+					drop.failed.Add(1)
 				}
+				drop.done.Add(1)
 			}
 		})
 	}
@@ -251,7 +283,7 @@ func (e Engine) Join(ctx context.Context, buyer int, sku string) Ticket {
 // Poll implements Queuer.
 func (e Engine) Poll(ctx context.Context, buyer int, sku string) Ticket {
 	t, err := e.Inv.QueuePosition(ctx, sku, userID(buyer))
-	return Ticket{Status: string(t.Status), Pass: t.Pass, Err: err}
+	return Ticket{Status: string(t.Status), Pass: t.Pass, EstimatedWait: t.EstimatedWait, Err: err}
 }
 
 // CheckoutPass implements Queuer.
@@ -310,9 +342,13 @@ func ticket(status int, body []byte, err error) Ticket {
 	if status != fasthttp.StatusOK && status != fasthttp.StatusCreated {
 		return Ticket{Err: fmt.Errorf("%d %s", status, body)}
 	}
-	var t Ticket
-	if err := json.Unmarshal(body, &t); err != nil || t.Status == "" {
+	var v struct {
+		Status string `json:"status"`
+		Pass   string `json:"pass"`
+		Wait   int64  `json:"estimatedWaitSeconds"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil || v.Status == "" {
 		return Ticket{Err: fmt.Errorf("%d %s", status, body)}
 	}
-	return t
+	return Ticket{Status: v.Status, Pass: v.Pass, EstimatedWait: time.Duration(v.Wait) * time.Second}
 }

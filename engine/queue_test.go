@@ -658,3 +658,85 @@ func TestQueueOnRedisCluster(t *testing.T) {
 	}
 	wantLevel(t, inv, "CL", 0, 0, 2)
 }
+
+// TestQueuePassSpentOnce: one pass raced by 256 concurrent checkouts and holds of its
+// owner (each its own request, released at once, so many share a batch) buys exactly
+// one unit.
+func TestQueuePassSpentOnce(t *testing.T) {
+	ctx := context.Background()
+	inv := realRedis(t)
+	mustRoom(t, inv, "RACE", 50, 6000)
+	joinAll(t, inv, "RACE", []string{"eve"})
+	openSale(t, inv, "RACE")
+	tk := mustPoll(t, inv, "RACE", "eve")
+	if tk.Status != engine.QueueAdmitted {
+		t.Fatalf("eve: got %+v, want admitted", tk)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, refused := 0, 0
+	start := make(chan struct{})
+	for i := range 256 {
+		wg.Go(func() {
+			<-start
+			var err error
+			if i%2 == 0 {
+				_, err = buy(inv, "RACE", "eve", tk.Pass)
+			} else {
+				_, err = inv.Reserve(ctx, engine.ReserveRequest{UserID: "eve", HoldID: engine.NewID(), TTL: time.Minute,
+					Lines: []engine.Line{{SKU: "RACE", Quantity: 1}}, QueuePass: tk.Pass})
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, engine.ErrQueuePassRequired):
+				refused++
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if ok != 1 || refused != 255 {
+		t.Fatalf("256 requests with one pass: %d served, %d refused; want 1 and 255", ok, refused)
+	}
+	if lv := mustLevel(t, inv, "RACE"); lv.Available != 49 {
+		t.Fatalf("available after the race: got %d, want 49", lv.Available)
+	}
+}
+
+// TestQueueResumesWhenAHoldEnds: a hold's units coming back (released) let the room
+// admit again, as a cancellation does.
+func TestQueueResumesWhenAHoldEnds(t *testing.T) {
+	ctx := context.Background()
+	inv := realRedis(t)
+	mustRoom(t, inv, "ONE", 1, 6000)
+	joinAll(t, inv, "ONE", []string{"a", "b"})
+	openSale(t, inv, "ONE")
+	var holder, other string
+	var pass string
+	for _, u := range []string{"a", "b"} {
+		if tk := mustPoll(t, inv, "ONE", u); tk.Status == engine.QueueAdmitted {
+			holder, pass = u, tk.Pass
+		} else {
+			other = u
+		}
+	}
+	h, err := inv.Reserve(ctx, engine.ReserveRequest{UserID: holder, HoldID: engine.NewID(), TTL: time.Minute,
+		Lines: []engine.Line{{SKU: "ONE", Quantity: 1}}, QueuePass: pass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk := mustPoll(t, inv, "ONE", other); tk.Status != engine.QueueSoldOut {
+		t.Fatalf("%s while the only unit is held: got %+v, want sold_out", other, tk)
+	}
+	if _, err := inv.Release(ctx, engine.ReleaseRequest{HoldID: h.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if tk := mustPoll(t, inv, "ONE", other); tk.Status != engine.QueueAdmitted {
+		t.Fatalf("%s once the hold is released: got %+v, want admitted", other, tk)
+	}
+}

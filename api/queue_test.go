@@ -136,6 +136,9 @@ func TestWaitingRoomValidation(t *testing.T) {
 	want(t, h.do(t, "POST", "/api/v1/queue/bad%20sku", cust, ""), 400, "validation_failed")
 	want(t, h.do(t, "PATCH", "/api/v1/products/V", admin, `{"waitingRoom":{"enabled":true,"admitPerMinute":60}}`), 200, "")
 	want(t, h.do(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"V","quantity":1}]}`), 403, "queue_pass_required")
+	// The flash-sale simulation's synthetic buyers hold no passes: the run is refused.
+	want(t, h.do(t, "POST", "/api/v1/carts/bulk-checkout", admin, `{"items":[{"sku":"V","quantity":1}],"buyers":3,"concurrency":2}`),
+		403, "queue_pass_required")
 	r = h.do(t, "PATCH", "/api/v1/products/V", admin, `{"waitingRoom":{"enabled":false}}`)
 	want(t, r, 200, "")
 	if room := r.json(t)["waitingRoom"].(map[string]any); room["enabled"] != false {

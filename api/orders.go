@@ -80,7 +80,7 @@ func (s *server) checkout(c *fiber.Ctx) error {
 	// A cart checkout's request is "buy my cart" whatever it holds: a retry with its key
 	// replays the order even if the cart changed since (a line added while it ran stays
 	// in the cart), and a buy-now under the same key is another request (422).
-	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute, fromCart, c.Get(headerQueuePass))
+	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute, fromCart, queuePass(c))
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func (s *server) createHold(c *fiber.Ctx) error {
 		return err
 	}
 	req := engine.ReserveRequest{UserID: principal(c).UserID, Lines: *in.Items, TTL: time.Duration(ttl) * time.Second,
-		IdempotencyKey: key, RatePerMinute: s.cfg.RateLimitPerMinute, QueuePass: c.Get(headerQueuePass)}
+		IdempotencyKey: key, RatePerMinute: s.cfg.RateLimitPerMinute, QueuePass: queuePass(c)}
 	if key == "" { // with a key, the key names the hold
 		req.HoldID = engine.NewID()
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -13,6 +14,11 @@ import (
 
 // headerQueuePass carries the waiting-room passes of a checkout or hold.
 const headerQueuePass = "Queue-Pass"
+
+// queuePass is the request's Queue-Pass header, copied: c.Get points into a buffer
+// fasthttp reuses, and a checkout's batch may still be encoding it when a caller that
+// gave up has returned.
+func queuePass(c *fiber.Ctx) string { return strings.Clone(c.Get(headerQueuePass)) }
 
 // queueView is a buyer's place in a waiting room, as the contract shows it.
 type queueView struct {

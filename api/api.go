@@ -185,6 +185,8 @@ func New(cfg Config, d Deps) *fiber.App {
 
 	// Checkouts, holds and commits count against the per-user rate limit inside their
 	// engine call, on one counter (engine.RateLimitKey).
+	authed.Post("/queue/:sku", s.joinQueue)
+	authed.Get("/queue/:sku", s.queuePosition)
 	authed.Post("/checkout", s.checkout)
 	authed.Post("/holds", s.createHold)
 	authed.Get("/holds/:id", s.getHold)

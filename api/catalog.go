@@ -15,15 +15,16 @@ import (
 
 // productView is a Product of the contract: catalog fields and live stock.
 type productView struct {
-	SKU          string     `json:"sku"`
-	Name         string     `json:"name"`
-	Description  string     `json:"description"`
-	Price        int64      `json:"price"`
-	Currency     string     `json:"currency"`
-	MaxPerUser   int64      `json:"maxPerUser"`
-	SaleStartsAt *time.Time `json:"saleStartsAt"`
-	SaleEndsAt   *time.Time `json:"saleEndsAt"`
-	Stock        stockView  `json:"stock"`
+	SKU          string             `json:"sku"`
+	Name         string             `json:"name"`
+	Description  string             `json:"description"`
+	Price        int64              `json:"price"`
+	Currency     string             `json:"currency"`
+	MaxPerUser   int64              `json:"maxPerUser"`
+	SaleStartsAt *time.Time         `json:"saleStartsAt"`
+	SaleEndsAt   *time.Time         `json:"saleEndsAt"`
+	Stock        stockView          `json:"stock"`
+	WaitingRoom  engine.WaitingRoom `json:"waitingRoom"`
 }
 
 type stockView struct {
@@ -33,9 +34,13 @@ type stockView struct {
 }
 
 func newProductView(p store.Product, lv engine.Level) productView {
-	return productView{SKU: p.SKU, Name: p.Name, Description: p.Description, Price: p.Price, Currency: p.Currency,
+	v := productView{SKU: p.SKU, Name: p.Name, Description: p.Description, Price: p.Price, Currency: p.Currency,
 		MaxPerUser: p.MaxPerUser, SaleStartsAt: p.SaleStartsAt, SaleEndsAt: p.SaleEndsAt,
 		Stock: stockView{lv.Available, lv.Reserved, lv.Sold}}
+	if p.WaitingRoom != nil {
+		v.WaitingRoom = *p.WaitingRoom
+	}
+	return v
 }
 
 func (s *server) listProducts(c *fiber.Ctx) error {
@@ -134,6 +139,31 @@ type productInput struct {
 	MaxPerUser   *int64     `json:"maxPerUser"`
 	SaleStartsAt *time.Time `json:"saleStartsAt"`
 	SaleEndsAt   *time.Time `json:"saleEndsAt"`
+	WaitingRoom  *roomInput `json:"waitingRoom"`
+}
+
+// roomInput is a product's waitingRoom as sent: enabled is required, admitPerMinute
+// is required when enabled.
+type roomInput struct {
+	Enabled        *bool  `json:"enabled"`
+	AdmitPerMinute *int64 `json:"admitPerMinute"`
+}
+
+// room checks a waitingRoom input (nil when absent); the engine checks the bounds.
+func (in *roomInput) room() (*engine.WaitingRoom, error) {
+	if in == nil {
+		return nil, nil
+	}
+	if in.Enabled == nil {
+		return nil, validation("waitingRoom.enabled", "is required")
+	}
+	w := &engine.WaitingRoom{Enabled: *in.Enabled}
+	if in.AdmitPerMinute != nil {
+		w.AdmitPerMinute = *in.AdmitPerMinute
+	} else if w.Enabled {
+		return nil, validation("waitingRoom.admitPerMinute", "is required when the room is enabled")
+	}
+	return w, nil
 }
 
 func (s *server) createProduct(c *fiber.Ctx) error {
@@ -155,8 +185,12 @@ func (s *server) createProduct(c *fiber.Ctx) error {
 	case in.Description != nil && len(*in.Description) > 5000:
 		return validation("description", "must be at most 5000 characters")
 	}
+	room, err := in.WaitingRoom.room()
+	if err != nil {
+		return err
+	}
 	p := store.Product{SKU: *in.SKU, Name: *in.Name, Price: *in.Price, Currency: *in.Currency,
-		SaleStartsAt: in.SaleStartsAt, SaleEndsAt: in.SaleEndsAt}
+		SaleStartsAt: in.SaleStartsAt, SaleEndsAt: in.SaleEndsAt, WaitingRoom: room}
 	if in.Description != nil {
 		p.Description = *in.Description
 	}
@@ -200,14 +234,21 @@ func (s *server) patchProduct(c *fiber.Ctx) error {
 		return err
 	}
 	if in.SKU != nil || in.Stock != nil || in.Currency != nil {
-		return validation("body", "only name, description, price, maxPerUser, saleStartsAt and saleEndsAt can change")
+		return validation("body", "only name, description, price, maxPerUser, saleStartsAt, saleEndsAt and waitingRoom can change")
+	}
+	room, err := in.WaitingRoom.room()
+	if err != nil {
+		return err
 	}
 	ctx := c.UserContext()
 	p, err := s.store.Product(ctx, sku)
 	if err != nil {
 		return err
 	}
-	patch := engine.ProductPatch{Price: in.Price, MaxPerUser: in.MaxPerUser}
+	patch := engine.ProductPatch{Price: in.Price, MaxPerUser: in.MaxPerUser, WaitingRoom: room}
+	if room != nil {
+		p.WaitingRoom = room
+	}
 	if in.Name != nil {
 		if strings.TrimSpace(*in.Name) == "" || len(*in.Name) > 200 {
 			return validation("name", "must be 1-200 characters")

@@ -76,6 +76,11 @@ func TestDashboardInABrowser(t *testing.T) {
 	mustAdmin(t, h, "admin@example.com", "admin12345")
 	h.product(t, "TV", 40, "")
 	h.product(t, "RADIO", 10, "")
+	start := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	h.product(t, "DROP", 5, `,"saleStartsAt":"`+start+`","waitingRoom":{"enabled":true,"admitPerMinute":60}`)
+	for _, u := range []string{"a", "b"} {
+		want(t, h.do(t, "POST", "/api/v1/queue/DROP", token(t, u, api.RoleCustomer), ""), 201, "")
+	}
 	base, _ := h.listen(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -96,6 +101,12 @@ func TestDashboardInABrowser(t *testing.T) {
 	}
 	if before, err := chromedp.Run(b, chromedp.Text(row("available"))); err != nil || before != "40" {
 		t.Fatalf("TV available before the run: page shows %q (%v), want 40", before, err)
+	}
+	// The queue column: buyers waiting in DROP's room, a dash for TV (no room).
+	waiting, err := chromedp.Run(b, chromedp.Text(chromedp.CSS(`tr[data-sku="DROP"] .waiting`)))
+	none, err2 := chromedp.Run(b, chromedp.Text(row("waiting")))
+	if err != nil || err2 != nil || waiting != "2" || none != "–" {
+		t.Fatalf("waiting column: DROP %q, TV %q (%v, %v); want 2 and –", waiting, none, err, err2)
 	}
 
 	err = chromedp.Do(b,

@@ -84,6 +84,11 @@ func TestResponsesFitTheSchemas(t *testing.T) {
 	check("BulkReport", h.do(t, "POST", "/api/v1/carts/bulk-checkout", admin, `{"items":[{"sku":"TV","quantity":1}],"buyers":5,"concurrency":2}`))
 	check("ReconcileReport", h.do(t, "POST", "/api/v1/admin/reconcile", admin, ""))
 	check("Ready", h.do(t, "GET", "/readyz", "", ""))
+	h.product(t, "ROOM", 1, `,"waitingRoom":{"enabled":true,"admitPerMinute":60}`)
+	check("Product", h.do(t, "GET", "/api/v1/products/ROOM", cust, ""))
+	check("QueueTicket", h.do(t, "POST", "/api/v1/queue/ROOM", cust, ""))  // admitted: with its pass
+	check("QueueTicket", h.do(t, "POST", "/api/v1/queue/ROOM", admin, "")) // waiting
+	check("Problem", h.do(t, "POST", "/api/v1/checkout", admin, `{"items":[{"sku":"ROOM","quantity":1}]}`))
 }
 
 // Swagger UI is served from the binary: the page and every script and stylesheet it

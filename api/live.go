@@ -71,6 +71,8 @@ type liveSKU struct {
 	Available int64  `json:"available"`
 	Reserved  int64  `json:"reserved"`
 	Sold      int64  `json:"sold"`
+	// Waiting is how many buyers wait in the SKU's waiting room; absent without a room.
+	Waiting *int64 `json:"waiting,omitempty"`
 }
 
 type liveSnapshot struct {
@@ -321,9 +323,26 @@ func (h *liveHub) fill(ctx context.Context, snap *liveSnapshot, catalog []store.
 	if err != nil {
 		return err
 	}
+	var rooms []string
+	for _, p := range catalog {
+		if p.WaitingRoom != nil && p.WaitingRoom.Enabled {
+			rooms = append(rooms, p.SKU)
+		}
+	}
+	waiting := map[string]int64{}
+	if len(rooms) > 0 {
+		if waiting, err = h.inv.QueueLengths(ctx, rooms); err != nil {
+			return err
+		}
+	}
 	for _, p := range catalog {
 		if lv, ok := levels[p.SKU]; ok {
-			snap.SKUs = append(snap.SKUs, liveSKU{SKU: p.SKU, Name: p.Name, Available: lv.Available, Reserved: lv.Reserved, Sold: lv.Sold})
+			s := liveSKU{SKU: p.SKU, Name: p.Name, Available: lv.Available, Reserved: lv.Reserved, Sold: lv.Sold}
+			if p.WaitingRoom != nil && p.WaitingRoom.Enabled {
+				n := waiting[p.SKU]
+				s.Waiting = &n
+			}
+			snap.SKUs = append(snap.SKUs, s)
 		}
 	}
 	return nil

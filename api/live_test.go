@@ -120,10 +120,39 @@ type liveSnapshot struct {
 		Available int64  `json:"available"`
 		Reserved  int64  `json:"reserved"`
 		Sold      int64  `json:"sold"`
+		Waiting   *int64 `json:"waiting"`
 	} `json:"skus"`
 	CheckoutsPerSecond *float64 `json:"checkoutsPerSecond"`
 	RefusalsPerSecond  *float64 `json:"refusalsPerSecond"`
 	SyncLag            *int64   `json:"syncLag"`
+}
+
+// The live view shows how many buyers wait in each SKU's waiting room, and nothing for
+// SKUs without one.
+func TestLiveShowsTheQueue(t *testing.T) {
+	h := newHarness(t, api.Config{})
+	start := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	h.product(t, "DROP", 5, `,"saleStartsAt":"`+start+`","waitingRoom":{"enabled":true,"admitPerMinute":60}`)
+	h.product(t, "PLAIN", 5, "")
+	for _, u := range []string{"a", "b", "c"} {
+		want(t, h.do(t, "POST", "/api/v1/queue/DROP", token(t, u, api.RoleCustomer), ""), 201, "")
+	}
+	base, _ := h.listen(t)
+	_, events := openLive(t, base+"/api/v1/admin/live", token(t, "root", api.RoleAdmin))
+	var snap liveSnapshot
+	if err := json.Unmarshal([]byte(nextEvent(t, events, "snapshot", 2*time.Second).data), &snap); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*int64{}
+	for _, s := range snap.SKUs {
+		got[s.SKU] = s.Waiting
+	}
+	if w, ok := got["DROP"]; !ok || w == nil || *w != 3 {
+		t.Errorf("DROP waiting: got %v, want 3", w)
+	}
+	if w, ok := got["PLAIN"]; !ok || w != nil {
+		t.Errorf("PLAIN waiting: got %v (present %v), want absent", w, ok)
+	}
 }
 
 // The live stream is admin-only (header or ?token=), sends a snapshot whose levels are

@@ -21,8 +21,9 @@ type itemsInput struct {
 // rate is the user's requests-per-minute limit, counted in the checkout's own script
 // (0 for none, as for the simulation's synthetic buyers).
 // inv is the server's inventory, or the simulation's lane of it.
-func placeOrder(ctx context.Context, inv *engine.Redis, user string, lines []engine.Line, key string, rate int, cart bool) (engine.Order, error) {
-	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, RatePerMinute: rate, Cart: cart}
+// pass is the caller's Queue-Pass header (” for none).
+func placeOrder(ctx context.Context, inv *engine.Redis, user string, lines []engine.Line, key string, rate int, cart bool, pass string) (engine.Order, error) {
+	req := engine.CheckoutRequest{UserID: user, Lines: lines, IdempotencyKey: key, RatePerMinute: rate, Cart: cart, QueuePass: pass}
 	if key == "" { // with a key, the key names the order
 		req.OrderID = engine.NewID()
 	}
@@ -79,10 +80,11 @@ func (s *server) checkout(c *fiber.Ctx) error {
 	// A cart checkout's request is "buy my cart" whatever it holds: a retry with its key
 	// replays the order even if the cart changed since (a line added while it ran stays
 	// in the cart), and a buy-now under the same key is another request (422).
-	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute, fromCart)
+	o, err := placeOrder(ctx, s.inv, user, lines, key, s.cfg.RateLimitPerMinute, fromCart, queuePass(c))
 	if err != nil {
 		return err
 	}
+	s.passesSpent(o.PassesSpent)
 	// Only what was bought leaves the cart (a line added or changed while the checkout
 	// ran stays), and a replay removes it too: the first attempt may have bought the
 	// lines and failed before taking them out.
@@ -141,7 +143,7 @@ func (s *server) createHold(c *fiber.Ctx) error {
 		return err
 	}
 	req := engine.ReserveRequest{UserID: principal(c).UserID, Lines: *in.Items, TTL: time.Duration(ttl) * time.Second,
-		IdempotencyKey: key, RatePerMinute: s.cfg.RateLimitPerMinute}
+		IdempotencyKey: key, RatePerMinute: s.cfg.RateLimitPerMinute, QueuePass: queuePass(c)}
 	if key == "" { // with a key, the key names the hold
 		req.HoldID = engine.NewID()
 	}
@@ -149,6 +151,7 @@ func (s *server) createHold(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	s.passesSpent(h.PassesSpent)
 	markReplay(c, h.Replayed)
 	return c.Status(http.StatusCreated).JSON(newHoldView(h))
 }

@@ -77,6 +77,7 @@ var engineErrors = []struct {
 	{engine.ErrOutcomeUnknown, codes.OutcomeUnknown},
 	{engine.ErrUnavailable, codes.Unavailable},
 	{engine.ErrRateLimited, codes.RateLimited},
+	{engine.ErrQueuePassRequired, codes.QueuePassRequired},
 }
 
 // toProblem maps any error to the problem the client sees; internal errors are logged

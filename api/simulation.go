@@ -185,7 +185,7 @@ func (s *server) runSimulation(ctx, after context.Context, sim simulation) (bulk
 				// report, so its call does not end with ctx.
 				bctx, cancel := context.WithTimeout(after, 5*time.Second)
 				t0 := time.Now()
-				_, err := placeOrder(bctx, lane, user(i), sim.lines, "", 0, false)
+				_, err := placeOrder(bctx, lane, user(i), sim.lines, "", 0, false, "")
 				lat[i] = time.Since(t0)
 				cancel()
 				switch {
@@ -198,7 +198,8 @@ func (s *server) runSimulation(ctx, after context.Context, sim simulation) (bulk
 				case errors.Is(err, engine.ErrLimitExceeded):
 					limit.Add(1)
 					s.live.refusals.Add(1)
-				case errors.Is(err, engine.ErrInvalid) || errors.Is(err, engine.ErrNotFound):
+				case errors.Is(err, engine.ErrInvalid) || errors.Is(err, engine.ErrNotFound) ||
+					errors.Is(err, engine.ErrQueuePassRequired): // synthetic buyers hold no queue passes
 					errOnce.Do(func() { firstErr = err })
 					failed.Add(1)
 				default:

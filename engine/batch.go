@@ -35,9 +35,11 @@ type takeReq struct {
 	// (0 = none), counted by the same script.
 	rateKey   string
 	rateLimit int
-	rep       reply
-	err       error
-	done      chan struct{}
+	// pass is the queue passes the request carries ('' = none), tokens joined by ','.
+	pass string
+	rep  reply
+	err  error
+	done chan struct{}
 	// state tells a caller who gives up whether its request was sent: a worker moves
 	// it from queued to sent before the batch goes out, a caller from queued to
 	// abandoned, and a worker skips abandoned requests.
@@ -46,12 +48,13 @@ type takeReq struct {
 
 // keyCount and argCount are the KEYS and ARGV a request takes in take.lua's batch
 // layout (written by appendTo; the script names the same layout once).
-func (req *takeReq) keyCount() int { return 2 + 2*len(req.lines) }
-func (req *takeReq) argCount() int { return 7 + 2*len(req.lines) }
+func (req *takeReq) keyCount() int { return 2 + 3*len(req.lines) }
+func (req *takeReq) argCount() int { return 8 + 2*len(req.lines) }
 
 // appendTo appends the request to a batch's KEYS and ARGV: its record, each line's stock
-// hash and per-user counters, and its rate-limit window; then mode, user, id,
-// fingerprint, hold lifetime, line count, each line's sku and quantity, and its limit.
+// hash, per-user counters and waiting-room passes, and its rate-limit window; then mode,
+// user, id, fingerprint, hold lifetime, line count, each line's sku and quantity, its
+// limit and its queue passes.
 func (req *takeReq) appendTo(k Keys, keys []string, args []any) ([]string, []any) {
 	record := k.Order(req.id)
 	if req.mode == "hold" {
@@ -60,14 +63,14 @@ func (req *takeReq) appendTo(k Keys, keys []string, args []any) ([]string, []any
 	keys = append(keys, record)
 	args = append(args, req.mode, req.user, req.id, req.fp, req.holdMs, len(req.lines))
 	for _, l := range req.lines {
-		keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU))
+		keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU), k.Room(l.SKU, "p"))
 		args = append(args, l.SKU, l.Quantity)
 	}
 	rateKey := req.rateKey
 	if req.rateLimit <= 0 {
 		rateKey = record // not touched; any key of the partition will do
 	}
-	return append(keys, rateKey), append(args, req.rateLimit)
+	return append(keys, rateKey), append(args, req.rateLimit, req.pass)
 }
 
 // The states of a takeReq.
@@ -79,7 +82,7 @@ const (
 
 const (
 	batchRequests = 64  // requests per script call at most
-	batchKeys     = 512 // keys per script call at most (a request has 2 + 2 per line)
+	batchKeys     = 512 // keys per script call at most (a request has 2 + 3 per line)
 )
 
 func newBatcher(r *Redis, workers int) *batcher {
@@ -224,6 +227,8 @@ func takeError(rep reply) error {
 		return fmt.Errorf("record %s exists but does not parse", rep.str(1))
 	case "window":
 		return fmt.Errorf("sku %s: %w", rep.str(1), ErrSaleNotActive)
+	case "pass":
+		return fmt.Errorf("sku %s: %w", rep.str(1), ErrQueuePassRequired)
 	case "currency":
 		return invalid("items", "sku %s is sold in another currency than the other lines", rep.str(1))
 	case "limit":

@@ -2,10 +2,14 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -152,4 +156,81 @@ func BenchmarkCheckoutRedisTime(b *testing.B) {
 	usec, _ := strconv.ParseFloat(m[2], 64)
 	b.ReportMetric(usec/float64(b.N), "redis-us/checkout")
 	b.ReportMetric(float64(b.N)/calls, "checkouts/call")
+}
+
+// BenchmarkQueueMillion fills one SKU's waiting room with 1,000,000 buyers before the
+// start (joins/s), reads Redis's memory per waiting buyer (INFO used_memory before and
+// after), then asks 200,000 random buyers where they stand (lookups/s), and again once
+// the sale has started, each call also admitting (open-lookups/s), all from
+// benchParallelism × GOMAXPROCS goroutines. User ids are 36 characters, as the UUIDs the
+// server issues. Run it once: -benchtime 1x.
+func BenchmarkQueueMillion(b *testing.B) {
+	const buyers, lookups = 1_000_000, 200_000
+	inv := benchInventory(b)
+	ctx := context.Background()
+	start := time.Now().Add(24 * time.Hour)
+	mustCreate(b, inv, engine.Product{SKU: "DROP", Stock: 1000, Price: 100, SaleStartsAt: &start,
+		WaitingRoom: &engine.WaitingRoom{Enabled: true, AdmitPerMinute: 6000}})
+	user := func(i int64) string { return fmt.Sprintf("0192f0c4-7a3e-7c1d-9b2a-%012d", i) }
+	usedMemory := func() int64 {
+		info := inv.Client().Info(ctx, "memory").Val()
+		m := regexp.MustCompile(`used_memory:(\d+)`).FindStringSubmatch(info)
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		return n
+	}
+	workers := benchParallelism * runtime.GOMAXPROCS(0)
+	drive := func(total int64, op func(i int64) error) float64 {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		began := time.Now()
+		for range workers {
+			wg.Go(func() {
+				for i := next.Add(1) - 1; i < total; i = next.Add(1) - 1 {
+					if err := op(i); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return float64(total) / time.Since(began).Seconds()
+	}
+	for b.Loop() {
+		before := usedMemory()
+		joins := drive(buyers, func(i int64) error {
+			t, err := inv.JoinQueue(ctx, "DROP", user(i))
+			if err == nil && !t.Joined {
+				err = fmt.Errorf("%s: not joined", user(i))
+			}
+			return err
+		})
+		perBuyer := float64(usedMemory()-before) / buyers
+		rng := rand.New(rand.NewPCG(1, 2))
+		ids := make([]int64, lookups)
+		for i := range ids {
+			ids[i] = rng.Int64N(buyers)
+		}
+		reads := drive(lookups, func(i int64) error {
+			t, err := inv.QueuePosition(ctx, "DROP", user(ids[i]))
+			if err == nil && (t.Status != engine.QueueWaiting || t.Position < 1 || t.Position > buyers) {
+				err = fmt.Errorf("%s: %+v", user(ids[i]), t)
+			}
+			return err
+		})
+		// The same after the start, when every call also runs admission (1,000 units: the
+		// room admits 1,000 buyers, then waits for them to buy).
+		past := time.Now().Add(-time.Millisecond)
+		if err := inv.UpdateProduct(ctx, "DROP", engine.ProductPatch{SaleStartsAt: &past}); err != nil {
+			b.Fatal(err)
+		}
+		open := drive(lookups, func(i int64) error {
+			_, err := inv.QueuePosition(ctx, "DROP", user(ids[i]))
+			return err
+		})
+		b.ReportMetric(joins, "joins/s")
+		b.ReportMetric(reads, "lookups/s")
+		b.ReportMetric(open, "open-lookups/s")
+		b.ReportMetric(perBuyer, "bytes/buyer")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -26,7 +27,7 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 		}
 	}
 	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines,
-		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute})
+		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute, pass: normalizePass(req.QueuePass)})
 	if err != nil {
 		return Order{}, opError("checkout", err)
 	}
@@ -42,7 +43,16 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 	if err != nil {
 		return Order{}, fmt.Errorf("checkout: %w", err)
 	}
-	return newOrder(id, req.UserID, OrderConfirmed, reply.str(2), items, reply.num(1), ""), nil
+	o := newOrder(id, req.UserID, OrderConfirmed, reply.str(2), items, reply.num(1), "")
+	o.PassesSpent = spentPasses(reply.str(5))
+	return o, nil
+}
+
+func spentPasses(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 // cartFingerprint is the request fingerprint of every cart checkout: the request is
@@ -80,7 +90,7 @@ func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
 		id, fp = recordID("hold", req.UserID, req.IdempotencyKey), linesFingerprint("reserve", lines, strconv.FormatInt(ttlMs, 10))
 	}
 	reply, err := r.take(&takeReq{ctx: ctx, mode: "hold", user: req.UserID, id: id, fp: fp, holdMs: ttlMs, lines: lines,
-		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute})
+		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute, pass: normalizePass(req.QueuePass)})
 	if err != nil {
 		return Hold{}, opError("reserve", err)
 	}
@@ -99,6 +109,7 @@ func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
 	return Hold{
 		ID: id, UserID: req.UserID, Items: items, Currency: reply.str(2), Status: HoldActive,
 		CreatedAt: time.UnixMilli(reply.num(1)).UTC(), ExpiresAt: time.UnixMilli(reply.num(4)).UTC(),
+		PassesSpent: spentPasses(reply.str(5)),
 	}, nil
 }
 

@@ -44,6 +44,8 @@ type Order struct {
 	// Replayed is true when the call returned an earlier result for the same
 	// idempotency key (or an already settled transition) instead of acting again.
 	Replayed bool `json:"-"`
+	// PassesSpent names the SKUs whose waiting-room pass this checkout spent.
+	PassesSpent []string `json:"-"`
 
 	lines string // the record's lines as stored, which scripts check reads against
 	fp    string // the request fingerprint the record keeps (idempotency)
@@ -73,6 +75,8 @@ type Hold struct {
 	// OrderID is set once the hold is committed.
 	OrderID  string `json:"orderId,omitempty"`
 	Replayed bool   `json:"-"`
+	// PassesSpent names the SKUs whose waiting-room pass this hold spent.
+	PassesSpent []string `json:"-"`
 
 	lines string // as Order.lines
 }
@@ -100,6 +104,8 @@ type Product struct {
 	// SaleStartsAt and SaleEndsAt bound the sale window; nil leaves that side open.
 	SaleStartsAt *time.Time
 	SaleEndsAt   *time.Time
+	// WaitingRoom, if set and enabled, puts the SKU's buyers through a waiting room.
+	WaitingRoom *WaitingRoom
 }
 
 // ProductPatch changes sale attributes; nil fields stay as they are. A sale window
@@ -110,6 +116,9 @@ type ProductPatch struct {
 	MaxPerUser   *int64
 	SaleStartsAt *time.Time
 	SaleEndsAt   *time.Time
+	// WaitingRoom enables, changes or disables the SKU's waiting room. Disabling it
+	// discards its queue and passes; enabling it again opens an empty room.
+	WaitingRoom *WaitingRoom
 }
 
 // CheckoutRequest buys Lines for UserID at once, or nothing.
@@ -130,6 +139,9 @@ type CheckoutRequest struct {
 	// minute, counted in the same script call (see RateLimitKey); over it the request
 	// fails with a *RateError.
 	RatePerMinute int
+	// QueuePass is the Queue-Pass header: the passes for the lines whose SKU has an
+	// enabled waiting room (see ValidQueuePass). The checkout spends them if it succeeds.
+	QueuePass string
 }
 
 // ReserveRequest holds Lines for UserID for TTL, at once or nothing.
@@ -141,8 +153,9 @@ type ReserveRequest struct {
 	// HoldID is ignored.
 	IdempotencyKey string
 	HoldID         string
-	// RatePerMinute works as in CheckoutRequest.
+	// RatePerMinute and QueuePass work as in CheckoutRequest.
 	RatePerMinute int
+	QueuePass     string
 }
 
 // AdjustRequest changes a SKU's available units by Delta (restock or removal).

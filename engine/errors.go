@@ -29,6 +29,9 @@ var (
 	// same idempotency key tells which; it is never retried on its own.
 	ErrOutcomeUnknown = errors.New("outcome unknown")
 	ErrRateLimited    = errors.New("rate limited")
+	// ErrQueuePassRequired refuses a checkout or hold of a SKU whose waiting room is
+	// enabled, made without a valid unused pass of that room for that user.
+	ErrQueuePassRequired = errors.New("queue pass required")
 )
 
 // ValidationError says which input was refused and why. It matches ErrInvalid.

@@ -68,3 +68,15 @@ func (k Keys) Simulation(suffix string) string { return k.prefix + "sim:" + suff
 
 // Job names a scheduled job's keys: its per-tick claims and its run lock, by suffix.
 func (k Keys) Job(name, suffix string) string { return k.prefix + "jobs:" + name + ":" + suffix }
+
+// Room names a SKU's waiting-room keys, by suffix: "" the room's state hash (late
+// arrivals' counter, admission bucket, progress), "w" the waiting buyers (sorted set by
+// place), "p" the unused passes (sorted set: user by expiry ms), "e" the buyers whose
+// pass expired unused (set). They share the SKU's partition, so one script can touch
+// them with the SKU's stock hash.
+func (k Keys) Room(sku, suffix string) string {
+	if suffix == "" {
+		return k.prefix + "q:" + sku
+	}
+	return k.prefix + "q:" + sku + ":" + suffix
+}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -26,7 +27,8 @@ func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error
 	reply, err := run(ctx, r.rdb, scriptCreate,
 		[]string{r.k.Outbox(), r.k.Stock(p.SKU), r.k.SKUs(), r.k.RestockChannel()},
 		mode, p.SKU, lv.Available, lv.Reserved, lv.Sold, lv.Version,
-		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), NewID())
+		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), NewID(),
+		roomRate(p.WaitingRoom), newRoomSecret())
 	if err != nil {
 		return err
 	}
@@ -61,7 +63,7 @@ func checkProduct(p Product) error {
 	case p.SaleStartsAt != nil && p.SaleEndsAt != nil && !p.SaleEndsAt.After(*p.SaleStartsAt):
 		return invalid("saleEndsAt", "must be after saleStartsAt")
 	}
-	return nil
+	return checkRoom(p.WaitingRoom)
 }
 
 func validCurrency(c string) bool {
@@ -74,7 +76,14 @@ func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatc
 	if err := checkSKU("sku", sku); err != nil {
 		return fmt.Errorf("update product: %w", err)
 	}
-	var args []any
+	if err := checkRoom(patch.WaitingRoom); err != nil {
+		return fmt.Errorf("update product: %w", err)
+	}
+	room := ""
+	if patch.WaitingRoom != nil {
+		room = strconv.FormatInt(roomRate(patch.WaitingRoom), 10)
+	}
+	args := []any{room, newRoomSecret()}
 	if patch.Price != nil {
 		if *patch.Price < 0 || *patch.Price > MaxPrice {
 			return fmt.Errorf("update product: %w", invalid("price", "must be between 0 and %d", MaxPrice))
@@ -99,10 +108,11 @@ func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatc
 	if patch.SaleEndsAt != nil {
 		args = append(args, "se", unixMs(patch.SaleEndsAt))
 	}
-	if len(args) == 0 {
+	if len(args) == 2 && room == "" {
 		return nil
 	}
-	reply, err := run(ctx, r.rdb, scriptUpdate, []string{r.k.Stock(sku)}, args...)
+	reply, err := run(ctx, r.rdb, scriptUpdate,
+		r.roomKeys(sku), args...)
 	if err == nil && reply.status() == "not_found" {
 		err = ErrNotFound
 	} else if err == nil {

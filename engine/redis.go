@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/rand"
+	"io"
 	"strconv"
 	"time"
 
@@ -27,6 +29,11 @@ type Options struct {
 	// that long without asking Redis, unless stock comes back first (see soldOut).
 	// 0, the default, keeps every answer live.
 	SoldOutFor time.Duration
+	// QueuePassTTL is how long a waiting room's pass stays valid (default 120 s).
+	QueuePassTTL time.Duration
+	// Rand is where the random places of early arrivals in a waiting room come from
+	// (default crypto/rand; tests give a seeded source).
+	Rand io.Reader
 }
 
 // Redis is live stock on Redis: each operation is one Lua script, so every check and its
@@ -39,6 +46,8 @@ type Redis struct {
 	k       Keys
 	idemTTL string // seconds, as the scripts take it
 	recTTL  string
+	passTTL int64 // ms
+	rand    io.Reader
 	batch   *batcher
 	// soldOut is nil unless Options.SoldOutFor is set.
 	soldOut *soldOut
@@ -51,7 +60,7 @@ var (
 	scriptCreate = redis.NewScript(lua.Create)
 	scriptUpdate = redis.NewScript(lua.Update)
 	scriptAdjust = redis.NewScript(lua.Adjust)
-	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase}
+	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase, scriptQueue}
 )
 
 // ScriptCount is how many scripts LoadScripts keeps in Redis's script cache.
@@ -76,11 +85,19 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 	if opts.Batchers <= 0 {
 		opts.Batchers = 4
 	}
+	if opts.QueuePassTTL <= 0 {
+		opts.QueuePassTTL = 120 * time.Second
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
 	r := &Redis{
 		rdb:     rdb,
 		k:       NewKeys(opts.Partition),
 		idemTTL: strconv.FormatInt(int64(opts.IdempotencyTTL/time.Second), 10),
 		recTTL:  strconv.FormatInt(int64(opts.RecordTTL/time.Second), 10),
+		passTTL: opts.QueuePassTTL.Milliseconds(),
+		rand:    opts.Rand,
 	}
 	r.batch = newBatcher(r, opts.Batchers)
 	if opts.SoldOutFor > 0 {

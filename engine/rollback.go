@@ -145,6 +145,9 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 		}
 		args = append(args, h.Hold.ID, string(h.Status), h.OrderID)
 	}
+	// The waiting room comes back with the product (a new secret: passes issued before
+	// the loss are gone with the room's queue).
+	args = append(args, roomRate(p.WaitingRoom), newRoomSecret())
 	keys = append(keys, r.k.RestockChannel())
 	defer r.restocking()()
 	rep, err := run(ctx, r.rdb, scriptRebase, keys, args...)

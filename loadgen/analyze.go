@@ -52,6 +52,10 @@ type Result struct {
 	DriverCPU float64 `json:"driverCpuMicrosPerAttempt,omitempty"`
 	ServerCPU float64 `json:"serverCpuMicrosPerAttempt,omitempty"`
 	RedisCPU  float64 `json:"redisCpuMicrosPerAttempt,omitempty"`
+
+	// Queue holds the queue scenario's joins and polls (its attempts are the checkouts
+	// of admitted buyers).
+	Queue *QueueFigures `json:"queue,omitempty"`
 }
 
 // SetCPU records CPU used during the run, spread over its attempts.

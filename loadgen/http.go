@@ -126,6 +126,11 @@ func (h *HTTP) login(ctx context.Context, email, password string) ([]byte, error
 
 // do sends one request and returns the status and a copy of the body.
 func (h *HTTP) do(ctx context.Context, method, path string, auth []byte, key string, body []byte) (int, []byte, error) {
+	return h.doPass(ctx, method, path, auth, key, "", body)
+}
+
+// doPass is do with a Queue-Pass header (none if pass is empty).
+func (h *HTTP) doPass(ctx context.Context, method, path string, auth []byte, key, pass string, body []byte) (int, []byte, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -137,6 +142,9 @@ func (h *HTTP) do(ctx context.Context, method, path string, auth []byte, key str
 	}
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
+	}
+	if pass != "" {
+		req.Header.Set("Queue-Pass", pass)
 	}
 	if body != nil {
 		req.Header.SetContentType("application/json")
@@ -153,6 +161,9 @@ func (h *HTTP) do(ctx context.Context, method, path string, auth []byte, key str
 }
 
 func (h *HTTP) token(buyer int) []byte { return h.tokens[buyer%len(h.tokens)] }
+
+// Identities is how many distinct buyers the target can act as.
+func (h *HTTP) Identities() int { return len(h.tokens) }
 
 // Prepare implements Target.
 func (h *HTTP) Prepare(ctx context.Context, stock map[string]int64) error {
@@ -223,6 +234,7 @@ func (h *HTTP) Cancel(ctx context.Context, buyer int, orderID string) Answer {
 // policyRefusals are answers that refuse by rule; any other 4xx is a failure.
 var policyRefusals = map[string]bool{
 	"out_of_stock": true, "purchase_limit_exceeded": true, "sale_not_active": true, "rate_limited": true,
+	"queue_pass_required": true,
 }
 
 func (h *HTTP) answer(status int, body []byte, err error) Answer {

@@ -20,6 +20,22 @@ func run(t *testing.T, target loadgen.Target, cfg loadgen.Config) *loadgen.Resul
 	return r
 }
 
+// The queue scenario through the engine: everyone joins before the start, the stock
+// sells exactly, every admitted buyer gets a unit, everyone else is told sold out.
+func TestEngineQueueScenario(t *testing.T) {
+	_, rdb := testredis.Start(t)
+	inv := engine.NewRedis(rdb, engine.Options{})
+	t.Cleanup(inv.Close)
+	r := run(t, loadgen.Engine{Inv: inv}, loadgen.Config{Scenario: loadgen.Queue, Buyers: 5000, Stock: 400, Concurrency: 64})
+	q := r.Queue
+	if q == nil || q.Joins != 5000 || q.Admitted != 400 || q.SoldOut != 4600 || q.Failures != 0 || q.Expired != 0 {
+		t.Fatalf("queue figures: %+v", q)
+	}
+	if r.Attempts != 400 || r.Successes != 400 || r.StockAfter != 0 || r.Oversell != 0 || r.FalseRefusals != 0 || r.Unaccounted != 0 {
+		t.Fatalf("checkouts: %+v", r)
+	}
+}
+
 // The engine keeps every invariant in every scenario, as the tool measures them.
 func TestEngineScenariosKeepTheInvariants(t *testing.T) {
 	_, rdb := testredis.Start(t)

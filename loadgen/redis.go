@@ -88,6 +88,8 @@ func engineAnswer(err error) Answer {
 		return Answer{Outcome: Refused, Reason: "purchase_limit_exceeded"}
 	case errors.Is(err, engine.ErrSaleNotActive):
 		return Answer{Outcome: Refused, Reason: "sale_not_active"}
+	case errors.Is(err, engine.ErrQueuePassRequired):
+		return Answer{Outcome: Refused, Reason: "queue_pass_required"}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return failed("timeout", err)
 	}

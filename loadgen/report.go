@@ -80,6 +80,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if x.UnitsReturned > 0 || x.CancelFailures > 0 {
 			parts = append(parts, fmt.Sprintf("returned %d units (%d cancels failed)", x.UnitsReturned, x.CancelFailures))
 		}
+		if q := x.Queue; q != nil {
+			parts = append(parts, fmt.Sprintf("queue at %d/min: %d joins at %.0f/s (p99 %.2f ms), %d polls at %.0f/s (p99 %.2f ms); %d admitted, %d told sold out, %d passes expired, %d failed calls; sold out %.1f s after the opening",
+				q.AdmitPerMinute, q.Joins, q.JoinsPerSecond, q.JoinLatency.P99, q.Polls, q.PollsPerSecond, q.PollLatency.P99,
+				q.Admitted, q.SoldOut, q.Expired, q.Failures, q.SecondsToSellOut))
+		}
 		if x.DriverCPU > 0 || x.ServerCPU > 0 || x.RedisCPU > 0 {
 			parts = append(parts, fmt.Sprintf("CPU µs per attempt: driver %.1f, server %.1f, redis %.1f", x.DriverCPU, x.ServerCPU, x.RedisCPU))
 		}

@@ -45,6 +45,9 @@ func Run(ctx context.Context, target Target, cfg Config, progress io.Writer) (*R
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	if cfg.Scenario == Queue {
+		return runQueue(ctx, target, cfg, progress)
+	}
 	holder, _ := target.(Holder)
 	if cfg.Scenario == Holds && holder == nil {
 		return nil, fmt.Errorf("%s has no holds", target.Name())

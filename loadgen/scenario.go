@@ -56,14 +56,26 @@ type Config struct {
 	Seed uint64
 	// NoKeys sends requests without idempotency keys (by default each has its own).
 	NoKeys bool
+	// AdmitPerMinute is the queue scenario's admission rate (default 60,000).
+	AdmitPerMinute int64
 
 	// onStart, if set, is given the count of finished attempts when the run starts.
 	onStart func(done func() int64)
 }
 
 func (c *Config) defaults() error {
-	if !slices.Contains(Scenarios, c.Scenario) {
-		return fmt.Errorf("unknown scenario %q (want one of %v)", c.Scenario, Scenarios)
+	if !slices.Contains(Scenarios, c.Scenario) && c.Scenario != Queue {
+		return fmt.Errorf("unknown scenario %q (want one of %v or %s)", c.Scenario, Scenarios, Queue)
+	}
+	if c.Scenario == Queue {
+		// Every buyer is someone of its own: a room queues each user once.
+		if c.Buyers <= 0 || c.Rate > 0 {
+			return fmt.Errorf("the queue scenario needs a number of buyers and the closed model")
+		}
+		c.Users = c.Buyers
+		if c.AdmitPerMinute <= 0 {
+			c.AdmitPerMinute = 60_000
+		}
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 256
@@ -93,6 +105,8 @@ func (c *Config) defaults() error {
 			c.Stock = int64(c.Buyers) / 2
 		case Storm:
 			c.Stock = min(100, int64(c.Buyers))
+		case Queue:
+			c.Stock = max(1, int64(c.Buyers)/10)
 		}
 	}
 	if c.CancelEvery <= 0 {

@@ -26,8 +26,14 @@ type Metrics struct {
 	Checkouts    *prometheus.CounterVec   // by operation and outcome
 	Conflicts    *prometheus.CounterVec   // refusals because of stock, by code
 	HoldsExpired prometheus.Counter
-	Redis        *prometheus.HistogramVec // seconds, by command
-	Mongo        *prometheus.HistogramVec // seconds, by command and result
+	// QueueAdmitted counts buyers a waiting room admitted (passes issued), by SKU: its
+	// rate is the room's admission rate.
+	QueueAdmitted *prometheus.CounterVec
+	// QueuePasses counts passes by SKU and outcome: used (spent by a checkout or hold)
+	// or expired (unused).
+	QueuePasses *prometheus.CounterVec
+	Redis       *prometheus.HistogramVec // seconds, by command
+	Mongo       *prometheus.HistogramVec // seconds, by command and result
 }
 
 // New creates and registers the collectors (plus the Go and process collectors).
@@ -43,12 +49,16 @@ func New() *Metrics {
 			Help: "Requests refused because of stock (out_of_stock, insufficient_stock, version_conflict)."}, []string{"code"}),
 		HoldsExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashstock_holds_expired_total",
 			Help: "Holds expired by the sweep."}),
+		QueueAdmitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flashstock_queue_admitted_total",
+			Help: "Buyers admitted by a waiting room (passes issued), by SKU."}, []string{"sku"}),
+		QueuePasses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flashstock_queue_passes_total",
+			Help: "Waiting-room passes by SKU and outcome: used by a checkout or hold, or expired unused."}, []string{"sku", "outcome"}),
 		Redis: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "flashstock_redis_command_duration_seconds",
 			Help: "Redis round-trip latency by command (pipelines count once).", Buckets: buckets}, []string{"command"}),
 		Mongo: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "flashstock_mongodb_command_duration_seconds",
 			Help: "MongoDB command latency.", Buckets: buckets}, []string{"command", "result"}),
 	}
-	m.Registry.MustRegister(m.HTTP, m.Checkouts, m.Conflicts, m.HoldsExpired, m.Redis, m.Mongo,
+	m.Registry.MustRegister(m.HTTP, m.Checkouts, m.Conflicts, m.HoldsExpired, m.QueueAdmitted, m.QueuePasses, m.Redis, m.Mongo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -100,6 +110,9 @@ type State struct {
 	LevelsEvery time.Duration
 	// Now is the clock for LevelsEvery (default time.Now).
 	Now func() time.Time
+	// QueueLengths returns how many buyers wait in each SKU's waiting room (SKUs with
+	// nobody waiting may be left out). It is read with Levels, as often.
+	QueueLengths func(ctx context.Context) (map[string]int64, error)
 	// ActiveHolds counts holds not yet settled.
 	ActiveHolds func(ctx context.Context) (int64, error)
 	// OutboxLag counts outbox entries not yet persisted (nil where no syncer runs).
@@ -135,6 +148,7 @@ func (m *Metrics) RegisterState(s State) {
 	}
 	m.Registry.MustRegister(&stateCollector{s: s,
 		available: prometheus.NewDesc("flashstock_stock_available", "Available units by SKU.", []string{"sku"}, nil),
+		queue:     prometheus.NewDesc("flashstock_queue_waiting", "Buyers waiting in a SKU's waiting room.", []string{"sku"}, nil),
 		low:       prometheus.NewDesc("flashstock_stock_low", "1 when a SKU's available units are at or below the low-stock threshold.", []string{"sku"}, nil),
 		holds:     prometheus.NewDesc("flashstock_holds_active", "Holds not yet committed, released or expired.", nil, nil),
 		lag:       prometheus.NewDesc("flashstock_outbox_lag_entries", "Outbox entries not yet persisted to MongoDB.", nil, nil),
@@ -151,12 +165,13 @@ func (m *Metrics) RegisterState(s State) {
 type stateCollector struct {
 	s                                                     State
 	available, low, holds, lag, errs, memUsed, memMax, up *prometheus.Desc
-	conflicts, dead, rollbacks                            *prometheus.Desc
+	conflicts, dead, rollbacks, queue                     *prometheus.Desc
 
 	// levelsMu serialises refreshes: scrapes that arrive during one wait for it
 	// instead of starting their own.
 	levelsMu  sync.Mutex
 	levels    map[string]int64 // never modified once stored: scrapes share it
+	queues    map[string]int64 // likewise, read with levels
 	levelsErr error
 	levelsAt  time.Time // when levels was read; zero before the first read
 }
@@ -164,21 +179,25 @@ type stateCollector struct {
 // cachedLevels returns the last Levels answer if it is younger than LevelsEvery, and
 // reads a new one otherwise. A failure is remembered as long as an answer would be, so a
 // Redis that is down costs one attempt per interval too.
-func (c *stateCollector) cachedLevels(ctx context.Context) (map[string]int64, error) {
+func (c *stateCollector) cachedLevels(ctx context.Context) (levels, queues map[string]int64, err error) {
 	c.levelsMu.Lock()
 	defer c.levelsMu.Unlock()
 	now := c.s.Now()
 	if !c.levelsAt.IsZero() && now.Sub(c.levelsAt) < c.s.LevelsEvery && now.Sub(c.levelsAt) >= 0 {
-		return c.levels, c.levelsErr
+		return c.levels, c.queues, c.levelsErr
 	}
 	c.levels, c.levelsErr = c.s.Levels(ctx)
+	c.queues = nil
+	if c.levelsErr == nil && c.s.QueueLengths != nil {
+		c.queues, c.levelsErr = c.s.QueueLengths(ctx)
+	}
 	c.levelsAt = now
-	return c.levels, c.levelsErr
+	return c.levels, c.queues, c.levelsErr
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.available, c.low, c.holds, c.lag, c.errs, c.memUsed, c.memMax, c.up,
-		c.conflicts, c.dead, c.rollbacks} {
+		c.conflicts, c.dead, c.rollbacks, c.queue} {
 		ch <- d
 	}
 }
@@ -194,9 +213,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if c.s.Levels != nil {
-		levels, err := c.cachedLevels(ctx)
+		levels, queues, err := c.cachedLevels(ctx)
 		if err != nil {
 			fail("levels", err)
+		}
+		for sku, n := range queues {
+			ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(n), sku)
 		}
 		for sku, a := range levels {
 			ch <- prometheus.MustNewConstMetric(c.available, prometheus.GaugeValue, float64(a), sku)

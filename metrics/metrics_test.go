@@ -177,3 +177,36 @@ func collectorOf(t *testing.T, m *metrics.Metrics, name string) prometheus.Colle
 	t.Fatalf("no %s", name)
 	return nil
 }
+
+// The waiting-room gauge: buyers waiting per SKU with a room, read with the levels.
+func TestQueueGaugeIsReadWithTheLevels(t *testing.T) {
+	_, rdb := testredis.Start(t)
+	inv := engine.NewRedis(rdb, engine.Options{})
+	t.Cleanup(inv.Close)
+	ctx := context.Background()
+	later := time.Now().Add(time.Hour)
+	if _, err := inv.CreateProduct(ctx, engine.Product{SKU: "DROP", Stock: 5, Price: 1, Currency: "USD", SaleStartsAt: &later,
+		WaitingRoom: &engine.WaitingRoom{Enabled: true, AdmitPerMinute: 60}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inv.CreateProduct(ctx, engine.Product{SKU: "PLAIN", Stock: 5, Price: 1, Currency: "USD"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"a", "b", "c"} {
+		if _, err := inv.JoinQueue(ctx, "DROP", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := metrics.New()
+	m.RegisterState(metrics.State{Levels: inv.AvailableAll, QueueLengths: func(ctx context.Context) (map[string]int64, error) {
+		return inv.QueueLengths(ctx, []string{"DROP", "PLAIN"})
+	}})
+	want := `
+# HELP flashstock_queue_waiting Buyers waiting in a SKU's waiting room.
+# TYPE flashstock_queue_waiting gauge
+flashstock_queue_waiting{sku="DROP"} 3
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "flashstock_queue_waiting"); err != nil {
+		t.Fatal(err)
+	}
+}

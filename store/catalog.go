@@ -20,14 +20,16 @@ type Product struct {
 	MaxPerUser   int64      `bson:"maxPerUser" json:"maxPerUser"`
 	SaleStartsAt *time.Time `bson:"saleStartsAt" json:"saleStartsAt"`
 	SaleEndsAt   *time.Time `bson:"saleEndsAt" json:"saleEndsAt"`
-	CreatedAt    time.Time  `bson:"createdAt" json:"-"`
-	UpdatedAt    time.Time  `bson:"updatedAt" json:"-"`
+	// WaitingRoom is nil for a product that never had one (disabled).
+	WaitingRoom *engine.WaitingRoom `bson:"waitingRoom,omitempty" json:"waitingRoom,omitempty"`
+	CreatedAt   time.Time           `bson:"createdAt" json:"-"`
+	UpdatedAt   time.Time           `bson:"updatedAt" json:"-"`
 }
 
 // EngineProduct is what the inventory engine keeps of p, with initial stock.
 func (p Product) EngineProduct(stock int64) engine.Product {
 	return engine.Product{SKU: p.SKU, Stock: stock, Price: p.Price, Currency: p.Currency,
-		MaxPerUser: p.MaxPerUser, SaleStartsAt: p.SaleStartsAt, SaleEndsAt: p.SaleEndsAt}
+		MaxPerUser: p.MaxPerUser, SaleStartsAt: p.SaleStartsAt, SaleEndsAt: p.SaleEndsAt, WaitingRoom: p.WaitingRoom}
 }
 
 // PutProduct creates or replaces a catalog entry.

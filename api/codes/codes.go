@@ -23,6 +23,9 @@ const (
 	IdempotencyKeyReused  = "idempotency_key_reused"
 	PayloadTooLarge       = "payload_too_large"
 	RateLimited           = "rate_limited"
+	// QueuePassRequired refuses a checkout or hold of a SKU whose waiting room is
+	// enabled, without a valid Queue-Pass of the caller for it.
+	QueuePassRequired = "queue_pass_required"
 	// Unavailable means nothing was applied: retry shortly.
 	Unavailable = "unavailable"
 	// OutcomeUnknown means the request may have been applied: retry with the same
@@ -49,6 +52,7 @@ var Status = map[string]int{
 	IdempotencyKeyReused:  http.StatusUnprocessableEntity,
 	PayloadTooLarge:       http.StatusRequestEntityTooLarge,
 	RateLimited:           http.StatusTooManyRequests,
+	QueuePassRequired:     http.StatusForbidden,
 	Unavailable:           http.StatusServiceUnavailable,
 	OutcomeUnknown:        http.StatusServiceUnavailable,
 	Internal:              http.StatusInternalServerError,

@@ -26,6 +26,7 @@ latency percentiles, oversell and false refusals. Examples:
   flashstock bench                                   engine + baselines on a private redis-server
   flashstock bench -target http -url http://127.0.0.1:3000 -jwt-secret "$JWT_SECRET"
   flashstock bench -target http -scenario storm -rate 20000 -duration 30s
+  flashstock bench -target engine -scenario queue -buyers 100000 -stock 2000
   flashstock bench -suite                            the whole measured suite (make bench)
 
 flags:`
@@ -44,7 +45,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, benchUsage); fs.PrintDefaults() }
 	fs.StringVar(&f.Targets, "target", "ceiling,seed-style,engine", "comma-separated targets: engine, http, wrk (hot only), seed-style, ceiling (redis-benchmark), ceiling-pipelined, ceiling-go")
-	fs.StringVar(&f.Scenarios, "scenario", strings.Join(loadgen.Scenarios, ","), "comma-separated scenarios: hot, cart, holds, storm")
+	fs.StringVar(&f.Scenarios, "scenario", strings.Join(loadgen.Scenarios, ","), "comma-separated scenarios: hot, cart, holds, storm, queue (a drop through a waiting room: every buyer joins before the start, polls with backoff, buys when admitted; engine and http only)")
 	fs.StringVar(&f.URL, "url", "", "server for the http target (default http://127.0.0.1:$PORT)")
 	fs.StringVar(&f.RedisURL, "redis", "", "Redis for the engine and baselines (default: a private redis-server for this run)")
 	fs.StringVar(&f.Secret, "jwt-secret", getenv("JWT_SECRET"), "the server's JWT_SECRET, to mint buyer tokens (default $JWT_SECRET; without it the demo accounts log in)")
@@ -55,6 +56,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Int64Var(&f.Stock, "stock", 0, "units per SKU (default: the scenario's)")
 	fs.Float64Var(&f.Rate, "rate", 0, "open model: attempts started per second (0: closed model)")
 	fs.DurationVar(&f.Duration, "duration", 0, "bound each run by time")
+	fs.Int64Var(&f.AdmitPerMinute, "admit-per-minute", 0, "queue: the waiting room's admissions per minute (default 60000)")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&f.NoKeys, "no-keys", false, "send requests without idempotency keys")
 	fs.DurationVar(&f.CancelEvery, "cancel-every", 5*time.Millisecond, "storm: how often a sold unit is cancelled, returning it")

@@ -54,6 +54,13 @@ func TestBenchDrivesTheRunningBinary(t *testing.T) {
 	if storm := rep.Results[3]; storm.Refusals["out_of_stock"] == 0 || storm.UnitsReturned == 0 {
 		t.Errorf("storm: refusals %v, returned %d", storm.Refusals, storm.UnitsReturned)
 	}
+	// A drop through the waiting room: 1,000 buyers join, 100 units sell, the rest are
+	// told sold out.
+	rep = bench("-jwt-secret", strings.Repeat("e", 40), "-scenario", "queue", "-buyers", "1000", "-concurrency", "32")
+	if r := rep.Results[0]; r.Queue == nil || r.Attempts != 100 || r.Successes != 100 || r.StockAfter != 0 || len(r.Errors) != 0 ||
+		r.Oversell != 0 || r.FalseRefusals != 0 || r.Queue.Joins != 1000 || r.Queue.SoldOut != 900 || r.Queue.Failures != 0 {
+		t.Errorf("queue: %+v %+v", r, r.Queue)
+	}
 	// Without the secret, the demo admin and customers log in.
 	rep = bench("-scenario", "hot", "-buyers", "300", "-concurrency", "16", "-users", "5")
 	if r := rep.Results[0]; r.Successes != 300 || r.Oversell != 0 {

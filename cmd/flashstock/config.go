@@ -46,6 +46,9 @@ type Config struct {
 	// SoldOutFor is how long a SKU seen sold out may be refused without asking Redis
 	// (SOLDOUT_CACHE_MS; engine.Options.SoldOutFor). 0 keeps every answer live.
 	SoldOutFor time.Duration
+	// QueuePassTTL is how long a waiting room's pass stays valid (QUEUE_PASS_TTL_SECONDS,
+	// default 120; engine.Options.QueuePassTTL).
+	QueuePassTTL time.Duration
 	// LowStockThreshold is the available level at or below which a SKU is reported as
 	// low on stock (metric flashstock_stock_low).
 	LowStockThreshold int
@@ -132,6 +135,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		LoginLimitPerMinute:        num("LOGIN_LIMIT_PER_MINUTE", 10, 0, 1_000_000),
 		LoginAddressLimitPerMinute: num("LOGIN_ADDRESS_LIMIT_PER_MINUTE", 30, 0, 1_000_000),
 		SoldOutFor:                 time.Duration(num("SOLDOUT_CACHE_MS", 0, 0, 60_000)) * time.Millisecond,
+		QueuePassTTL:               time.Duration(num("QUEUE_PASS_TTL_SECONDS", 120, 1, 86_400)) * time.Second,
 		LowStockThreshold:          num("LOW_STOCK_THRESHOLD", 5, 0, 1_000_000_000),
 		Role:                       str("ROLE", "all"),
 		LogLevel:                   str("LOG_LEVEL", "info"),

@@ -34,8 +34,12 @@ func TestConfigDefaultsAreTheEmbeddedMode(t *testing.T) {
 		t.Fatalf("TRUSTED_PROXIES: got %v, %v", c.TrustedProxies, err)
 	}
 	if !c.Embedded() || !c.SeedDemo || c.Port != 3000 || c.RateLimitPerMinute != 120 || c.JWTIssuer != "flashstock" ||
-		c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.SoldOutFor != 0 || c.Role != "all" {
+		c.MongoDatabase != "flashstock" || c.DataDir != "./data" || c.SoldOutFor != 0 || c.Role != "all" ||
+		c.QueuePassTTL != 120*time.Second {
 		t.Fatalf("defaults: %+v", c)
+	}
+	if c, err := loadConfig(env(map[string]string{"QUEUE_PASS_TTL_SECONDS": "30"})); err != nil || c.QueuePassTTL != 30*time.Second {
+		t.Fatalf("QUEUE_PASS_TTL_SECONDS=30: got %v, %v", c.QueuePassTTL, err)
 	}
 }
 
@@ -122,6 +126,7 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{"seed flag", map[string]string{"SEED_DEMO": "maybe"}, "SEED_DEMO"},
 		{"negative rate limit", map[string]string{"RATE_LIMIT_PER_MINUTE": "-1"}, "RATE_LIMIT_PER_MINUTE"},
 		{"sold-out cache", map[string]string{"SOLDOUT_CACHE_MS": "soon"}, "SOLDOUT_CACHE_MS"},
+		{"queue pass lifetime", map[string]string{"QUEUE_PASS_TTL_SECONDS": "0"}, "QUEUE_PASS_TTL_SECONDS"},
 		{"role", map[string]string{"ROLE": "boss"}, "ROLE"},
 		{"split role when embedded", map[string]string{"ROLE": "api"}, "needs REDIS_URL"},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},

@@ -113,7 +113,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 		d.close()
 		return nil, err
 	}
-	d.inv = engine.NewRedis(d.rdb, engine.Options{SoldOutFor: cfg.SoldOutFor})
+	d.inv = engine.NewRedis(d.rdb, engine.Options{SoldOutFor: cfg.SoldOutFor, QueuePassTTL: cfg.QueuePassTTL})
 	d.closers = append(d.closers, d.inv.Close)
 	if err := d.inv.LoadScripts(ctx); err != nil {
 		d.close()
@@ -223,6 +223,13 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 	d.m.RegisterState(metrics.State{
 		RedisMemory: redisMemory,
 		Levels:      d.inv.AvailableAll,
+		QueueLengths: func(ctx context.Context) (map[string]int64, error) {
+			skus, err := d.inv.SKUs(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return d.inv.QueueLengths(ctx, skus)
+		},
 		ActiveHolds: d.inv.ActiveHolds,
 		OutboxLag: func(ctx context.Context) (int64, error) {
 			lag, err := syncer.Lag(ctx)

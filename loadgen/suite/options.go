@@ -35,6 +35,8 @@ type Options struct {
 	Duration       time.Duration
 	NoKeys         bool
 	CancelEvery    time.Duration
+	// AdmitPerMinute is the queue scenario's admission rate (0: its default).
+	AdmitPerMinute int64
 	// Suite only: the length of the HTTP hot-SKU runs, of the memory soak (0 skips it),
 	// and the soak's rate.
 	WrkDuration, Soak time.Duration

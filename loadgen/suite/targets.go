@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,10 +20,14 @@ func RunTargets(ctx context.Context, f Options) (*loadgen.Report, error) {
 	var targets []loadgen.Target
 	var rdb *redis.Client
 	rep := &loadgen.Report{Machine: machine()}
+	users := f.Users
+	if slices.Contains(strings.Split(strings.ReplaceAll(f.Scenarios, " ", ""), ","), loadgen.Queue) {
+		users = max(users, f.Buyers) // the queue scenario's buyers are all different people
+	}
 	for _, name := range strings.Split(f.Targets, ",") {
 		switch name = strings.TrimSpace(name); name {
 		case "http", "wrk":
-			h, err := loadgen.NewHTTP(ctx, f.URL, loadgen.HTTPOptions{Secret: []byte(f.Secret), Issuer: f.Issuer, Users: f.Users, Conns: f.Concurrency})
+			h, err := loadgen.NewHTTP(ctx, f.URL, loadgen.HTTPOptions{Secret: []byte(f.Secret), Issuer: f.Issuer, Users: users, Conns: f.Concurrency})
 			if err != nil {
 				return nil, err
 			}
@@ -105,12 +110,17 @@ func ceilings(ctx context.Context, rep *loadgen.Report, rdb *redis.Client, conns
 
 func (f Options) config(scenario string) loadgen.Config {
 	return loadgen.Config{Scenario: scenario, Buyers: f.Buyers, Concurrency: f.Concurrency, Users: f.Users,
-		Stock: f.Stock, Rate: f.Rate, Duration: f.Duration, NoKeys: f.NoKeys, CancelEvery: f.CancelEvery}
+		Stock: f.Stock, Rate: f.Rate, Duration: f.Duration, NoKeys: f.NoKeys, CancelEvery: f.CancelEvery,
+		AdmitPerMinute: f.AdmitPerMinute}
 }
 
 // supports says whether a target can run a scenario: the baselines sell one line, with
 // neither holds nor cancellation.
 func supports(t loadgen.Target, scenario string) bool {
+	if scenario == loadgen.Queue {
+		_, ok := t.(loadgen.Queuer)
+		return ok
+	}
 	switch t.(type) {
 	case loadgen.SeedStyle, loadgen.Ceiling:
 		return scenario == loadgen.Hot

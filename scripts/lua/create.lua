@@ -12,6 +12,8 @@
 -- ARGV[7..11]    price, currency, per-user limit, sale start ms, sale end ms (0 = open)
 -- ARGV[12]       operation id the server drew for this call (kept in the hash as 'op'),
 --                so that the same call run twice answers 'ok' and not 'exists'
+-- ARGV[13]       waiting room: admissions per minute, 0 = no room (field w); absent = 0
+-- ARGV[14]       the room's secret, which its passes are derived from (field wk)
 --
 -- Returns {'ok', ts}, {'replay'} (this very call ran already) or {'exists'} (nothing is
 -- changed then).
@@ -24,7 +26,8 @@ end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists'} end
 local now = now_ms()
 redis.call('HSET', KEYS[2], 'a', ARGV[3], 'r', ARGV[4], 's', ARGV[5], 'q', ARGV[6],
-  'p', ARGV[7], 'c', ARGV[8], 'l', ARGV[9], 'ss', ARGV[10], 'se', ARGV[11], 'op', ARGV[12])
+  'p', ARGV[7], 'c', ARGV[8], 'l', ARGV[9], 'ss', ARGV[10], 'se', ARGV[11], 'op', ARGV[12],
+  'w', ARGV[13] or 0, 'wk', ARGV[14] or '')
 redis.call('SADD', KEYS[3], ARGV[2])
 if tonumber(ARGV[3]) > 0 then restocked(ARGV[2]) end
 if ARGV[1] == 'create' then

@@ -22,6 +22,8 @@ var (
 	adjust string
 	//go:embed rebase.lua
 	rebase string
+	//go:embed queue.lua
+	queue string
 	//go:embed throttle.lua
 	Throttle string // standalone: no prelude
 )
@@ -35,4 +37,5 @@ var (
 	Update = update
 	Adjust = prelude + adjust
 	Rebase = prelude + rebase
+	Queue  = prelude + queue
 )

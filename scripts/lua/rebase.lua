@@ -32,6 +32,8 @@
 --                when the hold it was committed from still counts them)
 -- ARGV[20+2n]    number of settled holds m, then per hold: id, status (committed,
 --                released, expired), order id (committed)
+-- ARGV[#ARGV-1]  waiting room: admissions per minute, 0 = none (restore)
+-- ARGV[#ARGV]    the room's secret (restore)
 --
 -- Holds: a hold Redis has as active that MongoDB's ledger settled is settled the same
 -- way (no movement: the fold has it), leaving the expiry index; released or expired, its
@@ -60,7 +62,8 @@ if lv.a + da + rel < 0 or lv.r + dr - rel < 0 or lv.s + ds < 0 or rel < 0 then r
 -- Checks done; writes follow.
 local now = now_ms()
 if mode == 'restore' then
-  redis.call('HSET', KEYS[2], 'p', ARGV[13], 'c', ARGV[14], 'l', ARGV[15], 'ss', ARGV[16], 'se', ARGV[17])
+  redis.call('HSET', KEYS[2], 'p', ARGV[13], 'c', ARGV[14], 'l', ARGV[15], 'ss', ARGV[16], 'se', ARGV[17],
+    'w', ARGV[#ARGV - 1], 'wk', ARGV[#ARGV])
   redis.call('SADD', KEYS[3], sku)
 end
 redis.call('HSET', KEYS[2], 'a', lv.a, 'r', lv.r, 's', lv.s, 'q', lv.q)

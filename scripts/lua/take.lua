@@ -28,20 +28,31 @@
 -- A stock hash missing one of its fields refuses only the requests that touch that SKU
 -- ('corrupt'), not the whole batch.
 --
+-- Waiting rooms: a line of a SKU whose room is enabled (stock hash field w > 0) needs the
+-- user's unused pass for that SKU (queue.lua): the user's entry in the room's passes
+-- sorted set, not expired, and its token sha1(secret|sku|user|expiry) among the tokens
+-- the request carries. It is checked before anything else but the replay check (so a
+-- retry of a request that spent its pass still replays), and spent (removed) only by
+-- the request that succeeds with it: a refused request keeps its pass.
+--
 -- KEYS[1]        outbox stream
 -- KEYS[2]        hold expiry index (sorted set: hold id by expiry ms)
 -- then per request:
 --   record: the order string or the hold hash (order strings are read with one MGET)
---   per line: stock hash, per-user purchase counter hash (used when the SKU has a limit)
+--   per line: stock hash, per-user purchase counter hash (used when the SKU has a limit),
+--     the SKU's waiting-room passes (used when its room is enabled)
 --   the user's rate-limit counter for this minute (used when the limit is set)
 -- ARGV[1]        hold record TTL, seconds
 -- then per request:
 --   mode ('order' | 'hold'), user id, record id, fingerprint ('' = no idempotency key),
 --   hold lifetime ms (holds), number of lines n, then n pairs of sku, quantity
---   (distinct SKUs, sorted), then the user's requests-per-minute limit (0 = none)
+--   (distinct SKUs, sorted), then the user's requests-per-minute limit (0 = none), then
+--   the queue passes the request carries ('' = none; tokens joined by ',')
 --
 -- Returns, per request in order, a count c followed by c values:
---   'ok', ts, currency, lines, expires_at   lines carry the unit prices
+--   'ok', ts, currency, lines, expires_at, passes   lines carry the unit prices; passes
+--                                           names the SKUs whose pass it spent (',')
+--   'pass', sku                             no valid queue pass for sku
 --   'replay', id                            the caller reads that record
 --   'reused'                                key seen with another request
 --   'rate_limited', wait_ms                 over the user's requests per minute
@@ -56,9 +67,10 @@
 local MODE, USER, ID, FP, HOLD_MS, NLINES = 0, 1, 2, 3, 4, 5 -- ARGV[a + ...]
 local LINE = 4   -- line i's sku is ARGV[a + LINE + 2i], its quantity the next
 local LIMIT = 6  -- the requests-per-minute limit is ARGV[a + LIMIT + 2n]
-local STOCK = -1 -- line i's stock hash is KEYS[k + STOCK + 2i], its counters the next
-local RATE = 1   -- the user's rate-limit window is KEYS[k + RATE + 2n]
-local KEYS_PER, ARGS_PER = 2, 7 -- a request takes KEYS_PER + 2n keys and ARGS_PER + 2n values
+local PASS = 7   -- the queue passes are ARGV[a + PASS + 2n]
+local STOCK = -2 -- line i's stock hash is KEYS[k + STOCK + 3i], its counters and passes the next two
+local RATE = 1   -- the user's rate-limit window is KEYS[k + RATE + 3n]
+local KEYS_PER, ARGS_PER = 2, 8 -- a request takes KEYS_PER + 3n keys and ARGS_PER + 2n values
 local FIRST_K, FIRST_A = 3, 2
 
 local now = now_ms()
@@ -68,19 +80,21 @@ local cache, order = {}, {}  -- stock key -> levels, and the keys in first-seen 
 local counted = {}           -- bought key -> user -> units taken in this batch
 local seen = {}              -- record key -> fingerprint, for records made in this batch
 local existing = {}          -- order record key -> stored record, for keyed requests
+local spent = {}             -- passes key -> user -> true, for passes spent in this batch
+local spend = {}             -- passes key, user, ...: the passes phase two removes
 
 -- stock reads a stock hash once per batch; later requests see earlier ones' takes
 -- because accepted requests update the cached levels.
 local function stock(key, sku)
   local lv = cache[key]
   if lv == nil then
-    local v = redis.call('HMGET', key, 'a', 'r', 's', 'q', 'p', 'c', 'l', 'ss', 'se')
+    local v = redis.call('HMGET', key, 'a', 'r', 's', 'q', 'p', 'c', 'l', 'ss', 'se', 'w', 'wk')
     lv = false
     if v[1] then
       local a, r, s, q = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
       if a and r and s and q and tonumber(v[5]) and v[6] then
         lv = {a = a, r = r, s = s, q = q, q0 = q, sku = sku, p = v[5], c = v[6], l = tonumber(v[7]) or 0,
-              ss = tonumber(v[8]) or 0, se = tonumber(v[9]) or 0}
+              ss = tonumber(v[8]) or 0, se = tonumber(v[9]) or 0, w = (tonumber(v[10]) or 0) > 0, wk = v[11] or ''}
         order[#order + 1] = key
       else
         lv = 'corrupt'
@@ -114,7 +128,7 @@ do
   while a <= #ARGV do
     if ARGV[a + MODE] == 'order' then recs[#recs + 1] = KEYS[k] end
     local n = tonumber(ARGV[a + NLINES])
-    k, a = k + KEYS_PER + 2 * n, a + ARGS_PER + 2 * n
+    k, a = k + KEYS_PER + 3 * n, a + ARGS_PER + 2 * n
   end
   if #recs > 0 then
     local vals = redis.call('MGET', unpack(recs))
@@ -139,15 +153,31 @@ local function decide(k, a, out, writes)
     out[o + 1], out[o + 2], out[o + 3] = 2, 'replay', id
     return
   end
+  local spends
+  for i = 1, n do
+    local lv = stock(KEYS[k + STOCK + 3 * i], ARGV[a + LINE + 2 * i])
+    if lv and lv ~= 'corrupt' and lv.w then
+      local sku, pk = lv.sku, KEYS[k + STOCK + 2 + 3 * i]
+      local exp = not (spent[pk] and spent[pk][user]) and redis.call('ZSCORE', pk, user)
+      if not exp or tonumber(exp) <= now or
+          not string.find(ARGV[a + PASS + 2 * n], redis.sha1hex(lv.wk .. '|' .. sku .. '|' .. user .. '|' .. exp), 1, true) then
+        out[o + 1], out[o + 2], out[o + 3] = 2, 'pass', sku
+        return
+      end
+      spends = spends or {}
+      spends[#spends + 1] = pk
+      spends[#spends + 1] = sku
+    end
+  end
   local limit = tonumber(ARGV[a + LIMIT + 2 * n])
   if limit > 0 then
-    local wait = over_rate(KEYS[k + RATE + 2 * n], limit)
+    local wait = over_rate(KEYS[k + RATE + 3 * n], limit)
     if wait then out[o + 1], out[o + 2], out[o + 3] = 2, 'rate_limited', wait return end
   end
   local short, currency = nil, nil
   for i = 1, n do
     local sku, qty = ARGV[a + LINE + 2 * i], tonumber(ARGV[a + LINE + 1 + 2 * i])
-    local lv = stock(KEYS[k + STOCK + 2 * i], sku)
+    local lv = stock(KEYS[k + STOCK + 3 * i], sku)
     if not lv then out[o + 1], out[o + 2], out[o + 3] = 2, 'not_found', sku return end
     if lv == 'corrupt' then out[o + 1], out[o + 2], out[o + 3] = 2, 'corrupt', sku return end
     if (lv.ss > 0 and now < lv.ss) or (lv.se > 0 and now >= lv.se) then
@@ -157,7 +187,7 @@ local function decide(k, a, out, writes)
     if currency and currency ~= lv.c then out[o + 1], out[o + 2], out[o + 3] = 2, 'currency', sku return end
     currency = lv.c
     if lv.l > 0 then
-      local already = already_taken(KEYS[k + STOCK + 1 + 2 * i], user)
+      local already = already_taken(KEYS[k + STOCK + 1 + 3 * i], user)
       if already + qty > lv.l then
         out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = 5, 'limit', sku, lv.l, already, qty
         return
@@ -178,7 +208,7 @@ local function decide(k, a, out, writes)
   local l, m
   for i = 1, n do
     local sku, qty = ARGV[a + LINE + 2 * i], ARGV[a + LINE + 1 + 2 * i]
-    local lv, q = stock(KEYS[k + STOCK + 2 * i], sku), tonumber(qty)
+    local lv, q = stock(KEYS[k + STOCK + 3 * i], sku), tonumber(qty)
     local move, line
     lv.a, lv.q = lv.a - q, lv.q + 1
     if hold then
@@ -190,7 +220,7 @@ local function decide(k, a, out, writes)
     end
     if lv.l > 0 then
       line = sku .. ':' .. qty .. ':' .. lv.p .. ':L'
-      local bk = KEYS[k + STOCK + 1 + 2 * i]
+      local bk = KEYS[k + STOCK + 1 + 3 * i]
       counted[bk] = counted[bk] or {}
       counted[bk][user] = (counted[bk][user] or 0) + q
     else
@@ -201,7 +231,18 @@ local function decide(k, a, out, writes)
   seen[rec] = fp
   local exp = ''
   if hold then exp = tostring(now + tonumber(ARGV[a + HOLD_MS])) end
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] = 5, 'ok', now_s, currency, l, exp
+  local used = ''
+  if spends then
+    for j = 1, #spends, 2 do
+      local pk = spends[j]
+      spent[pk] = spent[pk] or {}
+      spent[pk][user] = true
+      spend[#spend + 1] = pk
+      spend[#spend + 1] = user
+      used = used == '' and spends[j + 1] or used .. ',' .. spends[j + 1]
+    end
+  end
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6], out[o + 7] = 6, 'ok', now_s, currency, l, exp, used
   local w = #writes
   writes[w + 1], writes[w + 2], writes[w + 3], writes[w + 4], writes[w + 5] = mode, rec, id, user, fp
   writes[w + 6], writes[w + 7], writes[w + 8], writes[w + 9] = currency, l, m, exp
@@ -212,7 +253,7 @@ local out, writes, k, a = {}, {}, FIRST_K, FIRST_A
 while a <= #ARGV do
   decide(k, a, out, writes)
   local n = tonumber(ARGV[a + NLINES])
-  k, a = k + KEYS_PER + 2 * n, a + ARGS_PER + 2 * n
+  k, a = k + KEYS_PER + 3 * n, a + ARGS_PER + 2 * n
 end
 
 -- Phase two: levels first, one write per touched SKU, then counters, records, outbox.
@@ -242,6 +283,7 @@ for w = 1, #writes, 9 do
   end
 end
 if #records > 0 then redis.call('MSET', unpack(records)) end
+for i = 1, #spend, 2 do redis.call('ZREM', spend[i], spend[i + 1]) end
 if #events > 0 then
   events[#events + 1] = 'L'
   events[#events + 1] = table.concat(moved, ',')

@@ -146,7 +146,7 @@ func (h *liveHub) subscribe(ctx context.Context) (*liveSub, error) {
 func (h *liveHub) outboxEnd(ctx context.Context) (string, error) {
 	last, err := h.inv.Client().XRevRangeN(ctx, h.inv.OutboxKey(), "+", "-", 1).Result()
 	if err != nil {
-		return "", redisErr(err)
+		return "", redisReadErr(err)
 	}
 	if len(last) == 0 {
 		return "0-0", nil

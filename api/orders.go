@@ -252,7 +252,7 @@ func (s *server) bindKey(c *fiber.Ctx, op, target string) error {
 		}
 		if bound, err = s.rdb.Get(ctx, k).Result(); !errors.Is(err, redis.Nil) {
 			if err != nil {
-				return redisErr(err)
+				return redisReadErr(err)
 			}
 			break
 		}

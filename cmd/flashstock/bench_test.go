@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -177,5 +178,54 @@ func mustServeBaseline(t *testing.T, bin, baseline string, env ...string) string
 		if time.Now().After(deadline) {
 			t.Fatalf("%s baseline not ready after 20 s\n%s", baseline, &logs)
 		}
+	}
+}
+
+// bench -webhooks end to end, small: every server it starts runs webhooks on an
+// embedded FerretDB, every endpoint count is measured, and each storm's order
+// confirmations all reach every endpoint (the run waits for them) with latencies that
+// make sense.
+func TestBenchWebhooks(t *testing.T) {
+	bin, _ := buildBinary(t)
+	cmd := exec.Command(bin, "bench", "-webhooks", "-rounds", "1", "-wrk-duration", "2s", "-buyers", "400",
+		"-stock", "60", "-concurrency", "32", "-users", "100", "-json", "-quiet")
+	cmd.Env = append(os.Environ(), "JWT_SECRET=")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench -webhooks: %v\n%s", err, out)
+	}
+	var rep loadgen.Report
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("bench -json: %v\n%s", err, out)
+	}
+	targets := map[string]int{}
+	for _, r := range rep.Results {
+		targets[r.Target+" "+r.Scenario]++
+		if len(r.Errors) != 0 || r.Oversell != 0 || r.FalseRefusals != 0 || r.Unaccounted != 0 {
+			t.Errorf("%s %s: errors %v, oversell %d, false refusals %d, unaccounted %d",
+				r.Target, r.Scenario, r.Errors, r.Oversell, r.FalseRefusals, r.Unaccounted)
+		}
+	}
+	for _, want := range []string{"http webhooks=0 hot", "http webhooks=1 hot", "http webhooks=10 hot",
+		"http webhooks=1 storm", "http webhooks=10 storm"} {
+		if targets[want] != 1 {
+			t.Errorf("%s: %d results, want 1 (got %v)", want, targets[want], targets)
+		}
+	}
+	storms := 0
+	for _, n := range rep.Notes {
+		var eps, events, orders int
+		var p50, p99 float64
+		if _, err := fmt.Sscanf(n, "storm with %d endpoint(s): %d events delivered (%d orders), commit to receipt p50 %f ms, p99 %f ms,",
+			&eps, &events, &orders, &p50, &p99); err != nil {
+			continue
+		}
+		storms++
+		if orders == 0 || events < eps*orders || p50 <= 0 || p99 < p50 {
+			t.Errorf("storm note %q: want every endpoint to get at least one event per order, 0 < p50 <= p99", n)
+		}
+	}
+	if storms != 2 {
+		t.Errorf("storm notes: got %d, want 2 in %q", storms, rep.Notes)
 	}
 }

@@ -51,25 +51,25 @@ type Delivery struct {
 //   - webhook_outcomes (outDoc): how the deliveries of one wave ended, one document
 //     per wave.
 //
-// A worker claims a wave (insert a lease, check the batch's version, mark it), sends the
+// A worker claims a wave (insert a lease, check the batch's version), sends the
 // wave's due deliveries, at most MaxPerEndpoint at a time, and records the wave:
 // outcomes in one insert, the batch in one update, the lease in one delete. That is
-// about six writes per wave of up to maxBatch deliveries. Exclusivity comes from inserts
+// five writes and reads per wave of up to maxBatch deliveries. Exclusivity comes from inserts
 // into unique _ids, never from a conditional update alone (FerretDB makes those a read,
 // a check and a write).
 
 // batchDoc is a batch of pending deliveries to one subscription. Version counts the
 // waves recorded: a lease is on one version, so a stale read of the batch cannot lead
-// to a second attempt. Due is the earliest item's; LeaseUntil, while a worker holds a
-// wave, until when (a hint that keeps due scans off it; the lease itself is the
-// claimDoc), and the epoch otherwise. Fresh and Retrying count the items not attempted
-// yet and those waiting for a retry. EndedAt is set once no item is left.
+// to a second attempt. Due is the earliest item's. Fresh and Retrying count the items
+// not attempted yet and those waiting for a retry. EndedAt is set once no item is left.
+// Nothing in it says whether a worker holds it: that is the claims' business, so
+// taking a lease writes nothing here (on FerretDB every write of a batch costs a scan of
+// the collection).
 type batchDoc struct {
 	ID         string     `bson:"_id"`
 	Endpoint   string     `bson:"endpoint"`
 	Version    int        `bson:"version"`
 	Due        time.Time  `bson:"due"`
-	LeaseUntil time.Time  `bson:"leaseUntil"`
 	Fresh      int        `bson:"fresh"`
 	Retrying   int        `bson:"retrying"`
 	Items      []item     `bson:"items"`
@@ -125,12 +125,8 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-var (
-	// noLease is leaseUntil of a batch no worker holds.
-	noLease = time.Unix(0, 0).UTC()
-	// never is the due time of an ended batch.
-	never = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
-)
+// never is the due time of an ended batch.
+var never = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // maxBatch bounds the deliveries in one batch document, and so in one wave.
 const maxBatch = 32
@@ -182,7 +178,7 @@ func (s *Service) Enqueue(ctx context.Context, events []Event) error {
 				bodies[i] = string(body)
 			}
 			if b == nil {
-				b = &batchDoc{Endpoint: sub.ID, Due: now, LeaseUntil: noLease}
+				b = &batchDoc{Endpoint: sub.ID, Due: now}
 				ids.Write([]byte(sub.ID))
 			}
 			ids.Write([]byte{0})
@@ -284,13 +280,24 @@ func (s *Service) Deliveries(ctx context.Context, subscriptionID string, limit i
 	return out[:min(limit, len(out))], nil
 }
 
-// dueBatches returns up to n batches with a delivery due at now and no lease, skipping
-// the endpoints in skip. They come in the server's natural order (about the order of
-// insertion) rather than sorted by due: a sort makes a server without a usable index
-// (FerretDB on SQLite) read and decode the whole backlog on every poll, where an
+// dueBatches returns up to n batches with a delivery due at now and no live lease,
+// skipping the endpoints in skip. They come in the server's natural order (about the
+// order of insertion) rather than sorted by due: a sort makes a server without a usable
+// index (FerretDB on SQLite) read and decode the whole backlog on every poll, where an
 // unsorted limited scan stops at the n-th match.
 func (s *Service) dueBatches(ctx context.Context, now time.Time, skip []string, n int) ([]batchDoc, error) {
-	filter := bson.M{"due": bson.M{"$lte": now}, "leaseUntil": bson.M{"$lte": now}}
+	var live []claimDoc
+	if err := findAll(ctx, s.claims, bson.M{"until": bson.M{"$gt": now}}, &live, options.Find().SetProjection(bson.M{"batch": 1})); err != nil {
+		return nil, dbErr("webhook: due deliveries", err)
+	}
+	filter := bson.M{"due": bson.M{"$lte": now}}
+	if len(live) > 0 {
+		leased := make([]string, len(live))
+		for i, c := range live {
+			leased[i] = c.Batch
+		}
+		filter["_id"] = bson.M{"$nin": leased}
+	}
 	if len(skip) > 0 {
 		filter["endpoint"] = bson.M{"$nin": skip}
 	}
@@ -326,17 +333,15 @@ type lease struct {
 // that expired (its worker died or stalled) is taken over: whoever deletes it may
 // insert the next generation, and its old holder, finding it gone, records nothing.
 //
-// Then the batch is marked leased, if it is still at the version the scan read: a scan
-// can be stale (the wave may have been made and recorded since), and then the new
+// Then the batch is read again: a scan can be stale (the wave may have been made and
+// recorded since), and if the batch is no longer at the version the scan read, the new
 // lease is dropped.
 func (s *Service) claim(ctx context.Context, b batchDoc, owner string, now, until time.Time) (lease, bool, error) {
 	cid, ok, err := s.takeLease(ctx, b, owner, now, until)
 	if err != nil || !ok {
 		return lease{}, false, err
 	}
-	// Read, check and write by _id alone: a filter on anything more makes FerretDB
-	// decode every batch. Holding the lease on this version, nobody else moves the
-	// batch meanwhile.
+	// Read by _id alone: a filter on anything more makes FerretDB decode every batch.
 	var cur batchDoc
 	err = s.batches.FindOne(ctx, bson.M{"_id": b.ID}, options.FindOne().SetProjection(bson.M{"version": 1})).Decode(&cur)
 	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
@@ -344,9 +349,6 @@ func (s *Service) claim(ctx context.Context, b batchDoc, owner string, now, unti
 	}
 	if err != nil || cur.Version != b.Version {
 		_, err := s.claims.DeleteOne(ctx, bson.M{"_id": cid})
-		return lease{}, false, dbErr("webhook: claim", err)
-	}
-	if _, err := s.batches.UpdateOne(ctx, bson.M{"_id": b.ID}, bson.M{"$set": bson.M{"leaseUntil": until}}); err != nil {
 		return lease{}, false, dbErr("webhook: claim", err)
 	}
 	return lease{b, cid}, true, nil
@@ -438,7 +440,7 @@ func (s *Service) finish(ctx context.Context, l lease, owner string, outcomes ma
 			return false, dbErr("webhook: record attempts", err)
 		}
 	}
-	set := bson.M{"version": b.Version + 1, "due": b.Due, "leaseUntil": noLease, "fresh": b.Fresh,
+	set := bson.M{"version": b.Version + 1, "due": b.Due, "fresh": b.Fresh,
 		"retrying": b.Retrying, "items": b.Items}
 	if len(b.Items) == 0 {
 		set["items"], set["endedAt"] = []item{}, now.UTC()

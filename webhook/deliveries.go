@@ -66,14 +66,14 @@ type Delivery struct {
 // taking a lease writes nothing here (on FerretDB every write of a batch costs a scan of
 // the collection).
 type batchDoc struct {
-	ID         string     `bson:"_id"`
-	Endpoint   string     `bson:"endpoint"`
-	Version    int        `bson:"version"`
-	Due        time.Time  `bson:"due"`
-	Fresh      int        `bson:"fresh"`
-	Retrying   int        `bson:"retrying"`
-	Items      []item     `bson:"items"`
-	EndedAt    *time.Time `bson:"endedAt"`
+	ID       string     `bson:"_id"`
+	Endpoint string     `bson:"endpoint"`
+	Version  int        `bson:"version"`
+	Due      time.Time  `bson:"due"`
+	Fresh    int        `bson:"fresh"`
+	Retrying int        `bson:"retrying"`
+	Items    []item     `bson:"items"`
+	EndedAt  *time.Time `bson:"endedAt"`
 }
 
 // item is one pending delivery in a batch.

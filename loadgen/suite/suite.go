@@ -32,6 +32,23 @@ func (s *suite) say(format string, args ...any) {
 	fmt.Fprintf(s.log, "bench: "+format+"\n", args...)
 }
 
+// newSuite makes a suite with a temporary directory and a private redis-server in it
+// (no persistence); cleanup stops the server and removes the directory.
+func newSuite(ctx context.Context, f Options, prefix string) (*suite, string, *redisserver.Server, func(), error) {
+	s := &suite{ctx: ctx, rep: &loadgen.Report{Machine: machine()}, progress: f.Progress, log: f.Log}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, "", nil, nil, err
+	}
+	srv, err := redisserver.Start(dir, "--save", "", "--appendonly", "no")
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, nil, err
+	}
+	s.redisPid = srv.Pid()
+	return s, dir, srv, func() { srv.Stop(); os.RemoveAll(dir) }, nil
+}
+
 // measure runs one step and charges the CPU that each process used meanwhile to it:
 // this process (the driver), finished children (wrk, redis-benchmark), the server
 // and Redis.
@@ -88,19 +105,12 @@ func childrenCPU() time.Duration {
 // FerretDB) and needs redis-benchmark and wrk on PATH.
 func Run(ctx context.Context, f Options) (*loadgen.Report, error) {
 	progress := f.Progress
-	s := &suite{ctx: ctx, rep: &loadgen.Report{Machine: machine()}, progress: progress, log: f.Log}
+	s, dir, srv, cleanup, err := newSuite(ctx, f, "flashstock-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
 	rep := s.rep
-	dir, err := os.MkdirTemp("", "flashstock-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	srv, err := redisserver.Start(dir, "--save", "", "--appendonly", "no")
-	if err != nil {
-		return nil, err
-	}
-	defer srv.Stop()
-	s.redisPid = srv.Pid()
 	rdb, stop, err := redisClient("redis://"+srv.Addr, f.Concurrency)
 	if err != nil {
 		return nil, err

@@ -10,14 +10,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/flashstock/flashstock/internal/embedded"
-	"github.com/flashstock/flashstock/internal/redisserver"
 	"github.com/flashstock/flashstock/loadgen"
 )
 
@@ -41,18 +39,11 @@ var WebhookEndpoints = []int{0, 1, 10}
 //     event's receipt time minus its timestamp (the outbox's commit time), until every
 //     order.confirmed of the storm has arrived at every endpoint.
 func RunWebhooks(ctx context.Context, f Options) (*loadgen.Report, error) {
-	s := &suite{ctx: ctx, rep: &loadgen.Report{Machine: machine()}, progress: f.Progress, log: f.Log}
-	dir, err := os.MkdirTemp("", "flashstock-bench-webhooks-")
+	s, dir, srv, cleanup, err := newSuite(ctx, f, "flashstock-bench-webhooks-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := redisserver.Start(dir, "--save", "", "--appendonly", "no")
-	if err != nil {
-		return nil, err
-	}
-	defer srv.Stop()
-	s.redisPid = srv.Pid()
+	defer cleanup()
 	mongoURI := f.MongoURI
 	if mongoURI == "" {
 		m, err := embedded.StartMongo(ctx, filepath.Join(dir, "ferretdb"), "127.0.0.1:0", nil)

@@ -81,3 +81,9 @@ func (e *endpoint) blocked(now time.Time, maxInflight int) bool {
 	}
 	return e.inflight >= maxInflight
 }
+
+// busy reports whether no wave to this endpoint may start at now: one is in flight, or
+// its circuit keeps deliveries back.
+func (e *endpoint) busy(now time.Time, maxInflight int) bool {
+	return e.waves > 0 || e.blocked(now, maxInflight)
+}

@@ -151,9 +151,11 @@ func (w *Worker) Poll(ctx context.Context) (int, error) {
 				wave = append(wave, it)
 			}
 		}
+		if len(wave) == 0 {
+			continue
+		}
 		ep := w.startWave(b.Endpoint, now)
-		if len(wave) == 0 || ep == nil {
-			w.endWave(ep)
+		if ep == nil {
 			continue
 		}
 		l, ok, err := w.s.claim(ctx, b, w.c.Owner, now, now.Add(w.c.Lease))
@@ -195,15 +197,13 @@ func (w *Worker) blocked(now time.Time) []string {
 	defer w.mu.Unlock()
 	var out []string
 	for id, ep := range w.eps {
-		if ep.waves > 0 || ep.blocked(now, w.c.MaxPerEndpoint) {
+		if ep.busy(now, w.c.MaxPerEndpoint) {
 			out = append(out, id)
 		}
 	}
 	return out
 }
 
-// admit picks the wave of batch b: its deliveries due at now, as many as its endpoint
-// admits.
 // startWave marks a wave started for endpoint id, or returns nil if the endpoint may
 // not start one at now (a wave in flight, or its circuit open).
 func (w *Worker) startWave(id string, now time.Time) *endpoint {
@@ -214,7 +214,7 @@ func (w *Worker) startWave(id string, now time.Time) *endpoint {
 		ep = &endpoint{}
 		w.eps[id] = ep
 	}
-	if ep.waves > 0 || ep.blocked(now, w.c.MaxPerEndpoint) {
+	if ep.busy(now, w.c.MaxPerEndpoint) {
 		return nil
 	}
 	ep.waves++
@@ -222,9 +222,6 @@ func (w *Worker) startWave(id string, now time.Time) *endpoint {
 }
 
 func (w *Worker) endWave(ep *endpoint) {
-	if ep == nil {
-		return
-	}
 	w.mu.Lock()
 	ep.waves--
 	w.mu.Unlock()

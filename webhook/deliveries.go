@@ -308,10 +308,15 @@ func (s *Service) dueBatches(ctx context.Context, now time.Time, skip []string, 
 	return docs, nil
 }
 
-// purgeTombstones removes the batches that ended more than tombstoneFor ago.
+// purgeTombstones removes the batches that ended more than tombstoneFor ago, and the
+// leases that expired more than an hour ago (a worker stopped between recording a wave
+// and removing its lease; a lease not taken over is left only by such a crash).
 func (s *Service) purgeTombstones(ctx context.Context, now time.Time) error {
-	_, err := s.batches.DeleteMany(ctx, bson.M{"endedAt": bson.M{"$lt": now.Add(-tombstoneFor)}})
-	return dbErr("webhook: purge ended batches", err)
+	if _, err := s.batches.DeleteMany(ctx, bson.M{"endedAt": bson.M{"$lt": now.Add(-tombstoneFor)}}); err != nil {
+		return dbErr("webhook: purge ended batches", err)
+	}
+	_, err := s.claims.DeleteMany(ctx, bson.M{"until": bson.M{"$lt": now.Add(-time.Hour)}})
+	return dbErr("webhook: purge expired leases", err)
 }
 
 // maxTakeovers bounds how many times one wave's lease is taken over from workers that

@@ -506,3 +506,33 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 		t.Fatalf("target saw %d requests, delivery %+v; want none and a pending delivery with 302", target.total(), d)
 	}
 }
+
+// An ended batch stays a day as a tombstone: the same events enqueued again within it
+// add nothing; once a worker has purged it, they are delivered again (same id).
+func TestTombstonesLastADay(t *testing.T) {
+	clk := newClock()
+	s := mustService(t, testmongo.Database(t), testConfig(t, clk))
+	r := newReceiver(t, clk, nil)
+	sub := mustSubscribe(t, s, r.URL())
+	r.setSecret(sub.Secret)
+	ev := orderEvents(clk, 1)[0]
+	mustEnqueue(t, s, ev)
+	w := webhook.NewWorker(s, webhook.WorkerConfig{})
+	if n := round(t, w); n != 1 {
+		t.Fatalf("started %d, want 1", n)
+	}
+	clk.Add(23 * time.Hour)
+	mustEnqueue(t, s, ev)
+	if n := round(t, w); n != 0 {
+		t.Fatalf("enqueued again within the day: started %d, want 0", n)
+	}
+	clk.Add(2 * time.Hour)
+	round(t, w) // purges
+	mustEnqueue(t, s, ev)
+	if n := round(t, w); n != 1 {
+		t.Fatalf("enqueued again after the purge: started %d, want 1", n)
+	}
+	if hits, _, bad := r.counts(); hits[ev.ID] != 2 || len(bad) != 0 {
+		t.Fatalf("receiver: %v (refused %v), want the id twice", hits, bad)
+	}
+}

@@ -67,6 +67,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Float64Var(&f.SoakRate, "soak-rate", 5000, "suite: checkouts per second during the soak")
 	fs.BoolVar(&f.webhooks, "webhooks", false, "measure webhooks instead: hot checkouts/s with 0, 1 and 10 subscribed endpoints (-rounds each, interleaved), and delivery latency under a flash-sale storm of -buyers (default 5000)")
 	fs.IntVar(&f.Rounds, "rounds", 3, "webhooks: runs per endpoint count")
+	fs.IntVar(&f.WorkerNice, "worker-nice", 0, "webhooks: run the API and, at this nice (1-19), a ROLE=worker process (syncer, webhook feeder and worker); 0: one ROLE=all process")
 	fs.StringVar(&f.MongoURI, "mongo", "", "webhooks: the servers' MongoDB (default: an embedded FerretDB)")
 	fs.StringVar(&f.baseline, "serve-baseline", "", "serve a baseline instead of measuring: bare (the bare handler, with $REDIS_URL, $JWT_SECRET, $JWT_ISSUER) or hello (Fiber's hello world), on 127.0.0.1:$PORT; the suite starts these itself")
 	if err := fs.Parse(args); err != nil {
@@ -82,6 +83,9 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if f.webhooks && !set["buyers"] {
 		f.Buyers = 5000
+	}
+	if f.WorkerNice < 0 || f.WorkerNice > 19 {
+		return f, usageError{"bench: -worker-nice must be 0 to 19"}
 	}
 	if f.webhooks && f.suite {
 		return f, usageError{"bench: -webhooks and -suite are separate runs"}

@@ -93,6 +93,9 @@ func TestBenchFlags(t *testing.T) {
 	if _, err := parseBenchFlags([]string{"-webhooks", "-suite"}, env, &strings.Builder{}); err == nil {
 		t.Fatal("-webhooks with -suite must be refused")
 	}
+	if _, err := parseBenchFlags([]string{"-webhooks", "-worker-nice", "20"}, env, &strings.Builder{}); err == nil {
+		t.Fatal("-worker-nice 20 must be refused")
+	}
 }
 
 // The suite's baseline servers, as it starts them: this binary, `bench -serve-baseline`,
@@ -181,14 +184,20 @@ func mustServeBaseline(t *testing.T, bin, baseline string, env ...string) string
 	}
 }
 
-// bench -webhooks end to end, small: every server it starts runs webhooks on an
-// embedded FerretDB, every endpoint count is measured, and each storm's order
-// confirmations all reach every endpoint (the run waits for them) with latencies that
-// make sense.
+// bench -webhooks end to end, small, in both layouts (one ROLE=all process; the API and
+// a niced worker): every server it starts runs webhooks on an embedded FerretDB, every
+// endpoint count is measured, and each storm's order confirmations all reach every
+// endpoint (the run waits for them) with latencies that make sense.
 func TestBenchWebhooks(t *testing.T) {
 	bin, _ := buildBinary(t)
+	for _, nice := range []string{"0", "10"} {
+		t.Run("worker-nice="+nice, func(t *testing.T) { benchWebhooks(t, bin, nice) })
+	}
+}
+
+func benchWebhooks(t *testing.T, bin, nice string) {
 	cmd := exec.Command(bin, "bench", "-webhooks", "-rounds", "1", "-wrk-duration", "2s", "-buyers", "400",
-		"-stock", "60", "-concurrency", "32", "-users", "100", "-json", "-quiet")
+		"-stock", "60", "-concurrency", "32", "-users", "100", "-worker-nice", nice, "-json", "-quiet")
 	cmd.Env = append(os.Environ(), "JWT_SECRET=")
 	out, err := cmd.Output()
 	if err != nil {

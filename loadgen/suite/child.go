@@ -34,11 +34,46 @@ func startChild(ctx context.Context, dataDir string, env map[string]string, args
 	if err != nil {
 		return nil, err
 	}
+	return startCommand(ctx, dataDir, env, true, self, args...)
+}
+
+// startWorker runs this binary's serve with ROLE=worker in env, at the scheduling
+// priority nice (as `nice -n`, so every thread has it), and returns once ready says so
+// (a worker serves no HTTP).
+func startWorker(ctx context.Context, dataDir string, env map[string]string, nice int, ready func() bool) (*child, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	c, err := startCommand(ctx, dataDir, env, false, "nice", "-n", strconv.Itoa(nice), self, "serve")
+	if err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(60 * time.Second); !ready(); {
+		select {
+		case <-c.done:
+			return nil, fmt.Errorf("worker exited before it was ready (log: %s.log)", dataDir)
+		case <-ctx.Done():
+			c.stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.stop()
+			return nil, fmt.Errorf("worker not ready after 60 s (log: %s.log)", dataDir)
+		}
+	}
+	return c, nil
+}
+
+// startCommand runs name with args, env, DATA_DIR and PORT, its output in a log file
+// beside dataDir, and if waitReady, waits until it answers /readyz.
+func startCommand(ctx context.Context, dataDir string, env map[string]string, waitReady bool, name string, args ...string) (*child, error) {
 	port, err := redisserver.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, args...)
+	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "DATA_DIR="+dataDir, "MONGODB_URI=", "SEED_DEMO=false")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -61,6 +96,9 @@ func startChild(ctx context.Context, dataDir string, env map[string]string, args
 	}
 	c := &child{url: "http://127.0.0.1:" + strconv.Itoa(port), cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(c.done) }()
+	if !waitReady {
+		return c, nil
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/readyz", nil)

@@ -25,6 +25,9 @@ type Options struct {
 	MongoURI string
 	// Rounds is how many times RunWebhooks measures each endpoint count.
 	Rounds int
+	// WorkerNice, if > 0, makes RunWebhooks run the API and a worker at that nice as
+	// two processes (0: one ROLE=all process).
+	WorkerNice int
 	// Secret and Issuer mint buyer tokens (empty Secret: the demo accounts log in).
 	Secret, Issuer string
 	Buyers         int

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -15,8 +16,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/internal/embedded"
 	"github.com/flashstock/flashstock/loadgen"
+	stocksync "github.com/flashstock/flashstock/sync"
 )
 
 // WebhookEndpoints are the subscription counts RunWebhooks compares.
@@ -34,6 +39,10 @@ var WebhookEndpoints = []int{0, 1, 10}
 //     (API, syncer, feeder, worker) and of the rest (this driver, which hosts the
 //     receivers and the embedded FerretDB, and Redis): on a small shared machine the
 //     database's CPU is taken from checkout, where a real deployment has it elsewhere.
+//     With f.WorkerNice > 0 each run is two processes instead, as a deployment on
+//     shared cores would have it: the API (ROLE=api, measured) and a worker (ROLE=worker:
+//     syncer, feeder, delivery) at nice f.WorkerNice, so the asynchronous work and the
+//     database work it asks for take the cores checkout leaves.
 //   - Delivery latency: a flash-sale storm (f.Buyers buyers at f.Stock units, units
 //     returned by cancellations meanwhile) with each count of endpoints, and every
 //     event's receipt time minus its timestamp (the outbox's commit time), until every
@@ -74,11 +83,27 @@ func RunWebhooks(ctx context.Context, f Options) (*loadgen.Report, error) {
 			return nil, nil, nil, err
 		}
 		env["MONGODB_DATABASE"] = fmt.Sprintf("bench_webhooks_%d", run)
-		server, h, err := s.startServer(filepath.Join(dir, fmt.Sprintf("server-%d", run)), env, f)
+		apiEnv := env
+		if f.WorkerNice > 0 {
+			apiEnv = maps.Clone(env)
+			apiEnv["ROLE"] = "api"
+		}
+		server, h, err := s.startServer(filepath.Join(dir, fmt.Sprintf("server-%d", run)), apiEnv, f)
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		done := func() { h.Close(); server.stop() }
+		if f.WorkerNice > 0 {
+			workerEnv := maps.Clone(env)
+			workerEnv["ROLE"] = "worker"
+			worker, err := startWorker(ctx, filepath.Join(dir, fmt.Sprintf("worker-%d", run)), workerEnv, f.WorkerNice,
+				func() bool { return hasGroup(ctx, rdb, stocksync.WebhookGroup) })
+			if err != nil {
+				done()
+				return nil, nil, nil, err
+			}
+			done = func() { h.Close(); server.stop(); worker.stop() }
+		}
 		recvs, err := subscribe(ctx, h, n)
 		if err != nil {
 			done()
@@ -98,6 +123,11 @@ func RunWebhooks(ctx context.Context, f Options) (*loadgen.Report, error) {
 		return r, recvs, func() { done(); closeAll(recvs) }, nil
 	}
 
+	if f.WorkerNice > 0 {
+		s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("each run: the API (ROLE=api, the measured server) and a ROLE=worker process at nice %d", f.WorkerNice))
+	} else {
+		s.rep.Notes = append(s.rep.Notes, "each run: one ROLE=all process (API, syncer, webhook feeder and worker)")
+	}
 	short := f.WrkDuration / 2
 	rate, serverCPU, otherCPU := map[int][]float64{}, map[int][]float64{}, map[int][]float64{}
 	for round := range f.Rounds {
@@ -148,6 +178,16 @@ func RunWebhooks(ctx context.Context, f Options) (*loadgen.Report, error) {
 			n, len(lat), r.Successes, pct(lat, 50), pct(lat, 99), pct(lat, 100), waited.Seconds()))
 	}
 	return s.rep, nil
+}
+
+// hasGroup reports whether the outbox has the consumer group (a worker that made it
+// reads every entry from then on).
+func hasGroup(ctx context.Context, rdb *redis.Client, group string) bool {
+	groups, err := rdb.XInfoGroups(ctx, engine.NewKeys("0").Outbox()).Result()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(groups, func(g redis.XInfoGroup) bool { return g.Name == group })
 }
 
 // receiver is a fast webhook endpoint: it answers 204 at once and notes each event's

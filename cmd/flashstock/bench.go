@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/mattn/go-isatty"
 
+	"github.com/flashstock/flashstock/internal/embedded"
 	"github.com/flashstock/flashstock/loadgen"
 	"github.com/flashstock/flashstock/loadgen/bare"
 	"github.com/flashstock/flashstock/loadgen/suite"
@@ -37,6 +39,9 @@ type benchFlags struct {
 	json, suite, webhooks, quiet bool
 	// baseline, if set, makes this process one of the suite's baseline servers.
 	baseline string
+	// serveMongo, if set, makes this process the embedded MongoDB (FerretDB, its data
+	// in that directory) of bench -webhooks -worker-nice.
+	serveMongo string
 }
 
 func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer) (benchFlags, error) {
@@ -69,6 +74,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.IntVar(&f.Rounds, "rounds", 3, "webhooks: runs per endpoint count")
 	fs.IntVar(&f.WorkerNice, "worker-nice", 0, "webhooks: run the API and, at this nice (1-19), a ROLE=worker process (syncer, webhook feeder and worker); 0: one ROLE=all process")
 	fs.StringVar(&f.MongoURI, "mongo", "", "webhooks: the servers' MongoDB (default: an embedded FerretDB)")
+	fs.StringVar(&f.serveMongo, "serve-mongo", "", "serve an embedded FerretDB with its data in this directory on 127.0.0.1:$PORT instead of measuring; bench -webhooks -worker-nice starts it itself")
 	fs.StringVar(&f.baseline, "serve-baseline", "", "serve a baseline instead of measuring: bare (the bare handler, with $REDIS_URL, $JWT_SECRET, $JWT_ISSUER) or hello (Fiber's hello world), on 127.0.0.1:$PORT; the suite starts these itself")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -117,6 +123,14 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	if f.baseline != "" {
 		return bare.Serve(ctx, f.baseline, getenv)
+	}
+	if f.serveMongo != "" {
+		m, err := embedded.StartMongo(ctx, f.serveMongo, net.JoinHostPort("127.0.0.1", getenv("PORT")), nil)
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return m.Close()
 	}
 	f.Log = os.Stderr
 	if !f.quiet && isatty.IsTerminal(os.Stderr.Fd()) {

@@ -3,10 +3,12 @@ package suite
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flashstock/flashstock/internal/redisserver"
@@ -64,6 +66,38 @@ func startWorker(ctx context.Context, dataDir string, env map[string]string, nic
 		}
 	}
 	return c, nil
+}
+
+// startMongo runs this binary as an embedded FerretDB (bench -serve-mongo) at the given
+// nice and returns it with its URI once it accepts connections.
+func startMongo(ctx context.Context, dataDir string, nice int) (*child, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := startCommand(ctx, dataDir+"-server", nil, false, "nice", "-n", strconv.Itoa(nice), self, "bench", "-serve-mongo", dataDir)
+	if err != nil {
+		return nil, "", err
+	}
+	addr := strings.TrimPrefix(c.url, "http://")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			return c, "mongodb://" + addr + "/", nil
+		}
+		select {
+		case <-c.done:
+			return nil, "", fmt.Errorf("embedded FerretDB exited before it listened (log: %s-server.log)", dataDir)
+		case <-ctx.Done():
+			c.stop()
+			return nil, "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.stop()
+			return nil, "", fmt.Errorf("embedded FerretDB not listening after 30 s")
+		}
+	}
 }
 
 // startCommand runs name with args, env, DATA_DIR and PORT, its output in a log file

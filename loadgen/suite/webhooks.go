@@ -54,7 +54,19 @@ func RunWebhooks(ctx context.Context, f Options) (*loadgen.Report, error) {
 	}
 	defer cleanup()
 	mongoURI := f.MongoURI
-	if mongoURI == "" {
+	switch {
+	case mongoURI != "":
+	case f.WorkerNice > 0:
+		// The database at the worker's priority too: the work the worker asks of it then
+		// takes the cores checkout leaves, as with a MongoDB of its own.
+		m, uri, err := startMongo(ctx, filepath.Join(dir, "ferretdb"), f.WorkerNice)
+		if err != nil {
+			return nil, err
+		}
+		defer m.stop()
+		mongoURI = uri
+		s.say("embedded FerretDB (SQLite) at %s, its own process at nice %d", uri, f.WorkerNice)
+	default:
 		m, err := embedded.StartMongo(ctx, filepath.Join(dir, "ferretdb"), "127.0.0.1:0", nil)
 		if err != nil {
 			return nil, err

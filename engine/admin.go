@@ -104,7 +104,7 @@ func (r *Redis) adjust(ctx context.Context, op adminOp) (Level, error) {
 	if op.idemKey == "" {
 		record, op.fp = r.k.Idem("admin-op:"+op.actor, NewID()), "op"
 	}
-	rep, err := run(ctx, r.rdb, scriptAdjust, []string{r.k.Outbox(), r.k.Stock(op.sku), record, r.k.RestockChannel()},
+	rep, err := run(ctx, r.sc, scriptAdjust, []string{r.k.Outbox(), r.k.Stock(op.sku), record, r.k.RestockChannel()},
 		op.kind, op.sku, op.reason, op.actor, op.fp, r.idemTTL, op.expected, op.da, op.dr, op.ds, MaxUnits)
 	if err != nil {
 		return Level{}, err

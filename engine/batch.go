@@ -189,7 +189,7 @@ func (b *batcher) exec(batch []*takeReq) {
 	// The batch runs on behalf of all its callers; one caller giving up must not
 	// abort the others' requests.
 	ctx := context.WithoutCancel(batch[0].ctx)
-	rep, err := run(ctx, r.rdb, scriptTake, keys, args...)
+	rep, err := run(ctx, r.sc, scriptTake, keys, args...)
 	i := 0
 	for _, req := range batch {
 		switch {

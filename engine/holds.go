@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/internal/clusterscript"
 )
 
 // Hold returns a hold. Errors: ErrInvalid, ErrNotFound, ErrUnavailable.
@@ -129,7 +131,8 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string,
 	if err := ctx.Err(); err != nil {
 		return Hold{}, nil, fmt.Errorf("script: not sent: %w: %w", ErrUnavailable, err)
 	}
-	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID, limit)}.result()
+	call := r.settleCall(mode, h, orderID, limit)
+	rep, err := runResult{r.sc.Run(ctx, call.Script, call.Keys, call.Args...)}.result()
 	if err != nil {
 		return Hold{}, nil, err
 	}
@@ -153,7 +156,7 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string,
 	return Hold{}, nil, rep.expect("ok")
 }
 
-func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string, limit rateLimit) *redis.Cmd {
+func (r *Redis) settleCall(mode string, h Hold, orderID string, limit rateLimit) clusterscript.Call {
 	record := r.k.Hold(h.ID)
 	if orderID != "" {
 		record = r.k.Order(orderID)
@@ -168,7 +171,8 @@ func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h 
 		rateKey = r.RateLimitKey(limit.User)
 	}
 	keys = append(keys, rateKey, r.k.RestockChannel())
-	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0))
+	return clusterscript.Call{Script: scriptSettle, Keys: keys,
+		Args: []any{mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0)}}
 }
 
 // ExpireHolds expires up to limit holds whose expiry has passed and reports how many it
@@ -203,21 +207,13 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		}
 		holds = append(holds, h)
 	}
-	// Make sure EVALSHA finds the script: a pipeline cannot fall back to EVAL.
-	if err := scriptSettle.Load(ctx, r.rdb).Err(); err != nil {
-		return 0, readErr("expire holds", err)
+	calls := make([]clusterscript.Call, len(holds))
+	for i, h := range holds {
+		calls[i] = r.settleCall("expire", h, "", rateLimit{})
 	}
-	cmds := make([]*redis.Cmd, len(holds))
 	defer r.restocking()()
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, h := range holds {
-			cmds[i] = r.runSettle(ctx, p, "expire", h, "", rateLimit{})
-		}
-		return nil
-	})
-	// A script's own error belongs to its hold alone (each command is judged below);
-	// anything else means the pipeline's answers cannot be trusted.
-	if err != nil && !isRedisReply(err) {
+	cmds, err := r.runBatch(ctx, calls)
+	if err != nil {
 		return 0, readErr("expire holds", err)
 	}
 	n := 0

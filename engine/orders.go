@@ -85,7 +85,7 @@ func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))
 	}
 	keys = append(keys, r.k.RestockChannel())
-	rep, err := run(ctx, r.rdb, scriptCancel, keys, o.ID, o.lines)
+	rep, err := run(ctx, r.sc, scriptCancel, keys, o.ID, o.lines)
 	if err == nil {
 		switch rep.status() {
 		case "ok":

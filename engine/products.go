@@ -24,7 +24,7 @@ func (r *Redis) CreateProduct(ctx context.Context, p Product) (Level, error) {
 
 func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error {
 	defer r.restocking()()
-	reply, err := run(ctx, r.rdb, scriptCreate,
+	reply, err := run(ctx, r.sc, scriptCreate,
 		[]string{r.k.Outbox(), r.k.Stock(p.SKU), r.k.SKUs(), r.k.RestockChannel()},
 		mode, p.SKU, lv.Available, lv.Reserved, lv.Sold, lv.Version,
 		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), NewID(),
@@ -111,7 +111,7 @@ func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatc
 	if len(args) == 2 && room == "" {
 		return nil
 	}
-	reply, err := run(ctx, r.rdb, scriptUpdate,
+	reply, err := run(ctx, r.sc, scriptUpdate,
 		r.roomKeys(sku), args...)
 	if err == nil && reply.status() == "not_found" {
 		err = ErrNotFound

@@ -99,7 +99,7 @@ func (r *Redis) JoinQueue(ctx context.Context, sku, userID string) (QueueTicket,
 		return QueueTicket{}, fmt.Errorf("join queue: %w", err)
 	}
 	// Safe to run twice: the place is drawn once here, and ZADD NX keeps the first.
-	rep, err := run(ctx, r.rdb, scriptQueue, r.roomKeys(sku), "join", userID, place, r.passTTL, admitPerCall, sku)
+	rep, err := run(ctx, r.sc, scriptQueue, r.roomKeys(sku), "join", userID, place, r.passTTL, admitPerCall, sku)
 	if err != nil {
 		return QueueTicket{}, fmt.Errorf("join queue %s: %w", sku, err)
 	}
@@ -118,7 +118,7 @@ func (r *Redis) QueuePosition(ctx context.Context, sku, userID string) (QueueTic
 	}
 	// A poll changes nothing the caller asked for (its admissions would happen on the
 	// next call anyway), so a lost reply is "unavailable", as for a read.
-	v, err := scriptQueue.Run(ctx, r.rdb, r.roomKeys(sku), "poll", userID, 0, r.passTTL, admitPerCall, sku).Slice()
+	v, err := r.plain.Run(ctx, scriptQueue, r.roomKeys(sku), "poll", userID, 0, r.passTTL, admitPerCall, sku).Slice()
 	if err != nil {
 		return QueueTicket{}, readErr("queue position "+sku, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashstock/flashstock/internal/clusterscript"
 	"github.com/flashstock/flashstock/scripts/lua"
 )
 
@@ -31,6 +32,12 @@ type Options struct {
 	SoldOutFor time.Duration
 	// QueuePassTTL is how long a waiting room's pass stays valid (default 120 s).
 	QueuePassTTL time.Duration
+	// WaitReplicas, if positive, acknowledges a script that changes stock only once that
+	// many replicas confirmed its writes (WAIT, pipelined behind the script on the same
+	// connection); a shortfall within WaitTimeout (default 100 ms) is ErrOutcomeUnknown.
+	// Not for miniredis, which has no WAIT.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 	// Rand is where the random places of early arrivals in a waiting room come from
 	// (default crypto/rand; tests give a seeded source).
 	Rand io.Reader
@@ -42,13 +49,18 @@ type Options struct {
 // with the operation; ErrUnavailable means nothing was applied, ErrOutcomeUnknown that
 // it may have been. All methods are safe for concurrent use.
 type Redis struct {
-	rdb     redis.UniversalClient
-	k       Keys
-	idemTTL string // seconds, as the scripts take it
-	recTTL  string
-	passTTL int64 // ms
-	rand    io.Reader
-	batch   *batcher
+	rdb         redis.UniversalClient
+	sc          scriptRunner          // scripts that change stock: at most once, WAIT if configured
+	plain       scriptRunner          // scripts that do not: at most once, never WAIT
+	cs          *clusterscript.Client // nil unless rdb is a cluster client
+	wait        int
+	waitTimeout time.Duration
+	k           Keys
+	idemTTL     string // seconds, as the scripts take it
+	recTTL      string
+	passTTL     int64 // ms
+	rand        io.Reader
+	batch       *batcher
 	// soldOut is nil unless Options.SoldOutFor is set.
 	soldOut *soldOut
 }
@@ -88,17 +100,23 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 	if opts.QueuePassTTL <= 0 {
 		opts.QueuePassTTL = 120 * time.Second
 	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = 100 * time.Millisecond
+	}
 	if opts.Rand == nil {
 		opts.Rand = rand.Reader
 	}
 	r := &Redis{
-		rdb:     rdb,
-		k:       NewKeys(opts.Partition),
-		idemTTL: strconv.FormatInt(int64(opts.IdempotencyTTL/time.Second), 10),
-		recTTL:  strconv.FormatInt(int64(opts.RecordTTL/time.Second), 10),
-		passTTL: opts.QueuePassTTL.Milliseconds(),
-		rand:    opts.Rand,
+		rdb:         rdb,
+		k:           NewKeys(opts.Partition),
+		idemTTL:     strconv.FormatInt(int64(opts.IdempotencyTTL/time.Second), 10),
+		recTTL:      strconv.FormatInt(int64(opts.RecordTTL/time.Second), 10),
+		passTTL:     opts.QueuePassTTL.Milliseconds(),
+		rand:        opts.Rand,
+		wait:        opts.WaitReplicas,
+		waitTimeout: opts.WaitTimeout,
 	}
+	r.sc, r.plain, r.cs = newRunners(rdb, opts)
 	r.batch = newBatcher(r, opts.Batchers)
 	if opts.SoldOutFor > 0 {
 		r.soldOut = newSoldOut(context.Background(), rdb, r.k.RestockChannel(), opts.SoldOutFor)

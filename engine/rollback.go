@@ -150,7 +150,7 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 	args = append(args, roomRate(p.WaitingRoom), newRoomSecret())
 	keys = append(keys, r.k.RestockChannel())
 	defer r.restocking()()
-	rep, err := run(ctx, r.rdb, scriptRebase, keys, args...)
+	rep, err := run(ctx, r.sc, scriptRebase, keys, args...)
 	if err == nil {
 		switch rep.status() {
 		case "ok":

@@ -43,7 +43,7 @@ func (r *Redis) throttle(ctx context.Context, scope, id string, l Limit, op stri
 	if l.Off() {
 		return nil
 	}
-	res, err := scriptThrottle.Run(ctx, r.rdb, []string{r.throttleKey(scope, id)}, max(l.Per.Milliseconds(), 1), l.Burst, op,
+	res, err := r.plain.Run(ctx, scriptThrottle, []string{r.throttleKey(scope, id)}, max(l.Per.Milliseconds(), 1), l.Burst, op,
 		NewShortID()).Int64Slice()
 	if err != nil {
 		// A limiter is not a stock change: whether or not it counted, the caller

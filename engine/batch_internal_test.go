@@ -147,7 +147,7 @@ func TestCorruptStockRecordRefusesOnlyItsOwnRequests(t *testing.T) {
 	for _, req := range batch {
 		req.done = make(chan struct{})
 	}
-	r.batch.exec(batch) // one script call for both
+	r.parts[0].batch.exec(batch) // one script call for both
 	if err := takeError(bad.rep); bad.err != nil || err == nil || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("request on the corrupt record: got %v / %v, want a refusal of its own", bad.err, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,8 +16,12 @@ import (
 
 // Options tune a Redis inventory. The zero value is usable.
 type Options struct {
-	// Partition is the hash tag every key carries (default "0").
+	// Partition is the hash tag every key carries (default "0"); with several
+	// Partitions, partition i's tag is Partition+"."+i (i > 0), or i by default.
 	Partition string
+	// Partitions is how many partitions SKUs are spread over (default 1: every key in
+	// fs:{0}:). Never lower it on a running store: SKUs stay where they were created.
+	Partitions int
 	// IdempotencyTTL is how long idempotency keys are remembered (default 25h).
 	IdempotencyTTL time.Duration
 	// RecordTTL is how long orders and holds stay readable in Redis (default 7 days):
@@ -55,12 +60,13 @@ type Redis struct {
 	cs          *clusterscript.Client // nil unless rdb is a cluster client
 	wait        int
 	waitTimeout time.Duration
-	k           Keys
-	idemTTL     string // seconds, as the scripts take it
+	k           Keys // partition 0: also the home of what is no SKU's (carts, throttles, jobs)
+	parts       []*partition
+	dir         *sync.Map // sku -> *partition, as the directory records it (never changes)
+	idemTTL     string    // seconds, as the scripts take it
 	recTTL      string
 	passTTL     int64 // ms
 	rand        io.Reader
-	batch       *batcher
 	// soldOut is nil unless Options.SoldOutFor is set.
 	soldOut *soldOut
 }
@@ -83,9 +89,7 @@ func ScriptCount() int { return len(allScripts) }
 // panics if it would.
 func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 	checkNoRetries(rdb)
-	if opts.Partition == "" {
-		opts.Partition = "0"
-	}
+	opts.Partitions = min(max(opts.Partitions, 1), MaxPartitions)
 	if opts.IdempotencyTTL <= 0 {
 		opts.IdempotencyTTL = 25 * time.Hour
 	}
@@ -108,18 +112,25 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 	}
 	r := &Redis{
 		rdb:         rdb,
-		k:           NewKeys(opts.Partition),
 		idemTTL:     strconv.FormatInt(int64(opts.IdempotencyTTL/time.Second), 10),
 		recTTL:      strconv.FormatInt(int64(opts.RecordTTL/time.Second), 10),
 		passTTL:     opts.QueuePassTTL.Milliseconds(),
 		rand:        opts.Rand,
 		wait:        opts.WaitReplicas,
+		dir:         new(sync.Map),
 		waitTimeout: opts.WaitTimeout,
 	}
 	r.sc, r.plain, r.cs = newRunners(rdb, opts)
-	r.batch = newBatcher(r, opts.Batchers)
+	channels := make([]string, opts.Partitions)
+	for i, tag := range partitionTags(opts.Partition, opts.Partitions) {
+		p := &partition{n: i, k: NewKeys(tag)}
+		p.batch = newBatcher(r, p.k, opts.Batchers)
+		r.parts = append(r.parts, p)
+		channels[i] = p.k.RestockChannel()
+	}
+	r.k = r.parts[0].k
 	if opts.SoldOutFor > 0 {
-		r.soldOut = newSoldOut(context.Background(), rdb, r.k.RestockChannel(), opts.SoldOutFor)
+		r.soldOut = newSoldOut(context.Background(), rdb, channels, opts.SoldOutFor)
 	}
 	return r
 }
@@ -127,7 +138,9 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 // Close stops the checkout batchers after they have served what is queued, and the
 // sold-out listener. It does not close the Redis client.
 func (r *Redis) Close() {
-	r.batch.close()
+	for _, p := range r.parts {
+		p.batch.close()
+	}
 	if r.soldOut != nil {
 		r.soldOut.close()
 	}
@@ -142,7 +155,17 @@ func (r *Redis) LoadScripts(ctx context.Context) error {
 	for i, s := range allScripts {
 		hashes[i] = s.Hash()
 	}
-	exists, err := r.rdb.ScriptExists(ctx, hashes...).Result()
+	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
+		// Every master must answer; a promoted replica without the scripts loads them.
+		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			return loadScripts(ctx, n, hashes)
+		})
+	}
+	return loadScripts(ctx, r.rdb, hashes)
+}
+
+func loadScripts(ctx context.Context, rdb redis.Scripter, hashes []string) error {
+	exists, err := rdb.ScriptExists(ctx, hashes...).Result()
 	if err != nil {
 		return readErr("load scripts", err)
 	}
@@ -150,17 +173,19 @@ func (r *Redis) LoadScripts(ctx context.Context) error {
 		if exists[i] {
 			continue
 		}
-		if err := s.Load(ctx, r.rdb).Err(); err != nil {
+		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return readErr("load scripts", err)
 		}
 	}
 	return nil
 }
 
-// OutboxKey is the stream every movement is appended to.
+// OutboxKey is partition 0's outbox stream (the only one with one partition; see
+// OutboxKeys).
 func (r *Redis) OutboxKey() string { return r.k.Outbox() }
 
-// DeadLetterKey is the stream where the syncer parks outbox entries it cannot decode.
+// DeadLetterKey is the stream where the syncer parks outbox entries it cannot decode
+// (partition 0's, for every partition).
 func (r *Redis) DeadLetterKey() string { return r.k.DeadLetter() }
 
 // Keys names the keys of the inventory's partition, for the code that keeps its own

@@ -92,6 +92,8 @@ type Level struct {
 	Sold      int64  `json:"sold"`
 	Version   int64  `json:"version"`
 	Replayed  bool   `json:"-"`
+	// Partition is the SKU's partition (set by Lookup, Levels and CreateProduct).
+	Partition int `json:"-"`
 }
 
 // Product is what the engine keeps of a SKU besides its levels: what checkout needs to

@@ -16,17 +16,19 @@ func (r *Redis) CreateProduct(ctx context.Context, p Product) (Level, error) {
 		return Level{}, fmt.Errorf("create product: %w", err)
 	}
 	lv := Level{SKU: p.SKU, Available: p.Stock, Version: 1}
-	if err := r.put(ctx, "create", p, lv); err != nil {
+	part, err := r.put(ctx, "create", p, lv)
+	if err != nil {
 		return Level{}, fmt.Errorf("create product %s: %w", p.SKU, err)
 	}
+	lv.Partition = part.n
 	return lv, nil
 }
 
-func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error {
+func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) (*partition, error) {
 	defer r.restocking()()
 	part, err := r.assign(ctx, p.SKU, p.Group)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	k := part.k
 	reply, err := run(ctx, r.sc, scriptCreate,
@@ -35,21 +37,21 @@ func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error
 		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), NewID(),
 		roomRate(p.WaitingRoom), newRoomSecret())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch reply.status() {
 	case "exists":
-		return ErrAlreadyExists
+		return nil, ErrAlreadyExists
 	case "replay":
-		return nil
+		return part, nil
 	}
 	if err := reply.expect("ok"); err != nil {
-		return err
+		return nil, err
 	}
 	if lv.Available > 0 {
 		r.restocked(p.SKU)
 	}
-	return nil
+	return part, nil
 }
 
 func checkProduct(p Product) error {

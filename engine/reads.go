@@ -51,7 +51,8 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 	out := make(map[string]Level, len(skus))
 	for i, c := range cmds {
 		if v := c.Val(); v[0] != nil {
-			out[skus[i]] = Level{SKU: skus[i], Available: asInt(v[0]), Reserved: asInt(v[1]), Sold: asInt(v[2]), Version: asInt(v[3])}
+			out[skus[i]] = Level{SKU: skus[i], Available: asInt(v[0]), Reserved: asInt(v[1]), Sold: asInt(v[2]), Version: asInt(v[3]),
+				Partition: parts[i].n}
 		}
 	}
 	return out, nil

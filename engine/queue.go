@@ -83,7 +83,7 @@ type QueueTicket struct {
 // whatever the admission rate.
 const admitPerCall = 1000
 
-var scriptQueue = redis.NewScript(lua.Queue)
+var scriptQueue = newScript(lua.Queue)
 
 // JoinQueue puts userID in sku's waiting room, once: joining again keeps the place.
 // Before the sale starts the place is random (drawn here from the inventory's source of

@@ -72,12 +72,12 @@ type Redis struct {
 }
 
 var (
-	scriptTake   = redis.NewScript(lua.Take)
-	scriptSettle = redis.NewScript(lua.Settle)
-	scriptCancel = redis.NewScript(lua.Cancel)
-	scriptCreate = redis.NewScript(lua.Create)
-	scriptUpdate = redis.NewScript(lua.Update)
-	scriptAdjust = redis.NewScript(lua.Adjust)
+	scriptTake   = newScript(lua.Take)
+	scriptSettle = newScript(lua.Settle)
+	scriptCancel = newScript(lua.Cancel)
+	scriptCreate = newScript(lua.Create)
+	scriptUpdate = newScript(lua.Update)
+	scriptAdjust = newScript(lua.Adjust)
 	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase, scriptQueue}
 )
 
@@ -160,19 +160,24 @@ func (r *Redis) LoadScripts(ctx context.Context) error {
 	}
 	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
 		// Every master must answer; a promoted replica without the scripts loads them.
+		scripts := make([]*redis.Script, len(allScripts))
+		for i, s := range allScripts {
+			scripts[i] = clusterVariant(s)
+			hashes[i] = scripts[i].Hash()
+		}
 		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-			return loadScripts(ctx, n, hashes)
+			return loadScripts(ctx, n, scripts, hashes)
 		})
 	}
-	return loadScripts(ctx, r.rdb, hashes)
+	return loadScripts(ctx, r.rdb, allScripts, hashes)
 }
 
-func loadScripts(ctx context.Context, rdb redis.Scripter, hashes []string) error {
+func loadScripts(ctx context.Context, rdb redis.Scripter, scripts []*redis.Script, hashes []string) error {
 	exists, err := rdb.ScriptExists(ctx, hashes...).Result()
 	if err != nil {
 		return readErr("load scripts", err)
 	}
-	for i, s := range allScripts {
+	for i, s := range scripts {
 		if exists[i] {
 			continue
 		}

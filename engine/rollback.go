@@ -14,7 +14,7 @@ import (
 
 // scriptRebase restores a SKU from MongoDB after Redis lost it or rolled back. (It is
 // loaded on first use; add it to allScripts so LoadScripts loads it too.)
-var scriptRebase = redis.NewScript(lua.Rebase)
+var scriptRebase = newScript(lua.Rebase)
 
 // EventRebase is the event of a rebase: movements Redis numbered again after a
 // rollback, recorded again under a fresh sequence number.

@@ -10,6 +10,35 @@ import (
 	"github.com/flashstock/flashstock/internal/clusterscript"
 )
 
+// shebangs maps each script of the engine to its cluster variant: the same source behind
+// a "#!lua" shebang (Redis 7), with which the server refuses a key not declared in KEYS
+// and keys of two slots. miniredis (the embedded mode) cannot compile a shebang, so one
+// Redis keeps the plain scripts.
+var shebangs = map[*redis.Script]*redis.Script{}
+
+// newScript makes one of the engine's scripts and its cluster variant. Package
+// initialisation only.
+func newScript(src string) *redis.Script {
+	s := redis.NewScript(src)
+	shebangs[s] = redis.NewScript("#!lua\n" + src)
+	return s
+}
+
+// clusterRunner runs the cluster variant of each script through clusterscript.
+type clusterRunner struct{ cs *clusterscript.Client }
+
+func (c clusterRunner) Run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return c.cs.Run(ctx, clusterVariant(script), keys, args...)
+}
+
+// clusterVariant is script's shebang variant (script itself if it has none).
+func clusterVariant(script *redis.Script) *redis.Script {
+	if v, ok := shebangs[script]; ok {
+		return v
+	}
+	return script
+}
+
 // scriptRunner sends a script once: *clusterscript.Client on a cluster, nodeRunner on
 // one Redis. Neither ever sends a script again after it may have run.
 type scriptRunner interface {
@@ -59,6 +88,9 @@ func (n nodeRunner) pipelined(ctx context.Context, send func(redis.Pipeliner) *r
 // pipeline's answers cannot be trusted and is returned instead.
 func (r *Redis) runBatch(ctx context.Context, calls []clusterscript.Call) ([]*redis.Cmd, error) {
 	if r.cs != nil {
+		for i := range calls {
+			calls[i].Script = clusterVariant(calls[i].Script)
+		}
 		return r.cs.RunBatch(ctx, calls), nil
 	}
 	// Make sure EVALSHA finds the scripts: a pipeline cannot fall back to EVAL.
@@ -104,7 +136,7 @@ func failedCmd(ctx context.Context, err error) *redis.Cmd {
 func newRunners(rdb redis.UniversalClient, opts Options) (stock, plain scriptRunner, cs *clusterscript.Client) {
 	if c, ok := rdb.(*redis.ClusterClient); ok {
 		cs = clusterscript.New(c, clusterscript.Options{WaitReplicas: opts.WaitReplicas, WaitTimeout: opts.WaitTimeout})
-		return cs, clusterscript.New(c, clusterscript.Options{}), cs
+		return clusterRunner{cs}, clusterRunner{clusterscript.New(c, clusterscript.Options{})}, cs
 	}
 	return nodeRunner{rdb: rdb, wait: opts.WaitReplicas, timeout: opts.WaitTimeout}, nodeRunner{rdb: rdb}, nil
 }

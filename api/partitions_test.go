@@ -83,7 +83,7 @@ func TestProductPartitionAndGroup(t *testing.T) {
 func TestReadyzOnCluster(t *testing.T) {
 	c := testcluster.Start(t, rediscluster.Options{})
 	rdb := c.Client()
-	inv := engine.NewRedis(rdb, engine.Options{Partitions: 4, WaitReplicas: 1})
+	inv := engine.NewRedis(rdb, engine.Options{Partitions: 4, WaitReplicas: 1, WaitTimeout: time.Second})
 	t.Cleanup(inv.Close)
 	st := store.New(testmongo.Database(t))
 	if err := st.EnsureIndexes(context.Background()); err != nil {

@@ -47,7 +47,7 @@ func TestWaitShortfallIsOutcomeUnknown(t *testing.T) {
 func TestWaitOnCluster(t *testing.T) {
 	c := testcluster.Start(t, rediscluster.Options{})
 	rdb := c.Client()
-	inv := engine.NewRedis(rdb, engine.Options{Partition: "w1", WaitReplicas: 1})
+	inv := engine.NewRedis(rdb, engine.Options{Partition: "w1", WaitReplicas: 1, WaitTimeout: time.Second})
 	t.Cleanup(inv.Close)
 	mustCreate(t, inv, engine.Product{SKU: "CW", Price: 100, Stock: 10})
 	if _, err := checkoutWithKey(inv, "CW", "u1", "k1"); err != nil {

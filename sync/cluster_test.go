@@ -59,7 +59,8 @@ func newClusterShop(t *testing.T, opts engine.Options, groups, perGroup int, sto
 			}
 			ep := p.EngineProduct(stock)
 			ep.Group = fmt.Sprintf("g%d", g)
-			if _, err := inv.CreateProduct(ctx, ep); err != nil {
+			if err := retryUnknown(func() error { _, err := inv.CreateProduct(ctx, ep); return err }); err != nil &&
+				!errors.Is(err, engine.ErrAlreadyExists) { // a retry of a creation that was applied
 				t.Fatalf("create %s: %v", sku, err)
 			}
 			s.received[sku] = stock
@@ -184,7 +185,7 @@ func (s *clusterShop) outboxOrders(t *testing.T) map[string]int {
 // MongoDB once, and no buyer was refused while the stock was there.
 func TestClusterStorm(t *testing.T) {
 	ctx := context.Background()
-	s := newClusterShop(t, engine.Options{Partitions: 6, WaitReplicas: 1}, 6, 3, 150)
+	s := newClusterShop(t, engine.Options{Partitions: 6, WaitReplicas: 1, WaitTimeout: time.Second}, 6, 3, 150)
 	sy := stocksync.NewSyncer(s.inv, s.st, stocksync.SyncerOptions{Consumer: "storm", Block: 50 * time.Millisecond})
 	run(t, sy)
 
@@ -201,8 +202,9 @@ func TestClusterStorm(t *testing.T) {
 				switch {
 				case b%20 == 0 && r%4 == 0: // a restock
 					sku := s.groups[rng.IntN(len(s.groups))][0]
-					if _, err := s.inv.Adjust(ctx, engine.AdjustRequest{SKU: sku, Delta: 5, Reason: "restock",
-						Actor: "admin", IdempotencyKey: fmt.Sprintf("r-%d-%d", b, r)}); err != nil {
+					req := engine.AdjustRequest{SKU: sku, Delta: 5, Reason: "restock", Actor: "admin",
+						IdempotencyKey: fmt.Sprintf("r-%d-%d", b, r)}
+					if err := retryUnknown(func() error { _, err := s.inv.Adjust(ctx, req); return err }); err != nil {
 						t.Errorf("restock %s: %v", sku, err)
 						continue
 					}
@@ -217,7 +219,10 @@ func TestClusterStorm(t *testing.T) {
 						continue
 					}
 					if o != nil && b%10 == 1 && r%3 == 0 { // some buyers cancel
-						if _, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID}); err != nil {
+						if err := retryUnknown(func() error {
+							_, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID})
+							return err
+						}); err != nil {
 							t.Errorf("cancel %s: %v", o.ID, err)
 							continue
 						}
@@ -265,5 +270,19 @@ func TestClusterStorm(t *testing.T) {
 		buyers, rounds, took.Round(time.Millisecond), len(s.orders), len(s.canceled), s.short, s.inv.Partitions())
 	if len(s.orders) == 0 || s.short == 0 {
 		t.Errorf("want both sales and sell-outs in the storm: %d orders, %d refusals", len(s.orders), s.short)
+	}
+}
+
+// retryUnknown calls op again while its outcome is unknown or it was not applied (a
+// WAIT shortfall on a loaded box, a failover), as a client with an idempotency key
+// would, for up to 10 s.
+func retryUnknown(op func() error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := op()
+		if !errors.Is(err, engine.ErrOutcomeUnknown) && !errors.Is(err, engine.ErrUnavailable) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

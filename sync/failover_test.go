@@ -18,7 +18,7 @@ import (
 // how many acknowledged orders Redis no longer has.
 func failover(t *testing.T, wait int) (s *clusterShop, lost int) {
 	ctx := context.Background()
-	s = newClusterShop(t, engine.Options{Partitions: 6, WaitReplicas: wait}, 6, 3, 100_000)
+	s = newClusterShop(t, engine.Options{Partitions: 6, WaitReplicas: wait, WaitTimeout: time.Second}, 6, 3, 100_000)
 	rdb := s.c.Client()
 	victimOf := func(group int) string {
 		p, err := s.inv.PartitionOf(ctx, s.groups[group][0])

@@ -55,7 +55,7 @@ func TestServeOnRedisCluster(t *testing.T) {
 			}
 			env := map[string]string{
 				"PORT": strconv.Itoa(port), "REDIS_CLUSTER_ADDRS": strings.Join(c.Addrs(), ","), "PARTITIONS": "4",
-				"REDIS_WAIT_REPLICAS": tc.wait, "MONGODB_URI": testmongo.URI(t), "MONGODB_DATABASE": "serve_cluster_" + tc.wait,
+				"REDIS_WAIT_REPLICAS": tc.wait, "REDIS_WAIT_TIMEOUT_MS": "1000", "MONGODB_URI": testmongo.URI(t), "MONGODB_DATABASE": "serve_cluster_" + tc.wait,
 				"JWT_SECRET": strings.Repeat("c", 40), "SEED_DEMO": "true", "DEMO_ADMIN_PASSWORD": "cluster-admin-pw", "DATA_DIR": t.TempDir(),
 			}
 			inTempDir(t)

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/scripts/lua"
 )
 
 // A partition is one hash tag: every key of its SKUs, their orders, holds and
@@ -71,17 +73,18 @@ func (r *Redis) assign(ctx context.Context, sku, group string) (*partition, erro
 		h.Write([]byte("sku:" + sku))
 	}
 	want := int(h.Sum32() % uint32(len(r.parts)))
-	var got *redis.StringCmd
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSetNX(ctx, r.k.Directory(), sku, want)
-		got = p.HGet(ctx, r.k.Directory(), sku)
-		return nil
-	})
+	// A script, so that the entry is written at most once and, with WaitReplicas, is on
+	// a replica before the SKU is created: a failover must not lose the directory entry
+	// of a SKU whose stock survived. Running it twice changes nothing.
+	rep, err := run(ctx, r.sc, scriptAssign, []string{r.k.Directory()}, sku, want)
 	if err != nil {
-		return nil, readErr("assign partition", err)
+		return nil, fmt.Errorf("assign partition: %w", err)
 	}
-	return r.partitionNamed(sku, got.Val())
+	return r.partitionNamed(sku, rep.str(0))
 }
+
+// scriptAssign records a SKU's partition (scripts/lua/assign.lua).
+var scriptAssign = newScript(lua.Assign)
 
 func (r *Redis) partitionNamed(sku, v string) (*partition, error) {
 	n, err := strconv.Atoi(v)

@@ -281,16 +281,26 @@ func (l Lag) Total() int64 { return l.Pending + l.Undelivered }
 
 // Lag reports the group's pending and undelivered entries, over every partition.
 func (s *Syncer) Lag(ctx context.Context) (Lag, error) {
+	lags, err := s.PartitionLags(ctx)
 	var sum Lag
-	for _, stream := range s.streams {
-		l, err := s.lag(ctx, stream)
-		if err != nil {
-			return Lag{}, err
-		}
+	for _, l := range lags {
 		sum.Pending += l.Pending
 		sum.Undelivered += l.Undelivered
 	}
-	return sum, nil
+	return sum, err
+}
+
+// PartitionLags reports Lag for each partition's stream, in partition order.
+func (s *Syncer) PartitionLags(ctx context.Context) ([]Lag, error) {
+	out := make([]Lag, len(s.streams))
+	for i, stream := range s.streams {
+		l, err := s.lag(ctx, stream)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = l
+	}
+	return out, nil
 }
 
 func (s *Syncer) lag(ctx context.Context, stream string) (Lag, error) {

@@ -94,6 +94,17 @@ func TestServeOnRedisCluster(t *testing.T) {
 			sku := "CL" + tc.wait
 			post(t, base+"/api/v1/products", tok, "", `{"sku":"`+sku+`","name":"x","price":5,"currency":"USD","stock":3,"group":"g"}`, 201)
 			post(t, base+"/api/v1/checkout", tok, "k-"+sku, `{"items":[{"sku":"`+sku+`","quantity":2}]}`, 201)
+			res, err := http.Get(base + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			for _, series := range []string{"flashstock_redis_cluster_ok 1", `flashstock_outbox_partition_lag_entries{partition="3"}`} {
+				if !strings.Contains(string(metrics), series) {
+					t.Errorf("/metrics lacks %s", series)
+				}
+			}
 			// The syncer (one reader per partition's stream) brings it to MongoDB.
 			for deadline := time.Now().Add(15 * time.Second); !hasOrderOf(t, base, tok, sku); {
 				if time.Now().After(deadline) {

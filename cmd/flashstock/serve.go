@@ -257,6 +257,15 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer) error {
 			lag, err := syncer.Lag(ctx)
 			return lag.Total(), err
 		},
+		PartitionLag: func(ctx context.Context) ([]int64, error) {
+			lags, err := syncer.PartitionLags(ctx)
+			out := make([]int64, len(lags))
+			for i, l := range lags {
+				out[i] = l.Total()
+			}
+			return out, err
+		},
+		ClusterOK:          clusterOK(d.rdb),
 		SyncerErrors:       syncer.Failures,
 		SyncConflicts:      syncer.Conflicts,
 		DeadLetterFailures: syncer.DeadLetterFailures,
@@ -433,4 +442,22 @@ func embeddedWebhookKey(dir string) (string, error) {
 		return "", fmt.Errorf("webhook key: %w", err)
 	}
 	return key, nil
+}
+
+// clusterOK is the cluster check of /metrics: every master reports cluster_state:ok
+// (nil when rdb is not a cluster client).
+func clusterOK(rdb redis.UniversalClient) func(context.Context) error {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			info, err := n.ClusterInfo(ctx).Result()
+			if err == nil && !strings.Contains(info, "cluster_state:ok") {
+				err = fmt.Errorf("%s: cluster state is not ok", n.Options().Addr)
+			}
+			return err
+		})
+	}
 }

@@ -5,6 +5,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -385,7 +386,25 @@ func (s *server) checkDependencies(ctx context.Context) map[string]error {
 	if out["redis"] == nil {
 		out["scripts"] = s.inv.LoadScripts(ctx)
 	}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		out["cluster"] = clusterState(ctx, cc)
+	}
 	return out
+}
+
+// clusterState asks every master for CLUSTER INFO: ready when each says cluster_state:ok
+// (every slot, so every partition, has a master that answers).
+func clusterState(ctx context.Context, cc *redis.ClusterClient) error {
+	return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		info, err := n.ClusterInfo(ctx).Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("%s: cluster state is not ok", n.Options().Addr)
+		}
+		return nil
+	})
 }
 
 // reqLog is the request's logger: every line it writes carries the request id. It is

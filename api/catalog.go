@@ -25,6 +25,8 @@ type productView struct {
 	SaleEndsAt   *time.Time         `json:"saleEndsAt"`
 	Stock        stockView          `json:"stock"`
 	WaitingRoom  engine.WaitingRoom `json:"waitingRoom"`
+	Partition    int                `json:"partition"`
+	Group        string             `json:"group,omitempty"`
 }
 
 type stockView struct {
@@ -36,7 +38,7 @@ type stockView struct {
 func newProductView(p store.Product, lv engine.Level) productView {
 	v := productView{SKU: p.SKU, Name: p.Name, Description: p.Description, Price: p.Price, Currency: p.Currency,
 		MaxPerUser: p.MaxPerUser, SaleStartsAt: p.SaleStartsAt, SaleEndsAt: p.SaleEndsAt,
-		Stock: stockView{lv.Available, lv.Reserved, lv.Sold}}
+		Stock: stockView{lv.Available, lv.Reserved, lv.Sold}, Partition: lv.Partition, Group: p.Group}
 	if p.WaitingRoom != nil {
 		v.WaitingRoom = *p.WaitingRoom
 	}
@@ -140,6 +142,7 @@ type productInput struct {
 	SaleStartsAt *time.Time `json:"saleStartsAt"`
 	SaleEndsAt   *time.Time `json:"saleEndsAt"`
 	WaitingRoom  *roomInput `json:"waitingRoom"`
+	Group        *string    `json:"group"`
 }
 
 // roomInput is a product's waitingRoom as sent: enabled is required, admitPerMinute
@@ -184,6 +187,8 @@ func (s *server) createProduct(c *fiber.Ctx) error {
 		return validation("stock", "is required")
 	case in.Description != nil && len(*in.Description) > 5000:
 		return validation("description", "must be at most 5000 characters")
+	case in.Group != nil && !engine.ValidSKU(*in.Group):
+		return validation("group", "must be 1-64 characters of [A-Za-z0-9._-]")
 	}
 	room, err := in.WaitingRoom.room()
 	if err != nil {
@@ -196,6 +201,9 @@ func (s *server) createProduct(c *fiber.Ctx) error {
 	}
 	if in.MaxPerUser != nil {
 		p.MaxPerUser = *in.MaxPerUser
+	}
+	if in.Group != nil {
+		p.Group = *in.Group
 	}
 	ctx := c.UserContext()
 	// The engine validates and creates atomically; the catalog follows. A retry after
@@ -233,7 +241,7 @@ func (s *server) patchProduct(c *fiber.Ctx) error {
 	if _, err := decodeStrict(c.Body(), &in, false); err != nil {
 		return err
 	}
-	if in.SKU != nil || in.Stock != nil || in.Currency != nil {
+	if in.SKU != nil || in.Stock != nil || in.Currency != nil || in.Group != nil {
 		return validation("body", "only name, description, price, maxPerUser, saleStartsAt, saleEndsAt and waitingRoom can change")
 	}
 	room, err := in.WaitingRoom.room()

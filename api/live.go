@@ -123,15 +123,22 @@ func (h *liveHub) subscribe(ctx context.Context) (*liveSub, error) {
 	if !h.started {
 		// The outbox is read from its end as it is now, so that every event written
 		// after this first subscriber is in is shown to it.
-		from, err := h.outboxEnd(ctx)
-		if err != nil {
-			return nil, err
+		// One reader per partition's stream (a cluster refuses one XREAD across slots).
+		streams := h.inv.OutboxKeys()
+		from := make([]string, len(streams))
+		for i, stream := range streams {
+			var err error
+			if from[i], err = h.outboxEnd(ctx, stream); err != nil {
+				return nil, err
+			}
 		}
 		h.started = true
 		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		h.cancel = cancel
-		h.wg.Add(2)
-		go func() { defer h.wg.Done(); h.readOutbox(ctx, from) }()
+		h.wg.Add(1 + len(streams))
+		for i, stream := range streams {
+			go func() { defer h.wg.Done(); h.readOutbox(ctx, stream, from[i]) }()
+		}
 		go func() { defer h.wg.Done(); h.snapshots(ctx) }()
 	}
 	sub := &liveSub{ch: make(chan liveMsg, liveBuffer), dropped: make(chan struct{})}
@@ -142,9 +149,9 @@ func (h *liveHub) subscribe(ctx context.Context) (*liveSub, error) {
 	return sub, nil
 }
 
-// outboxEnd is the id of the outbox's last entry, "0-0" when it has none.
-func (h *liveHub) outboxEnd(ctx context.Context) (string, error) {
-	last, err := h.inv.Client().XRevRangeN(ctx, h.inv.OutboxKey(), "+", "-", 1).Result()
+// outboxEnd is the id of an outbox stream's last entry, "0-0" when it has none.
+func (h *liveHub) outboxEnd(ctx context.Context, stream string) (string, error) {
+	last, err := h.inv.Client().XRevRangeN(ctx, stream, "+", "-", 1).Result()
 	if err != nil {
 		return "", redisReadErr(err)
 	}
@@ -202,8 +209,8 @@ func (h *liveHub) stop() error {
 }
 
 // readOutbox fans out the webhook events of new outbox entries until ctx ends.
-func (h *liveHub) readOutbox(ctx context.Context, last string) {
-	rdb, stream := h.inv.Client(), h.inv.OutboxKey()
+func (h *liveHub) readOutbox(ctx context.Context, stream, last string) {
+	rdb := h.inv.Client()
 	for ctx.Err() == nil {
 		res, err := rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, last}, Count: 500, Block: time.Second}).Result()
 		if errors.Is(err, redis.Nil) {

@@ -100,11 +100,16 @@ type adminOp struct {
 
 func (r *Redis) adjust(ctx context.Context, op adminOp) (Level, error) {
 	defer r.restocking()()
-	record := r.k.Idem("admin:"+op.actor, op.idemKey)
-	if op.idemKey == "" {
-		record, op.fp = r.k.Idem("admin-op:"+op.actor, NewID()), "op"
+	p, err := r.partitionOf(ctx, op.sku)
+	if err != nil {
+		return Level{}, err
 	}
-	rep, err := run(ctx, r.rdb, scriptAdjust, []string{r.k.Outbox(), r.k.Stock(op.sku), record, r.k.RestockChannel()},
+	k := p.k // the SKU's partition keeps the adjustment's idempotency record too
+	record := k.Idem("admin:"+op.actor, op.idemKey)
+	if op.idemKey == "" {
+		record, op.fp = k.Idem("admin-op:"+op.actor, NewID()), "op"
+	}
+	rep, err := run(ctx, r.sc, scriptAdjust, []string{k.Outbox(), k.Stock(op.sku), record, k.RestockChannel()},
 		op.kind, op.sku, op.reason, op.actor, op.fp, r.idemTTL, op.expected, op.da, op.dr, op.ds, MaxUnits)
 	if err != nil {
 		return Level{}, err

@@ -17,6 +17,7 @@ import (
 // grows only while Redis is busy. Several workers keep several batches in flight.
 type batcher struct {
 	r       *Redis
+	k       Keys // the partition's
 	queue   chan *takeReq
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -85,8 +86,8 @@ const (
 	batchKeys     = 512 // keys per script call at most (a request has 2 + 3 per line)
 )
 
-func newBatcher(r *Redis, workers int) *batcher {
-	b := &batcher{r: r, queue: make(chan *takeReq, 4*batchRequests), stop: make(chan struct{}),
+func newBatcher(r *Redis, k Keys, workers int) *batcher {
+	b := &batcher{r: r, k: k, queue: make(chan *takeReq, 4*batchRequests), stop: make(chan struct{}),
 		maxReqs: batchRequests, maxKeys: batchKeys}
 	for range workers {
 		b.wg.Go(b.work)
@@ -181,15 +182,15 @@ func (b *batcher) exec(batch []*takeReq) {
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]any, 0, nargs)
-	keys = append(keys, r.k.Outbox(), r.k.HoldIndex())
+	keys = append(keys, b.k.Outbox(), b.k.HoldIndex())
 	args = append(args, r.recTTL)
 	for _, req := range batch {
-		keys, args = req.appendTo(r.k, keys, args)
+		keys, args = req.appendTo(b.k, keys, args)
 	}
 	// The batch runs on behalf of all its callers; one caller giving up must not
 	// abort the others' requests.
 	ctx := context.WithoutCancel(batch[0].ctx)
-	rep, err := run(ctx, r.rdb, scriptTake, keys, args...)
+	rep, err := run(ctx, r.sc, scriptTake, keys, args...)
 	i := 0
 	for _, req := range batch {
 		switch {

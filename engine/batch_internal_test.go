@@ -147,7 +147,7 @@ func TestCorruptStockRecordRefusesOnlyItsOwnRequests(t *testing.T) {
 	for _, req := range batch {
 		req.done = make(chan struct{})
 	}
-	r.batch.exec(batch) // one script call for both
+	r.parts[0].batch.exec(batch) // one script call for both
 	if err := takeError(bad.rep); bad.err != nil || err == nil || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("request on the corrupt record: got %v / %v, want a refusal of its own", bad.err, err)
 	}
@@ -167,11 +167,11 @@ func TestAdminScriptsRunTwiceApplyOnce(t *testing.T) {
 	// The same adjust.lua call sent twice, as a client retry would: one movement.
 	keys := []string{r.k.Outbox(), r.k.Stock("A"), r.k.Idem("admin-op:ops", "op-1")}
 	args := []any{"adjust", "A", "restock", "ops", "op", r.idemTTL, -1, 3, 0, 0, MaxUnits}
-	first, err := run(ctx, c, scriptAdjust, keys, args...)
+	first, err := run(ctx, nodeRunner{rdb: c}, scriptAdjust, keys, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := run(ctx, c, scriptAdjust, keys, args...)
+	second, err := run(ctx, nodeRunner{rdb: c}, scriptAdjust, keys, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,13 +182,13 @@ func TestAdminScriptsRunTwiceApplyOnce(t *testing.T) {
 	keys = []string{r.k.Outbox(), r.k.Stock("B"), r.k.SKUs()}
 	args = []any{"create", "B", 4, 0, 0, 1, 1, "USD", 0, 0, 0, "op-2"}
 	for i, want := range []string{"ok", "replay"} {
-		rep, err := run(ctx, c, scriptCreate, keys, args...)
+		rep, err := run(ctx, nodeRunner{rdb: c}, scriptCreate, keys, args...)
 		if err != nil || rep.status() != want {
 			t.Fatalf("create run %d: got %v %v, want %s", i+1, rep, err, want)
 		}
 	}
 	args[len(args)-1] = "op-3"
-	if rep, _ := run(ctx, c, scriptCreate, keys, args...); rep.status() != "exists" {
+	if rep, _ := run(ctx, nodeRunner{rdb: c}, scriptCreate, keys, args...); rep.status() != "exists" {
 		t.Fatalf("another create of B: got %v, want exists", rep)
 	}
 	lv, _ := r.Levels(ctx, []string{"A", "B"})

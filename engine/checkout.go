@@ -179,7 +179,14 @@ func (r *Redis) take(req *takeReq) (reply, error) {
 		}
 		epoch = r.soldOut.now()
 	}
-	rep, err := r.batch.submit(req)
+	p, err := r.linesPartition(req.ctx, req.lines)
+	if err != nil {
+		return nil, err
+	}
+	if req.rateLimit > 0 {
+		req.rateKey = p.k.RateLimit(req.user) // the window of the partition that counts it
+	}
+	rep, err := p.batch.submit(req)
 	if err != nil {
 		return nil, err
 	}

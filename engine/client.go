@@ -18,9 +18,9 @@ func NoRetries(o *redis.Options) *redis.Options {
 
 // NoRetriesCluster is NoRetries for a cluster client. It is not enough on its own:
 // go-redis v9.23's cluster client also re-sends a command whose reply was lost from its
-// redirect loop (MaxRedirects), which internal/rediscluster's resend test pins. The
-// engine does not run on a cluster in this version (config refuses
-// REDIS_CLUSTER_ADDRS); the cluster work must settle this before it does.
+// redirect loop (MaxRedirects), which internal/rediscluster's resend test pins, so the
+// inventory sends its scripts through internal/clusterscript on a cluster client
+// (NewRedis does that), never through the cluster client's own redirect loop.
 func NoRetriesCluster(o *redis.ClusterOptions) *redis.ClusterOptions {
 	o.MaxRetries = -1
 	return o

@@ -47,8 +47,9 @@ type Order struct {
 	// PassesSpent names the SKUs whose waiting-room pass this checkout spent.
 	PassesSpent []string `json:"-"`
 
-	lines string // the record's lines as stored, which scripts check reads against
-	fp    string // the request fingerprint the record keeps (idempotency)
+	lines string     // the record's lines as stored, which scripts check reads against
+	part  *partition // where the record lives (nil: partition 0)
+	fp    string     // the request fingerprint the record keeps (idempotency)
 }
 
 // HoldStatus is the state of a hold.
@@ -78,7 +79,8 @@ type Hold struct {
 	// PassesSpent names the SKUs whose waiting-room pass this hold spent.
 	PassesSpent []string `json:"-"`
 
-	lines string // as Order.lines
+	lines string     // as Order.lines
+	part  *partition // as Order.part
 }
 
 // Level is a SKU's live stock. Version is the SKU's movement sequence number: it grows by
@@ -90,6 +92,8 @@ type Level struct {
 	Sold      int64  `json:"sold"`
 	Version   int64  `json:"version"`
 	Replayed  bool   `json:"-"`
+	// Partition is the SKU's partition (set by Lookup, Levels and CreateProduct).
+	Partition int `json:"-"`
 }
 
 // Product is what the engine keeps of a SKU besides its levels: what checkout needs to
@@ -106,6 +110,9 @@ type Product struct {
 	SaleEndsAt   *time.Time
 	// WaitingRoom, if set and enabled, puts the SKU's buyers through a waiting room.
 	WaitingRoom *WaitingRoom
+	// Group, at creation, puts the SKU in its group's partition (SKUs bought together
+	// must share one); without it the SKU's own hash picks. See Redis.PartitionOf.
+	Group string
 }
 
 // ProductPatch changes sale attributes; nil fields stay as they are. A sale window

@@ -38,12 +38,18 @@ var (
 type ValidationError struct {
 	Field  string
 	Reason string
+	cause  error // a sentinel more specific than ErrInvalid (ErrCrossPartition), or nil
 }
 
 func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
 
-// Unwrap makes errors.Is(err, ErrInvalid) hold.
-func (e *ValidationError) Unwrap() error { return ErrInvalid }
+// Unwrap makes errors.Is(err, ErrInvalid) hold (and errors.Is of its cause, if any).
+func (e *ValidationError) Unwrap() []error {
+	if e.cause != nil {
+		return []error{ErrInvalid, e.cause}
+	}
+	return []error{ErrInvalid}
+}
 
 func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}

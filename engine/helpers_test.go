@@ -85,9 +85,13 @@ func wantErr(tb testing.TB, err, want error) {
 // events reads and decodes the whole outbox.
 func events(tb testing.TB, inv *engine.Redis) []engine.Event {
 	tb.Helper()
-	msgs, err := inv.Client().XRange(context.Background(), inv.OutboxKey(), "-", "+").Result()
-	if err != nil {
-		tb.Fatalf("read outbox: %v", err)
+	var msgs []redis.XMessage
+	for _, key := range inv.OutboxKeys() { // each SKU's movements are in its partition's stream
+		ms, err := inv.Client().XRange(context.Background(), key, "-", "+").Result()
+		if err != nil {
+			tb.Fatalf("read outbox: %v", err)
+		}
+		msgs = append(msgs, ms...)
 	}
 	var out []engine.Event
 	for _, m := range msgs {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/internal/clusterscript"
 )
 
 // Hold returns a hold. Errors: ErrInvalid, ErrNotFound, ErrUnavailable.
@@ -16,7 +18,16 @@ func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 	if err := checkID("id", id); err != nil {
 		return Hold{}, fmt.Errorf("hold: %w", err)
 	}
-	v, err := r.rdb.HMGet(ctx, r.k.Hold(id), "u", "st", "ts", "x", "c", "l", "o").Result()
+	p, err := r.recordPartition(ctx, func(k Keys) string { return k.Hold(id) })
+	if err != nil {
+		return Hold{}, fmt.Errorf("hold %s: %w", id, err)
+	}
+	return r.readHold(ctx, p, id)
+}
+
+// readHold reads a hold in partition p.
+func (r *Redis) readHold(ctx context.Context, p *partition, id string) (Hold, error) {
+	v, err := r.rdb.HMGet(ctx, p.k.Hold(id), "u", "st", "ts", "x", "c", "l", "o").Result()
 	if err != nil {
 		return Hold{}, fmt.Errorf("hold %s: %w", id, readErr("read", err))
 	}
@@ -34,7 +45,7 @@ func (r *Redis) Hold(ctx context.Context, id string) (Hold, error) {
 	}
 	return Hold{ID: id, UserID: asString(v[0]), Items: items, Currency: asString(v[4]),
 		Status: HoldStatus(asString(v[1])), CreatedAt: time.UnixMilli(ts).UTC(),
-		ExpiresAt: time.UnixMilli(exp).UTC(), OrderID: asString(v[6]), lines: asString(v[5])}, nil
+		ExpiresAt: time.UnixMilli(exp).UTC(), OrderID: asString(v[6]), lines: asString(v[5]), part: p}, nil
 }
 
 // OrderIDForHold is the id of the order committing a hold makes: one per hold, so a
@@ -129,7 +140,8 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string,
 	if err := ctx.Err(); err != nil {
 		return Hold{}, nil, fmt.Errorf("script: not sent: %w: %w", ErrUnavailable, err)
 	}
-	rep, err := runResult{r.runSettle(ctx, r.rdb, mode, h, orderID, limit)}.result()
+	call := r.settleCall(mode, h, orderID, limit)
+	rep, err := runResult{r.sc.Run(ctx, call.Script, call.Keys, call.Args...)}.result()
 	if err != nil {
 		return Hold{}, nil, err
 	}
@@ -153,33 +165,59 @@ func (r *Redis) settle(ctx context.Context, mode string, h Hold, orderID string,
 	return Hold{}, nil, rep.expect("ok")
 }
 
-func (r *Redis) runSettle(ctx context.Context, s redis.Scripter, mode string, h Hold, orderID string, limit rateLimit) *redis.Cmd {
-	record := r.k.Hold(h.ID)
+func (r *Redis) settleCall(mode string, h Hold, orderID string, limit rateLimit) clusterscript.Call {
+	k := r.k
+	if h.part != nil {
+		k = h.part.k // the hold's partition: its record, its SKUs, its order
+	}
+	record := k.Hold(h.ID)
 	if orderID != "" {
-		record = r.k.Order(orderID)
+		record = k.Order(orderID)
 	}
 	keys := make([]string, 4, 6+2*len(h.Items))
-	keys[0], keys[1], keys[2], keys[3] = r.k.Outbox(), r.k.Hold(h.ID), r.k.HoldIndex(), record
+	keys[0], keys[1], keys[2], keys[3] = k.Outbox(), k.Hold(h.ID), k.HoldIndex(), record
 	for _, it := range h.Items {
-		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))
+		keys = append(keys, k.Stock(it.SKU), k.Bought(it.SKU))
 	}
 	rateKey := record // not touched without a limit; any key of the partition will do
 	if limit.PerMinute > 0 {
-		rateKey = r.RateLimitKey(limit.User)
+		rateKey = k.RateLimit(limit.User)
 	}
-	keys = append(keys, rateKey, r.k.RestockChannel())
-	return scriptSettle.Run(ctx, s, keys, mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0))
+	keys = append(keys, rateKey, k.RestockChannel())
+	return clusterscript.Call{Script: scriptSettle, Keys: keys,
+		Args: []any{mode, h.ID, h.lines, orderID, max(limit.PerMinute, 0)}}
 }
 
 // ExpireHolds expires up to limit holds whose expiry has passed and reports how many it
 // expired; unreadable holds are set aside (*QuarantineError). It reads one batch of due holds and settles them in
 // two pipelined round trips; a hold that is no longer due or active is left alone.
 func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
+	total := 0
+	var quarantined []string
+	for _, p := range r.parts {
+		n, err := r.expireHolds(ctx, p, limit)
+		total += n
+		var qe *QuarantineError
+		switch {
+		case errors.As(err, &qe):
+			quarantined = append(quarantined, qe.HoldIDs...)
+		case err != nil:
+			return total, err
+		}
+	}
+	if len(quarantined) > 0 {
+		return total, &QuarantineError{HoldIDs: quarantined}
+	}
+	return total, nil
+}
+
+// expireHolds is ExpireHolds in one partition.
+func (r *Redis) expireHolds(ctx context.Context, p *partition, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
 	ids, err := r.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: r.k.HoldIndex(), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(time.Now().UnixMilli(), 10),
+		Key: p.k.HoldIndex(), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(time.Now().UnixMilli(), 10),
 		Count: int64(limit),
 	}).Result()
 	if err != nil || len(ids) == 0 {
@@ -188,10 +226,10 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 	holds := make([]Hold, 0, len(ids))
 	var bad []string
 	for _, id := range ids {
-		h, err := r.Hold(ctx, id)
+		h, err := r.readHold(ctx, p, id)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			r.rdb.ZRem(ctx, r.k.HoldIndex(), id)
+			r.rdb.ZRem(ctx, p.k.HoldIndex(), id)
 			continue
 		case errors.Is(err, ErrUnavailable):
 			return 0, fmt.Errorf("expire holds: %w", err)
@@ -203,21 +241,13 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 		}
 		holds = append(holds, h)
 	}
-	// Make sure EVALSHA finds the script: a pipeline cannot fall back to EVAL.
-	if err := scriptSettle.Load(ctx, r.rdb).Err(); err != nil {
-		return 0, readErr("expire holds", err)
+	calls := make([]clusterscript.Call, len(holds))
+	for i, h := range holds {
+		calls[i] = r.settleCall("expire", h, "", rateLimit{})
 	}
-	cmds := make([]*redis.Cmd, len(holds))
 	defer r.restocking()()
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, h := range holds {
-			cmds[i] = r.runSettle(ctx, p, "expire", h, "", rateLimit{})
-		}
-		return nil
-	})
-	// A script's own error belongs to its hold alone (each command is judged below);
-	// anything else means the pipeline's answers cannot be trusted.
-	if err != nil && !isRedisReply(err) {
+	cmds, err := r.runBatch(ctx, calls)
+	if err != nil {
 		return 0, readErr("expire holds", err)
 	}
 	n := 0
@@ -235,7 +265,7 @@ func (r *Redis) ExpireHolds(ctx context.Context, limit int) (int, error) {
 	r.restocked(back...)
 	var quarantined error
 	if len(bad) > 0 {
-		quarantined = r.quarantineHolds(ctx, bad)
+		quarantined = r.quarantineHolds(ctx, p, bad)
 	}
 	return n, quarantined
 }
@@ -255,11 +285,11 @@ func (e *QuarantineError) Error() string {
 // HoldQuarantineKey is the sorted set of holds the expiry sweep could not read.
 func (r *Redis) HoldQuarantineKey() string { return r.k.HoldQuarantine() }
 
-func (r *Redis) quarantineHolds(ctx context.Context, ids []string) error {
+func (r *Redis) quarantineHolds(ctx context.Context, part *partition, ids []string) error {
 	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, id := range ids {
-			p.ZAdd(ctx, r.k.HoldQuarantine(), redis.Z{Member: id, Score: float64(time.Now().UnixMilli())})
-			p.ZRem(ctx, r.k.HoldIndex(), id)
+			p.ZAdd(ctx, part.k.HoldQuarantine(), redis.Z{Member: id, Score: float64(time.Now().UnixMilli())})
+			p.ZRem(ctx, part.k.HoldIndex(), id)
 		}
 		return nil
 	})
@@ -271,6 +301,16 @@ func (r *Redis) quarantineHolds(ctx context.Context, ids []string) error {
 
 // ActiveHolds counts holds not yet committed, released or expired by the sweep.
 func (r *Redis) ActiveHolds(ctx context.Context) (int64, error) {
-	n, err := r.rdb.ZCard(ctx, r.k.HoldIndex()).Result()
+	cmds := make([]*redis.IntCmd, len(r.parts))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, part := range r.parts {
+			cmds[i] = p.ZCard(ctx, part.k.HoldIndex())
+		}
+		return nil
+	})
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
 	return n, readErr("active holds", err)
 }

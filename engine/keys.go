@@ -37,6 +37,10 @@ func (k Keys) Outbox() string { return k.prefix + "ob" }
 // DeadLetter is the stream where the syncer parks outbox entries it cannot decode.
 func (k Keys) DeadLetter() string { return k.prefix + "ob:dead" }
 
+// Directory is the hash of every SKU's partition (sku -> partition number), kept in
+// partition 0 when there are several.
+func (k Keys) Directory() string { return k.prefix + "dir" }
+
 // SKUs is the set of every SKU with a stock record.
 func (k Keys) SKUs() string { return k.prefix + "skus" }
 
@@ -80,3 +84,6 @@ func (k Keys) Room(sku, suffix string) string {
 	}
 	return k.prefix + "q:" + sku + ":" + suffix
 }
+
+// MaxPartitions bounds the number of partitions a deployment may use.
+const MaxPartitions = 1024

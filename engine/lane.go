@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"fmt"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -16,8 +18,17 @@ import (
 // nothing of r's. Call it when done, and do not call the lane's Close.
 func (r *Redis) Lane(workers int) (lane *Redis, closeLane func()) {
 	l := *r
-	l.batch = newBatcher(&l, max(1, workers))
-	return &l, l.batch.close
+	l.parts = make([]*partition, len(r.parts))
+	for i, p := range r.parts {
+		l.parts[i] = &partition{n: p.n, k: p.k, batch: newBatcher(&l, p.k, max(1, workers))}
+	}
+	// The lane finds SKUs in r's partitions; its own, with their batchers, by number.
+	l.dir = new(sync.Map)
+	return &l, func() {
+		for _, p := range l.parts {
+			p.batch.close()
+		}
+	}
 }
 
 // ForgetBuyers removes users' per-user purchase counters of skus (the units each user
@@ -27,23 +38,27 @@ func (r *Redis) Lane(workers int) (lane *Redis, closeLane func()) {
 // gives its counted units back to a counter that starts again from zero.
 func (r *Redis) ForgetBuyers(ctx context.Context, skus []string, users []string) error {
 	// Only SKUs that have ever had a limit have counters: skip the others' HDELs.
+	parts, err := r.partitionsOf(ctx, skus)
+	if err != nil {
+		return fmt.Errorf("forget buyers: %w", err)
+	}
 	exists := make([]*redis.IntCmd, len(skus))
 	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sku := range skus {
-			exists[i] = p.Exists(ctx, r.k.Bought(sku))
+			exists[i] = p.Exists(ctx, parts[i].k.Bought(sku))
 		}
 		return nil
 	}); err != nil {
 		return readErr("forget buyers", err)
 	}
 	const chunk = 1000 // fields per HDEL
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sku := range skus {
 			if exists[i].Val() == 0 {
 				continue
 			}
 			for j := 0; j < len(users); j += chunk {
-				p.HDel(ctx, r.k.Bought(sku), users[j:min(j+chunk, len(users))]...)
+				p.HDel(ctx, parts[i].k.Bought(sku), users[j:min(j+chunk, len(users))]...)
 			}
 		}
 		return nil

@@ -20,8 +20,11 @@ func (r *Redis) RetireOrders(ctx context.Context, ids []string) error {
 	}
 	ttl, _ := strconv.ParseInt(r.recTTL, 10, 64)
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		// An order lives in one partition; EXPIRE of the others' absent keys is a no-op.
 		for _, id := range ids {
-			p.Expire(ctx, r.k.Order(id), time.Duration(ttl)*time.Second)
+			for _, part := range r.parts {
+				p.Expire(ctx, part.k.Order(id), time.Duration(ttl)*time.Second)
+			}
 		}
 		return nil
 	})
@@ -34,14 +37,20 @@ func (r *Redis) Order(ctx context.Context, id string) (Order, error) {
 	if err := checkID("id", id); err != nil {
 		return Order{}, fmt.Errorf("order: %w", err)
 	}
-	v, err := r.rdb.Get(ctx, r.k.Order(id)).Result()
+	p, err := r.recordPartition(ctx, func(k Keys) string { return k.Order(id) })
+	if err != nil {
+		return Order{}, fmt.Errorf("order %s: %w", id, err)
+	}
+	v, err := r.rdb.Get(ctx, p.k.Order(id)).Result()
 	if errors.Is(err, redis.Nil) {
 		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return Order{}, fmt.Errorf("order %s: %w", id, readErr("read", err))
 	}
-	return parseOrder(id, v)
+	o, err := parseOrder(id, v)
+	o.part = p
+	return o, err
 }
 
 func newOrder(id, user string, status OrderStatus, currency string, items []Item, tsMs int64, holdID string) Order {
@@ -80,12 +89,17 @@ func (r *Redis) Cancel(ctx context.Context, req CancelRequest) (Order, error) {
 // script's keys).
 func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 	defer r.restocking()()
-	keys := []string{r.k.Outbox(), r.k.Order(o.ID)}
-	for _, it := range o.Items {
-		keys = append(keys, r.k.Stock(it.SKU), r.k.Bought(it.SKU))
+	p, err := r.orderPartition(ctx, o)
+	if err != nil {
+		return Order{}, err
 	}
-	keys = append(keys, r.k.RestockChannel())
-	rep, err := run(ctx, r.rdb, scriptCancel, keys, o.ID, o.lines)
+	k := p.k
+	keys := []string{k.Outbox(), k.Order(o.ID)}
+	for _, it := range o.Items {
+		keys = append(keys, k.Stock(it.SKU), k.Bought(it.SKU))
+	}
+	keys = append(keys, k.RestockChannel())
+	rep, err := run(ctx, r.sc, scriptCancel, keys, o.ID, o.lines)
 	if err == nil {
 		switch rep.status() {
 		case "ok":
@@ -139,4 +153,16 @@ func parseOrder(id, v string) (Order, error) {
 	o := newOrder(id, rec.User, OrderStatus(rec.Status), rec.Currency, items, ts, rec.Hold)
 	o.lines, o.fp = rec.Lines, rec.FP
 	return o, nil
+}
+
+// orderPartition is the partition of an order: where it was read, or else its SKUs'
+// (an order restored from MongoDB).
+func (r *Redis) orderPartition(ctx context.Context, o Order) (*partition, error) {
+	if o.part != nil {
+		return o.part, nil
+	}
+	if len(o.Items) == 0 {
+		return r.parts[0], nil
+	}
+	return r.partitionOf(ctx, o.Items[0].SKU)
 }

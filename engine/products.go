@@ -16,35 +16,42 @@ func (r *Redis) CreateProduct(ctx context.Context, p Product) (Level, error) {
 		return Level{}, fmt.Errorf("create product: %w", err)
 	}
 	lv := Level{SKU: p.SKU, Available: p.Stock, Version: 1}
-	if err := r.put(ctx, "create", p, lv); err != nil {
+	part, err := r.put(ctx, "create", p, lv)
+	if err != nil {
 		return Level{}, fmt.Errorf("create product %s: %w", p.SKU, err)
 	}
+	lv.Partition = part.n
 	return lv, nil
 }
 
-func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) error {
+func (r *Redis) put(ctx context.Context, mode string, p Product, lv Level) (*partition, error) {
 	defer r.restocking()()
-	reply, err := run(ctx, r.rdb, scriptCreate,
-		[]string{r.k.Outbox(), r.k.Stock(p.SKU), r.k.SKUs(), r.k.RestockChannel()},
+	part, err := r.assign(ctx, p.SKU, p.Group)
+	if err != nil {
+		return nil, err
+	}
+	k := part.k
+	reply, err := run(ctx, r.sc, scriptCreate,
+		[]string{k.Outbox(), k.Stock(p.SKU), k.SKUs(), k.RestockChannel()},
 		mode, p.SKU, lv.Available, lv.Reserved, lv.Sold, lv.Version,
 		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), NewID(),
 		roomRate(p.WaitingRoom), newRoomSecret())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch reply.status() {
 	case "exists":
-		return ErrAlreadyExists
+		return nil, ErrAlreadyExists
 	case "replay":
-		return nil
+		return part, nil
 	}
 	if err := reply.expect("ok"); err != nil {
-		return err
+		return nil, err
 	}
 	if lv.Available > 0 {
 		r.restocked(p.SKU)
 	}
-	return nil
+	return part, nil
 }
 
 func checkProduct(p Product) error {
@@ -111,8 +118,11 @@ func (r *Redis) UpdateProduct(ctx context.Context, sku string, patch ProductPatc
 	if len(args) == 2 && room == "" {
 		return nil
 	}
-	reply, err := run(ctx, r.rdb, scriptUpdate,
-		r.roomKeys(sku), args...)
+	keys, err := r.roomKeys(ctx, sku)
+	if err != nil {
+		return fmt.Errorf("update product %s: %w", sku, err)
+	}
+	reply, err := run(ctx, r.sc, scriptUpdate, keys, args...)
 	if err == nil && reply.status() == "not_found" {
 		err = ErrNotFound
 	} else if err == nil {
@@ -133,10 +143,14 @@ type Price struct {
 // Prices reads the current prices of many SKUs in one round trip; unknown SKUs are
 // left out of the map.
 func (r *Redis) Prices(ctx context.Context, skus []string) (map[string]Price, error) {
+	parts, err := r.partitionsOf(ctx, skus)
+	if err != nil {
+		return nil, fmt.Errorf("prices: %w", err)
+	}
 	cmds := make([]*redis.SliceCmd, len(skus))
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sku := range skus {
-			cmds[i] = p.HMGet(ctx, r.k.Stock(sku), "p", "c")
+			cmds[i] = p.HMGet(ctx, parts[i].k.Stock(sku), "p", "c")
 		}
 		return nil
 	})

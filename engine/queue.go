@@ -83,7 +83,7 @@ type QueueTicket struct {
 // whatever the admission rate.
 const admitPerCall = 1000
 
-var scriptQueue = redis.NewScript(lua.Queue)
+var scriptQueue = newScript(lua.Queue)
 
 // JoinQueue puts userID in sku's waiting room, once: joining again keeps the place.
 // Before the sale starts the place is random (drawn here from the inventory's source of
@@ -99,7 +99,11 @@ func (r *Redis) JoinQueue(ctx context.Context, sku, userID string) (QueueTicket,
 		return QueueTicket{}, fmt.Errorf("join queue: %w", err)
 	}
 	// Safe to run twice: the place is drawn once here, and ZADD NX keeps the first.
-	rep, err := run(ctx, r.rdb, scriptQueue, r.roomKeys(sku), "join", userID, place, r.passTTL, admitPerCall, sku)
+	keys, err := r.roomKeys(ctx, sku)
+	if err != nil {
+		return QueueTicket{}, fmt.Errorf("join queue %s: %w", sku, err)
+	}
+	rep, err := run(ctx, r.sc, scriptQueue, keys, "join", userID, place, r.passTTL, admitPerCall, sku)
 	if err != nil {
 		return QueueTicket{}, fmt.Errorf("join queue %s: %w", sku, err)
 	}
@@ -118,7 +122,11 @@ func (r *Redis) QueuePosition(ctx context.Context, sku, userID string) (QueueTic
 	}
 	// A poll changes nothing the caller asked for (its admissions would happen on the
 	// next call anyway), so a lost reply is "unavailable", as for a read.
-	v, err := scriptQueue.Run(ctx, r.rdb, r.roomKeys(sku), "poll", userID, 0, r.passTTL, admitPerCall, sku).Slice()
+	keys, err := r.roomKeys(ctx, sku)
+	if err != nil {
+		return QueueTicket{}, fmt.Errorf("queue position %s: %w", sku, err)
+	}
+	v, err := r.plain.Run(ctx, scriptQueue, keys, "poll", userID, 0, r.passTTL, admitPerCall, sku).Slice()
 	if err != nil {
 		return QueueTicket{}, readErr("queue position "+sku, err)
 	}
@@ -132,8 +140,13 @@ func checkQueue(sku, userID string) error {
 	return checkKey("userId", userID, false)
 }
 
-func (r *Redis) roomKeys(sku string) []string {
-	return []string{r.k.Stock(sku), r.k.Room(sku, ""), r.k.Room(sku, "w"), r.k.Room(sku, "p"), r.k.Room(sku, "e")}
+func (r *Redis) roomKeys(ctx context.Context, sku string) ([]string, error) {
+	p, err := r.partitionOf(ctx, sku)
+	if err != nil {
+		return nil, err
+	}
+	k := p.k
+	return []string{k.Stock(sku), k.Room(sku, ""), k.Room(sku, "w"), k.Room(sku, "p"), k.Room(sku, "e")}, nil
 }
 
 // drawPlace is a random place in [0, 2^52): exact as a sorted-set score, and below
@@ -206,10 +219,14 @@ func newRoomSecret() string {
 
 // QueueLengths reads how many buyers wait in each SKU's room, in one round trip.
 func (r *Redis) QueueLengths(ctx context.Context, skus []string) (map[string]int64, error) {
+	parts, err := r.partitionsOf(ctx, skus)
+	if err != nil {
+		return nil, fmt.Errorf("queue lengths: %w", err)
+	}
 	cmds := make([]*redis.IntCmd, len(skus))
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sku := range skus {
-			cmds[i] = p.ZCard(ctx, r.k.Room(sku, "w"))
+			cmds[i] = p.ZCard(ctx, parts[i].k.Room(sku, "w"))
 		}
 		return nil
 	})

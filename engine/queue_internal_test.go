@@ -29,7 +29,7 @@ func TestOnePassTwiceInOneBatch(t *testing.T) {
 	for _, req := range batch {
 		req.lines, req.pass, req.done = []Line{{SKU: "R", Quantity: 1}}, tk.Pass, make(chan struct{})
 	}
-	r.batch.exec(batch) // one script call for both
+	r.parts[0].batch.exec(batch) // one script call for both
 	if first.err != nil || first.rep.status() != "ok" {
 		t.Fatalf("first request: got %v %v, want ok", first.err, first.rep)
 	}

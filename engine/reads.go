@@ -34,10 +34,14 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 			return nil, err
 		}
 	}
+	parts, err := r.partitionsOf(ctx, skus)
+	if err != nil {
+		return nil, err
+	}
 	cmds := make([]*redis.SliceCmd, len(skus))
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, sku := range skus {
-			cmds[i] = p.HMGet(ctx, r.k.Stock(sku), "a", "r", "s", "q")
+			cmds[i] = p.HMGet(ctx, parts[i].k.Stock(sku), "a", "r", "s", "q")
 		}
 		return nil
 	})
@@ -47,7 +51,8 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 	out := make(map[string]Level, len(skus))
 	for i, c := range cmds {
 		if v := c.Val(); v[0] != nil {
-			out[skus[i]] = Level{SKU: skus[i], Available: asInt(v[0]), Reserved: asInt(v[1]), Sold: asInt(v[2]), Version: asInt(v[3])}
+			out[skus[i]] = Level{SKU: skus[i], Available: asInt(v[0]), Reserved: asInt(v[1]), Sold: asInt(v[2]), Version: asInt(v[3]),
+				Partition: parts[i].n}
 		}
 	}
 	return out, nil
@@ -55,9 +60,19 @@ func (r *Redis) Lookup(ctx context.Context, skus []string) (map[string]Level, er
 
 // SKUs lists every SKU with a stock record. Errors: ErrUnavailable.
 func (r *Redis) SKUs(ctx context.Context) ([]string, error) {
-	skus, err := r.rdb.SMembers(ctx, r.k.SKUs()).Result()
+	cmds := make([]*redis.StringSliceCmd, len(r.parts))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, part := range r.parts {
+			cmds[i] = p.SMembers(ctx, part.k.SKUs())
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, readErr("skus", err)
+	}
+	var skus []string
+	for _, c := range cmds {
+		skus = append(skus, c.Val()...)
 	}
 	return skus, nil
 }

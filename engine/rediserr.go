@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/internal/clusterscript"
 )
 
 // How a failed Redis call is reported depends on whether the command could have run.
@@ -47,6 +49,9 @@ func readErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if errors.Is(err, clusterscript.ErrNotRun) || errors.Is(err, clusterscript.ErrOutcomeUnknown) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
 	}
@@ -63,6 +68,13 @@ func writeErr(op string, err error) error {
 		return nil
 	}
 	switch {
+	case errors.Is(err, clusterscript.ErrNotRun):
+		// clusterscript knows no node ran it, even after redirects it could not follow
+		// (whose MOVED reply would otherwise read as a script's own error).
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	case errors.Is(err, clusterscript.ErrOutcomeUnknown):
+		// A lost reply, or a write the replicas did not confirm (ErrNotReplicated).
+		return fmt.Errorf("%s: %w: %w", op, ErrOutcomeUnknown, err)
 	case notSent(err):
 		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
 	case isRedisReply(err):
@@ -106,8 +118,10 @@ func lostReply(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// isRedisReply reports an error reply from Redis itself.
+// isRedisReply reports an error reply from Redis itself, to the script (not a refusal
+// clusterscript gave up on).
 func isRedisReply(err error) bool {
 	var re redis.Error
-	return errors.As(err, &re) && !lostReply(err)
+	return errors.As(err, &re) && !lostReply(err) &&
+		!errors.Is(err, clusterscript.ErrNotRun) && !errors.Is(err, clusterscript.ErrOutcomeUnknown)
 }

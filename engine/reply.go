@@ -15,11 +15,11 @@ type reply []any
 // run runs a script that may change data. A caller whose context has ended by now is
 // answered ErrUnavailable without sending anything; once the script is sent, a lost
 // reply is ErrOutcomeUnknown (see writeErr).
-func run(ctx context.Context, s redis.Scripter, script *redis.Script, keys []string, args ...any) (reply, error) {
+func run(ctx context.Context, s scriptRunner, script *redis.Script, keys []string, args ...any) (reply, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("script: not sent: %w: %w", ErrUnavailable, err)
 	}
-	return runResult{script.Run(ctx, s, keys, args...)}.result()
+	return runResult{s.Run(ctx, script, keys, args...)}.result()
 }
 
 type runResult struct{ cmd *redis.Cmd }

@@ -14,7 +14,7 @@ import (
 
 // scriptRebase restores a SKU from MongoDB after Redis lost it or rolled back. (It is
 // loaded on first use; add it to allScripts so LoadScripts loads it too.)
-var scriptRebase = redis.NewScript(lua.Rebase)
+var scriptRebase = newScript(lua.Rebase)
 
 // EventRebase is the event of a rebase: movements Redis numbered again after a
 // rollback, recorded again under a fresh sequence number.
@@ -112,7 +112,18 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 	if err := checkAdmin(req.SKU, req.Reason, "reconcile", ""); err != nil {
 		return RebaseResult{}, fmt.Errorf("rebase: %w", err)
 	}
-	keys := []string{r.k.Outbox(), r.k.Stock(req.SKU), r.k.SKUs(), r.k.HoldIndex()}
+	var part *partition
+	var err error
+	if mode == "restore" {
+		part, err = r.assign(ctx, req.SKU, p.Group)
+	} else {
+		part, err = r.partitionOf(ctx, req.SKU)
+	}
+	if err != nil {
+		return RebaseResult{}, fmt.Errorf("rebase %s: %w", req.SKU, err)
+	}
+	k := part.k // the SKU's partition holds its orders and holds too
+	keys := []string{k.Outbox(), k.Stock(req.SKU), k.SKUs(), k.HoldIndex()}
 	args := []any{mode, req.SKU, req.ExpectedVersion, req.Fold.Available, req.Fold.Reserved, req.Fold.Sold, req.Fold.Version,
 		req.Again.Available, req.Again.Reserved, req.Again.Sold, req.Release, req.Reason,
 		p.Price, p.Currency, p.MaxPerUser, unixMs(p.SaleStartsAt), unixMs(p.SaleEndsAt), r.recTTL, len(req.Orders)}
@@ -124,9 +135,9 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 		if err != nil {
 			return RebaseResult{}, fmt.Errorf("rebase %s: order %s: %w", req.SKU, o.Order.ID, err)
 		}
-		keys = append(keys, r.k.Order(o.Order.ID))
+		keys = append(keys, k.Order(o.Order.ID))
 		for _, it := range items {
-			keys = append(keys, r.k.Bought(it.SKU))
+			keys = append(keys, k.Bought(it.SKU))
 		}
 		uncounted := "0"
 		if o.Uncounted {
@@ -139,18 +150,18 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 		if err := checkID("id", h.Hold.ID); err != nil {
 			return RebaseResult{}, fmt.Errorf("rebase %s: %w", req.SKU, err)
 		}
-		keys = append(keys, r.k.Hold(h.Hold.ID))
+		keys = append(keys, k.Hold(h.Hold.ID))
 		for _, it := range h.Hold.Items {
-			keys = append(keys, r.k.Bought(it.SKU))
+			keys = append(keys, k.Bought(it.SKU))
 		}
 		args = append(args, h.Hold.ID, string(h.Status), h.OrderID)
 	}
 	// The waiting room comes back with the product (a new secret: passes issued before
 	// the loss are gone with the room's queue).
 	args = append(args, roomRate(p.WaitingRoom), newRoomSecret())
-	keys = append(keys, r.k.RestockChannel())
+	keys = append(keys, k.RestockChannel())
 	defer r.restocking()()
-	rep, err := run(ctx, r.rdb, scriptRebase, keys, args...)
+	rep, err := run(ctx, r.sc, scriptRebase, keys, args...)
 	if err == nil {
 		switch rep.status() {
 		case "ok":
@@ -176,21 +187,31 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 
 // HeldUnits returns the units of each SKU reserved by holds Redis has as active.
 func (r *Redis) HeldUnits(ctx context.Context) (map[string]int64, error) {
-	ids, err := r.rdb.ZRange(ctx, r.k.HoldIndex(), 0, -1).Result()
+	out := map[string]int64{}
+	for _, part := range r.parts {
+		if err := r.heldUnits(ctx, part, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// heldUnits adds partition part's held units to out.
+func (r *Redis) heldUnits(ctx context.Context, part *partition, out map[string]int64) error {
+	ids, err := r.rdb.ZRange(ctx, part.k.HoldIndex(), 0, -1).Result()
 	if err != nil {
-		return nil, readErr("held units", err)
+		return readErr("held units", err)
 	}
 	cmds := make([]*redis.SliceCmd, len(ids))
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, r.k.Hold(id), "st", "l")
+			cmds[i] = p.HMGet(ctx, part.k.Hold(id), "st", "l")
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, readErr("held units", err)
+		return readErr("held units", err)
 	}
-	out := map[string]int64{}
 	for _, c := range cmds {
 		v := c.Val()
 		if asString(v[0]) != string(HoldActive) {
@@ -198,13 +219,13 @@ func (r *Redis) HeldUnits(ctx context.Context) (map[string]int64, error) {
 		}
 		items, err := parseItems(asString(v[1]))
 		if err != nil {
-			return nil, fmt.Errorf("held units: %w", err)
+			return fmt.Errorf("held units: %w", err)
 		}
 		for _, it := range items {
 			out[it.SKU] += it.Quantity
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // CancelRestored cancels an order Redis no longer has (its record expired after
@@ -221,7 +242,11 @@ func (r *Redis) CancelRestored(ctx context.Context, o Order, lines string) (Orde
 	}
 	rec := RestoredOrder{Order: o, Lines: lines}.record()
 	ttl, _ := strconv.ParseInt(r.recTTL, 10, 64)
-	err := r.rdb.SetArgs(ctx, r.k.Order(o.ID), rec, redis.SetArgs{Mode: "NX", TTL: time.Duration(ttl) * time.Second}).Err()
+	part, err := r.orderPartition(ctx, o)
+	if err != nil {
+		return Order{}, fmt.Errorf("cancel %s: %w", o.ID, err)
+	}
+	err = r.rdb.SetArgs(ctx, part.k.Order(o.ID), rec, redis.SetArgs{Mode: "NX", TTL: time.Duration(ttl) * time.Second}).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Order{}, fmt.Errorf("cancel %s: restore record: %w", o.ID, writeErr("write", err))
 	}
@@ -244,10 +269,18 @@ func (r *Redis) RestoreOrderRecords(ctx context.Context, orders []RestoredOrder)
 		return 0, nil
 	}
 	ttl, _ := strconv.ParseInt(r.recTTL, 10, 64)
+	parts := make([]*partition, len(orders))
+	for i, o := range orders {
+		p, err := r.orderPartition(ctx, o.Order)
+		if err != nil {
+			return 0, fmt.Errorf("restore order records: %w", err)
+		}
+		parts[i] = p
+	}
 	cmds := make([]*redis.BoolCmd, len(orders))
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, o := range orders {
-			cmds[i] = p.SetNX(ctx, r.k.Order(o.Order.ID), o.record(), time.Duration(ttl)*time.Second)
+			cmds[i] = p.SetNX(ctx, parts[i].k.Order(o.Order.ID), o.record(), time.Duration(ttl)*time.Second)
 		}
 		return nil
 	})

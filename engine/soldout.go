@@ -42,9 +42,9 @@ type soldOut struct {
 // restockChannel carries the SKUs whose stock has just come back, one SKU per message.
 // The scripts receive it as their last KEYS entry (prelude.lua, restocked).
 
-func newSoldOut(ctx context.Context, rdb redis.UniversalClient, channel string, ttl time.Duration) *soldOut {
+func newSoldOut(ctx context.Context, rdb redis.UniversalClient, channels []string, ttl time.Duration) *soldOut {
 	s := &soldOut{ttl: ttl, until: map[string]int64{}, done: make(chan struct{})}
-	s.sub = rdb.Subscribe(ctx, channel)
+	s.sub = rdb.Subscribe(ctx, channels...)
 	go func() {
 		defer close(s.done)
 		for msg := range s.sub.Channel() {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashstock/flashstock/scripts/lua"
 )
 
@@ -22,7 +20,7 @@ type Limit struct {
 // Off reports whether the limit allows everything.
 func (l Limit) Off() bool { return l.Burst <= 0 || l.Per <= 0 }
 
-var scriptThrottle = redis.NewScript(lua.Throttle)
+var scriptThrottle = newScript(lua.Throttle)
 
 // Throttle counts one request of id against limit l in scope (a kind of limiter: by
 // client address, by email, ...), shared by every process on this Redis and timed by
@@ -43,7 +41,7 @@ func (r *Redis) throttle(ctx context.Context, scope, id string, l Limit, op stri
 	if l.Off() {
 		return nil
 	}
-	res, err := scriptThrottle.Run(ctx, r.rdb, []string{r.throttleKey(scope, id)}, max(l.Per.Milliseconds(), 1), l.Burst, op,
+	res, err := r.plain.Run(ctx, scriptThrottle, []string{r.throttleKey(scope, id)}, max(l.Per.Milliseconds(), 1), l.Burst, op,
 		NewShortID()).Int64Slice()
 	if err != nil {
 		// A limiter is not a stock change: whether or not it counted, the caller

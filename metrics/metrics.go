@@ -117,6 +117,12 @@ type State struct {
 	ActiveHolds func(ctx context.Context) (int64, error)
 	// OutboxLag counts outbox entries not yet persisted (nil where no syncer runs).
 	OutboxLag func(ctx context.Context) (int64, error)
+	// PartitionLag, with several partitions, counts each partition's outbox entries not
+	// yet persisted, in partition order (nil or one partition: not exported).
+	PartitionLag func(ctx context.Context) ([]int64, error)
+	// ClusterOK, on a Redis Cluster, says whether every master reports cluster_state:ok
+	// (nil elsewhere: not exported).
+	ClusterOK func(ctx context.Context) error
 	// SyncerErrors counts failed MongoDB writes of this process's syncer.
 	SyncerErrors func() int64
 	// SyncConflicts counts movements this process's syncer found under a ledger id
@@ -152,6 +158,10 @@ func (m *Metrics) RegisterState(s State) {
 		low:       prometheus.NewDesc("flashstock_stock_low", "1 when a SKU's available units are at or below the low-stock threshold.", []string{"sku"}, nil),
 		holds:     prometheus.NewDesc("flashstock_holds_active", "Holds not yet committed, released or expired.", nil, nil),
 		lag:       prometheus.NewDesc("flashstock_outbox_lag_entries", "Outbox entries not yet persisted to MongoDB.", nil, nil),
+		partLag: prometheus.NewDesc("flashstock_outbox_partition_lag_entries",
+			"Outbox entries not yet persisted to MongoDB, by partition (with several partitions).", []string{"partition"}, nil),
+		clusterOK: prometheus.NewDesc("flashstock_redis_cluster_ok",
+			"1 when every Redis Cluster master reports cluster_state:ok (on a cluster only).", nil, nil),
 		errs:      prometheus.NewDesc("flashstock_syncer_errors_total", "Failed MongoDB writes of the syncer (each retried).", nil, nil),
 		memUsed:   prometheus.NewDesc("flashstock_redis_memory_used_bytes", "Redis used_memory.", nil, nil),
 		memMax:    prometheus.NewDesc("flashstock_redis_memory_max_bytes", "Redis maxmemory (0 = unlimited).", nil, nil),
@@ -166,6 +176,7 @@ type stateCollector struct {
 	s                                                     State
 	available, low, holds, lag, errs, memUsed, memMax, up *prometheus.Desc
 	conflicts, dead, rollbacks, queue                     *prometheus.Desc
+	partLag, clusterOK                                    *prometheus.Desc
 
 	// levelsMu serialises refreshes: scrapes that arrive during one wait for it
 	// instead of starting their own.
@@ -197,7 +208,7 @@ func (c *stateCollector) cachedLevels(ctx context.Context) (levels, queues map[s
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.available, c.low, c.holds, c.lag, c.errs, c.memUsed, c.memMax, c.up,
-		c.conflicts, c.dead, c.rollbacks, c.queue} {
+		c.conflicts, c.dead, c.rollbacks, c.queue, c.partLag, c.clusterOK} {
 		ch <- d
 	}
 }
@@ -242,6 +253,22 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(n))
 		}
+	}
+	if c.s.PartitionLag != nil {
+		if lags, err := c.s.PartitionLag(ctx); err != nil {
+			fail("partition lag", err)
+		} else if len(lags) > 1 {
+			for p, n := range lags {
+				ch <- prometheus.MustNewConstMetric(c.partLag, prometheus.GaugeValue, float64(n), strconv.Itoa(p))
+			}
+		}
+	}
+	if c.s.ClusterOK != nil {
+		ok := 1.0
+		if c.s.ClusterOK(ctx) != nil {
+			ok = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.clusterOK, prometheus.GaugeValue, ok)
 	}
 	if c.s.SyncerErrors != nil {
 		ch <- prometheus.MustNewConstMetric(c.errs, prometheus.CounterValue, float64(c.s.SyncerErrors()))

@@ -22,14 +22,17 @@ type Product struct {
 	SaleEndsAt   *time.Time `bson:"saleEndsAt" json:"saleEndsAt"`
 	// WaitingRoom is nil for a product that never had one (disabled).
 	WaitingRoom *engine.WaitingRoom `bson:"waitingRoom,omitempty" json:"waitingRoom,omitempty"`
-	CreatedAt   time.Time           `bson:"createdAt" json:"-"`
-	UpdatedAt   time.Time           `bson:"updatedAt" json:"-"`
+	// Group, given at creation, puts the SKU in its group's partition (engine.Product).
+	Group     string    `bson:"group,omitempty" json:"group,omitempty"`
+	CreatedAt time.Time `bson:"createdAt" json:"-"`
+	UpdatedAt time.Time `bson:"updatedAt" json:"-"`
 }
 
 // EngineProduct is what the inventory engine keeps of p, with initial stock.
 func (p Product) EngineProduct(stock int64) engine.Product {
 	return engine.Product{SKU: p.SKU, Stock: stock, Price: p.Price, Currency: p.Currency,
-		MaxPerUser: p.MaxPerUser, SaleStartsAt: p.SaleStartsAt, SaleEndsAt: p.SaleEndsAt, WaitingRoom: p.WaitingRoom}
+		MaxPerUser: p.MaxPerUser, SaleStartsAt: p.SaleStartsAt, SaleEndsAt: p.SaleEndsAt, WaitingRoom: p.WaitingRoom,
+		Group: p.Group}
 }
 
 // PutProduct creates or replaces a catalog entry.

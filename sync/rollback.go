@@ -299,8 +299,24 @@ func lostHoldUnits(ctx context.Context, inv *engine.Redis, sku string, reserved 
 // so the syncers still process them, harmlessly). After it, every movement Redis made
 // up to upTo is in the ledger or kept as a conflict: a restore may rely on it even
 // before the syncers have caught up (at start-up none runs yet).
+//
+// upTo is lastEntry's answer: one entry id per partition's stream, joined by ",".
 func catchUp(ctx context.Context, inv *engine.Redis, st *store.Store, upTo string) error {
-	rdb, stream := inv.Client(), inv.OutboxKey()
+	ids := strings.Split(upTo, ",")
+	streams := inv.OutboxKeys()
+	if len(ids) != len(streams) {
+		return fmt.Errorf("catch up: %d entry ids for %d outbox streams", len(ids), len(streams))
+	}
+	for i, stream := range streams {
+		if err := catchUpStream(ctx, inv, st, stream, ids[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func catchUpStream(ctx context.Context, inv *engine.Redis, st *store.Store, stream, upTo string) error {
+	rdb := inv.Client()
 	start := "-"
 	groups, err := rdb.XInfoGroups(ctx, stream).Result()
 	if err != nil && !isNoStream(err) {
@@ -350,16 +366,22 @@ func isNoStream(err error) bool {
 	return err != nil && (strings.HasPrefix(err.Error(), "ERR no such key") || strings.Contains(err.Error(), "no such key"))
 }
 
-// lastEntry is the id of the outbox's newest entry ("0" when it is empty).
+// lastEntry is the id of each partition's outbox stream's newest entry ("0" when it is
+// empty), joined by "," in partition order.
 func lastEntry(ctx context.Context, inv *engine.Redis) (string, error) {
-	msgs, err := inv.Client().XRevRangeN(ctx, inv.OutboxKey(), "+", "-", 1).Result()
-	if err != nil {
-		return "", fmt.Errorf("outbox: %w", err)
+	streams := inv.OutboxKeys()
+	ids := make([]string, len(streams))
+	for i, stream := range streams {
+		msgs, err := inv.Client().XRevRangeN(ctx, stream, "+", "-", 1).Result()
+		if err != nil {
+			return "", fmt.Errorf("outbox: %w", err)
+		}
+		ids[i] = "0"
+		if len(msgs) > 0 {
+			ids[i] = msgs[0].ID
+		}
 	}
-	if len(msgs) == 0 {
-		return "0", nil
-	}
-	return msgs[0].ID, nil
+	return strings.Join(ids, ","), nil
 }
 
 // unapplied returns the conflicts a restore has not yet recorded again. A conflict

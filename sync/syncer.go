@@ -52,13 +52,15 @@ type SyncerOptions struct {
 // MongoDB, acknowledging it only after the write. Redelivery is harmless because every
 // write is an idempotent upsert; any number of syncers may run at once.
 type Syncer struct {
-	inv    *engine.Redis
-	rdb    redis.UniversalClient
-	stream string
-	dead   string
-	store  *store.Store
-	opts   SyncerOptions
-	log    *slog.Logger
+	inv *engine.Redis
+	rdb redis.UniversalClient
+	// streams are the outbox streams, one per partition, each read with its own
+	// consumer group (Group) by a reader of its own.
+	streams []string
+	dead    string
+	store   *store.Store
+	opts    SyncerOptions
+	log     *slog.Logger
 
 	persisted    atomic.Int64
 	failures     atomic.Int64
@@ -87,7 +89,7 @@ func NewSyncer(inv *engine.Redis, st *store.Store, opts SyncerOptions) *Syncer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{inv: inv, rdb: inv.Client(), stream: inv.OutboxKey(), dead: inv.DeadLetterKey(), store: st, opts: opts,
+	return &Syncer{inv: inv, rdb: inv.Client(), streams: inv.OutboxKeys(), dead: inv.DeadLetterKey(), store: st, opts: opts,
 		log: opts.Logger.With("component", "syncer", "consumer", opts.Consumer)}
 }
 
@@ -110,17 +112,50 @@ func (s *Syncer) Conflicts() int64 { return s.conflicts.Load() }
 // Run syncs until ctx ends. A batch that was read is written and acknowledged before Run
 // returns (within 10 s), so shutdown leaves nothing half done. While MongoDB fails, Run
 // retries the same batch with backoff; it never skips or drops an entry.
+//
+// With several partitions it reads every partition's stream at once, one reader each:
+// MongoDB's writes are keyed by movement (SKU and sequence) and order ids, never by
+// stream id, so entries of different streams never collide.
 func (s *Syncer) Run(ctx context.Context) error {
-	g := &groupReader{rdb: s.rdb, stream: s.stream, group: Group, start: "0", consumer: s.opts.Consumer,
-		batch: s.opts.Batch, block: s.opts.Block, idle: s.opts.ClaimIdle, log: s.log}
-	return g.run(ctx, func(msgs []redis.XMessage) { s.persist(ctx, msgs) })
+	return runEach(ctx, s.streams, func(ctx context.Context, stream string) error {
+		g := &groupReader{rdb: s.rdb, stream: stream, group: Group, start: "0", consumer: s.opts.Consumer,
+			batch: s.opts.Batch, block: s.opts.Block, idle: s.opts.ClaimIdle, log: s.log.With("stream", stream)}
+		return g.run(ctx, func(msgs []redis.XMessage) { s.persist(ctx, stream, msgs) })
+	})
+}
+
+// runEach runs fn for every stream at once and returns the first error, once all have
+// returned; an error ends the others too.
+func runEach(ctx context.Context, streams []string, fn func(context.Context, string) error) error {
+	if len(streams) == 1 {
+		return fn(ctx, streams[0])
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(streams))
+	for _, st := range streams {
+		go func() {
+			err := fn(ctx, st)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range streams {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // persist writes one batch and acknowledges it, retrying with backoff until it succeeds
 // or the process is stopping (then the entries stay pending for the next syncer).
 // Undecodable entries are parked in the dead-letter stream first: the batch is not
 // acknowledged until every one of them is parked, so none is dropped unseen.
-func (s *Syncer) persist(ctx context.Context, msgs []redis.XMessage) {
+func (s *Syncer) persist(ctx context.Context, stream string, msgs []redis.XMessage) {
 	events := make([]engine.Event, 0, len(msgs))
 	ids := make([]string, 0, len(msgs))
 	var bad []redis.XMessage
@@ -141,7 +176,7 @@ func (s *Syncer) persist(ctx context.Context, msgs []redis.XMessage) {
 	backoff := 100 * time.Millisecond
 	for {
 		bad = s.park(ctx, bad)
-		if len(bad) == 0 && s.writeAndAck(ctx, events, lines, ids) {
+		if len(bad) == 0 && s.writeAndAck(ctx, stream, events, lines, ids) {
 			return
 		}
 		if ctx.Err() != nil {
@@ -168,7 +203,7 @@ func (s *Syncer) park(ctx context.Context, bad []redis.XMessage) []redis.XMessag
 
 // writeAndAck writes one batch and acknowledges it; it reports whether the write
 // succeeded. Both finish (within 10 s) even if ctx ends meanwhile.
-func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, lines map[string]string, ids []string) bool {
+func (s *Syncer) writeAndAck(ctx context.Context, stream string, events []engine.Event, lines map[string]string, ids []string) bool {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	conflicts, err := s.store.ApplyBatch(wctx, events, lines)
@@ -205,7 +240,7 @@ func (s *Syncer) writeAndAck(ctx context.Context, events []engine.Event, lines m
 	if s.opts.beforeAck != nil && !s.opts.beforeAck() {
 		return true
 	}
-	if err := s.rdb.XAck(wctx, s.stream, Group, ids...).Err(); err != nil {
+	if err := s.rdb.XAck(wctx, stream, Group, ids...).Err(); err != nil {
 		s.log.Warn("ack failed; entries will be redelivered", "err", err)
 		return true
 	}
@@ -244,9 +279,32 @@ type Lag struct {
 // Total is every entry not yet persisted.
 func (l Lag) Total() int64 { return l.Pending + l.Undelivered }
 
-// Lag reports the group's pending and undelivered entries.
+// Lag reports the group's pending and undelivered entries, over every partition.
 func (s *Syncer) Lag(ctx context.Context) (Lag, error) {
-	groups, err := s.rdb.XInfoGroups(ctx, s.stream).Result()
+	lags, err := s.PartitionLags(ctx)
+	var sum Lag
+	for _, l := range lags {
+		sum.Pending += l.Pending
+		sum.Undelivered += l.Undelivered
+	}
+	return sum, err
+}
+
+// PartitionLags reports Lag for each partition's stream, in partition order.
+func (s *Syncer) PartitionLags(ctx context.Context) ([]Lag, error) {
+	out := make([]Lag, len(s.streams))
+	for i, stream := range s.streams {
+		l, err := s.lag(ctx, stream)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = l
+	}
+	return out, nil
+}
+
+func (s *Syncer) lag(ctx context.Context, stream string) (Lag, error) {
+	groups, err := s.rdb.XInfoGroups(ctx, stream).Result()
 	if err != nil {
 		return Lag{}, fmt.Errorf("syncer lag: %w", err)
 	}
@@ -255,7 +313,7 @@ func (s *Syncer) Lag(ctx context.Context) (Lag, error) {
 			return Lag{Pending: g.Pending, Undelivered: max(g.Lag, 0)}, nil
 		}
 	}
-	n, err := s.rdb.XLen(ctx, s.stream).Result()
+	n, err := s.rdb.XLen(ctx, stream).Result()
 	return Lag{Undelivered: n}, err
 }
 
@@ -263,7 +321,19 @@ func (s *Syncer) Lag(ctx context.Context) (Lag, error) {
 // oldest pending entry, or, with none pending, older than the last one delivered.
 // Undelivered entries are never touched. It returns how many it deleted.
 func (s *Syncer) Trim(ctx context.Context) (int64, error) {
-	groups, err := s.rdb.XInfoGroups(ctx, s.stream).Result()
+	var total int64
+	for _, stream := range s.streams {
+		n, err := s.trim(ctx, stream)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func (s *Syncer) trim(ctx context.Context, stream string) (int64, error) {
+	groups, err := s.rdb.XInfoGroups(ctx, stream).Result()
 	if err != nil {
 		return 0, fmt.Errorf("trim outbox: %w", err)
 	}
@@ -275,7 +345,7 @@ func (s *Syncer) Trim(ctx context.Context) (int64, error) {
 			continue
 		}
 		id := g.LastDeliveredID
-		p, err := s.rdb.XPending(ctx, s.stream, g.Name).Result()
+		p, err := s.rdb.XPending(ctx, stream, g.Name).Result()
 		if err != nil {
 			return 0, fmt.Errorf("trim outbox: %w", err)
 		}
@@ -290,7 +360,7 @@ func (s *Syncer) Trim(ctx context.Context) (int64, error) {
 	if !synced || minID == "" || minID == "0-0" {
 		return 0, nil
 	}
-	n, err := s.rdb.XTrimMinID(ctx, s.stream, minID).Result()
+	n, err := s.rdb.XTrimMinID(ctx, stream, minID).Result()
 	if err != nil {
 		return 0, fmt.Errorf("trim outbox: %w", err)
 	}

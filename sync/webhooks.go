@@ -48,15 +48,18 @@ func NewFeeder(inv *engine.Redis, svc *webhook.Service, log *slog.Logger) *Feede
 
 // Run feeds until ctx ends; a batch read is enqueued and acknowledged before it returns.
 // The group starts at the outbox's end: turning webhooks on does not replay history.
+// With several partitions each partition's stream has its own reader and group.
 func (f *Feeder) Run(ctx context.Context) error {
-	g := &groupReader{rdb: f.inv.Client(), stream: f.inv.OutboxKey(), group: WebhookGroup, start: "$",
-		consumer: f.consumer, batch: 100, block: f.Block, idle: 30 * time.Second, log: f.log}
-	return g.run(ctx, func(msgs []redis.XMessage) { f.feed(ctx, msgs) })
+	return runEach(ctx, f.inv.OutboxKeys(), func(ctx context.Context, stream string) error {
+		g := &groupReader{rdb: f.inv.Client(), stream: stream, group: WebhookGroup, start: "$",
+			consumer: f.consumer, batch: 100, block: f.Block, idle: 30 * time.Second, log: f.log.With("stream", stream)}
+		return g.run(ctx, func(msgs []redis.XMessage) { f.feed(ctx, stream, msgs) })
+	})
 }
 
 // feed enqueues one batch's events and acknowledges it, retrying with backoff while
 // MongoDB fails; an entry that does not decode is left to the syncer's dead letters.
-func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
+func (f *Feeder) feed(ctx context.Context, stream string, msgs []redis.XMessage) {
 	var events []webhook.Event
 	ids := make([]string, 0, len(msgs))
 	for _, m := range msgs {
@@ -74,7 +77,7 @@ func (f *Feeder) feed(ctx context.Context, msgs []redis.XMessage) {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		err := f.svc.Enqueue(wctx, events)
 		if err == nil {
-			err = f.inv.Client().XAck(wctx, f.inv.OutboxKey(), WebhookGroup, ids...).Err()
+			err = f.inv.Client().XAck(wctx, stream, WebhookGroup, ids...).Err()
 		}
 		cancel()
 		if err == nil || ctx.Err() != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/joho/godotenv"
 
+	"github.com/flashstock/flashstock/engine"
 	stocksync "github.com/flashstock/flashstock/sync"
 	"github.com/flashstock/flashstock/webhook"
 )
@@ -22,9 +23,19 @@ import (
 type Config struct {
 	// Host is the interface the API listens on: 127.0.0.1 in the embedded mode (its demo
 	// admin has a published password), all interfaces otherwise, unless HOST is set.
-	Host          string
-	Port          int
-	RedisURL      string
+	Host     string
+	Port     int
+	RedisURL string
+	// RedisClusterAddrs are the seeds of a Redis Cluster (REDIS_CLUSTER_ADDRS), set
+	// instead of RedisURL.
+	RedisClusterAddrs []string
+	// Partitions is how many partitions (hash tags) SKUs are spread over (PARTITIONS;
+	// default 1, 16 with a cluster).
+	Partitions int
+	// WaitReplicas and WaitTimeout: acknowledge a stock change only once this many
+	// replicas confirmed it (REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS).
+	WaitReplicas  int
+	WaitTimeout   time.Duration
 	MongoURI      string
 	MongoDatabase string
 	DataDir       string
@@ -80,7 +91,10 @@ func (c Config) webhookConfig(key string) (webhook.Config, error) {
 }
 
 // Embedded reports whether Redis and MongoDB run inside this process.
-func (c Config) Embedded() bool { return c.RedisURL == "" && c.MongoURI == "" }
+func (c Config) Embedded() bool { return c.embeddedRedis() && c.MongoURI == "" }
+
+// embeddedRedis reports whether Redis runs inside this process (miniredis).
+func (c Config) embeddedRedis() bool { return c.RedisURL == "" && len(c.RedisClusterAddrs) == 0 }
 
 // usageError is a bad command line or configuration: exit status 2.
 type usageError struct{ msg string }
@@ -122,6 +136,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		return def
 	}
 	c := Config{
+		RedisClusterAddrs:          clusterAddrs(get("REDIS_CLUSTER_ADDRS")),
 		Host:                       get("HOST"),
 		Port:                       num("PORT", 3000, 0, 65535),
 		RedisURL:                   get("REDIS_URL"),
@@ -214,15 +229,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if c.MongoURI != "" && !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
 		bad("MONGODB_URI", redact(c.MongoURI), "must start with mongodb:// or mongodb+srv://")
 	}
-	// Contract v1.1 names these for Redis Cluster, which this version does not run yet.
-	// Ignoring them would be worse than refusing: without REDIS_URL the process would
-	// start on an in-process Redis of its own, and REDIS_WAIT_REPLICAS promises a
-	// durability nothing would provide.
-	for _, k := range []string{"REDIS_CLUSTER_ADDRS", "PARTITIONS", "REDIS_WAIT_REPLICAS", "REDIS_WAIT_TIMEOUT_MS"} {
-		if v := get(k); v != "" && !(k == "PARTITIONS" && v == "1") && !(k == "REDIS_WAIT_REPLICAS" && v == "0") {
-			bad(k, v, "Redis Cluster, partitions and WAIT are not supported by this version yet: use REDIS_URL (one Redis; see docs/OPERATIONS.md)")
-		}
-	}
+	errs = append(errs, c.loadCluster(num, bad)...)
 	if !c.Embedded() && c.JWTSecret == "" {
 		errs = append(errs, "JWT_SECRET is required when REDIS_URL or MONGODB_URI is set (only the embedded mode generates one)")
 	}
@@ -328,4 +335,44 @@ func masked(s string) string {
 		return "(unset)"
 	}
 	return "(set, " + strconv.Itoa(len(s)) + " chars)"
+}
+
+// clusterAddrs splits REDIS_CLUSTER_ADDRS.
+func clusterAddrs(v string) []string {
+	var addrs []string
+	for a := range strings.SplitSeq(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+// loadCluster reads and checks PARTITIONS, REDIS_WAIT_REPLICAS and REDIS_WAIT_TIMEOUT_MS
+// and checks REDIS_CLUSTER_ADDRS; it returns the errors that bad does not report.
+func (c *Config) loadCluster(num func(string, int, int, int) int, bad func(k, v, why string)) []string {
+	var errs []string
+	for _, a := range c.RedisClusterAddrs {
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			bad("REDIS_CLUSTER_ADDRS", a, "must be host:port seeds separated by commas")
+		}
+	}
+	if len(c.RedisClusterAddrs) > 0 && c.RedisURL != "" {
+		errs = append(errs, "REDIS_CLUSTER_ADDRS and REDIS_URL are both set: set one (a cluster, or one Redis)")
+	}
+	def := 1
+	if len(c.RedisClusterAddrs) > 0 {
+		def = 16
+	}
+	c.Partitions = num("PARTITIONS", def, 1, engine.MaxPartitions)
+	c.WaitReplicas = num("REDIS_WAIT_REPLICAS", 0, 0, 16)
+	c.WaitTimeout = time.Duration(num("REDIS_WAIT_TIMEOUT_MS", 100, 1, 2000)) * time.Millisecond
+	if c.WaitReplicas > 0 && c.embeddedRedis() {
+		errs = append(errs, fmt.Sprintf("REDIS_WAIT_REPLICAS=%d needs REDIS_URL or REDIS_CLUSTER_ADDRS: the embedded Redis has no replicas", c.WaitReplicas))
+	}
+	if c.Partitions > 1 && c.embeddedRedis() {
+		errs = append(errs, fmt.Sprintf("PARTITIONS=%d needs REDIS_URL or REDIS_CLUSTER_ADDRS: the embedded mode keeps one partition", c.Partitions))
+	}
+	return errs
 }

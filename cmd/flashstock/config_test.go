@@ -144,9 +144,15 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{"login limit", map[string]string{"LOGIN_LIMIT_PER_MINUTE": "-1"}, "LOGIN_LIMIT_PER_MINUTE"},
 		{"login address limit", map[string]string{"LOGIN_ADDRESS_LIMIT_PER_MINUTE": "lots"}, "LOGIN_ADDRESS_LIMIT_PER_MINUTE"},
 		{"trusted proxies", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, lb.internal"}, "TRUSTED_PROXIES"},
-		{"a cluster this version cannot run", map[string]string{"REDIS_CLUSTER_ADDRS": "r1:7000,r2:7000"}, "REDIS_CLUSTER_ADDRS"},
-		{"partitions", map[string]string{"PARTITIONS": "16"}, "PARTITIONS"},
-		{"a durability nothing would provide", map[string]string{"REDIS_WAIT_REPLICAS": "1"}, "REDIS_WAIT_REPLICAS"},
+		{"cluster seed without a port", map[string]string{"REDIS_CLUSTER_ADDRS": "r1:7000,r2"}, "REDIS_CLUSTER_ADDRS"},
+		{"cluster and one Redis", map[string]string{"REDIS_CLUSTER_ADDRS": "r1:7000", "REDIS_URL": "redis://r:6379",
+			"MONGODB_URI": "mongodb://m", "JWT_SECRET": secret}, "REDIS_CLUSTER_ADDRS and REDIS_URL"},
+		{"no partitions", map[string]string{"PARTITIONS": "0"}, "PARTITIONS"},
+		{"too many partitions", map[string]string{"REDIS_CLUSTER_ADDRS": "r1:7000", "PARTITIONS": "100000"}, "PARTITIONS"},
+		{"partitions on the embedded Redis", map[string]string{"PARTITIONS": "4"}, "PARTITIONS=4 needs"},
+		{"a durability nothing would provide", map[string]string{"REDIS_WAIT_REPLICAS": "1"}, "REDIS_WAIT_REPLICAS=1 needs"},
+		{"wait replicas", map[string]string{"REDIS_URL": "redis://r:6379", "REDIS_WAIT_REPLICAS": "-1"}, "REDIS_WAIT_REPLICAS"},
+		{"wait timeout", map[string]string{"REDIS_URL": "redis://r:6379", "REDIS_WAIT_TIMEOUT_MS": "5000"}, "REDIS_WAIT_TIMEOUT_MS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

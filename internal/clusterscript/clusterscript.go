@@ -52,6 +52,11 @@ var (
 	// ErrOutcomeUnknown: the script was sent to a node and no reply came back; it may
 	// have run. The caller must find out (an idempotency key), never blindly resend.
 	ErrOutcomeUnknown = errors.New("clusterscript: sent, reply lost: the script may have run")
+	// ErrNotReplicated: the script ran and answered, but fewer replicas than
+	// Options.WaitReplicas confirmed its writes within Options.WaitTimeout. A failover
+	// may still lose them, so the outcome is unknown (it wraps ErrOutcomeUnknown).
+	ErrNotReplicated = fmt.Errorf("%w: fewer replicas than required confirmed the write", ErrOutcomeUnknown)
+
 	// ErrNotRun: no node ran the script (every attempt was refused or never sent).
 	ErrNotRun = errors.New("clusterscript: the script did not run")
 )
@@ -72,6 +77,14 @@ type Options struct {
 	// that answers FCALL with "Function not found" gets FUNCTION LOAD REPLACE of it
 	// and the call is sent again.
 	Library string
+	// WaitReplicas, if positive, sends WAIT WaitReplicas WaitTimeout behind every Run,
+	// FCall and RunBatch pipeline (RunRO excepted), on the same connection and in the
+	// same round trip: a script that ran is returned only once that many replicas
+	// confirmed its writes, or else wrapped in ErrNotReplicated.
+	WaitReplicas int
+	// WaitTimeout bounds WAIT (default 100 ms). It must stay well under the node
+	// clients' ReadTimeout.
+	WaitTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -86,6 +99,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 250 * time.Millisecond
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = 100 * time.Millisecond
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = o.MinBackoff
@@ -162,7 +178,7 @@ func (c *Client) runScript(ctx context.Context, ro bool, script *redis.Script, k
 		}
 		return script.Eval(ctx, cl, keys, args...)
 	}
-	return c.do(ctx, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
+	return c.do(ctx, !ro, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
 		if ro {
 			return cl.EvalShaRO(ctx, hash, keys, args...)
 		}
@@ -209,13 +225,20 @@ func (c *Client) RunBatch(ctx context.Context, calls []Call) []*redis.Cmd {
 				return
 			}
 			cmds := make([]*redis.Cmd, len(idx))
+			var w *redis.IntCmd
 			_, _ = node.Pipelined(ctx, func(p redis.Pipeliner) error {
 				for j, i := range idx {
 					cmds[j] = p.EvalSha(ctx, calls[i].Script.Hash(), calls[i].Keys, calls[i].Args...)
 				}
+				if c.opts.WaitReplicas > 0 {
+					w = c.waitCmd(ctx, p)
+				}
 				return nil
 			})
 			for j, i := range idx {
+				if w != nil {
+					cmds[j] = c.checkWait(ctx, cmds[j], w)
+				}
 				switch err := cmds[j].Err(); kind(err) {
 				case ok, ranWithError:
 					c.calls.Add(1)
@@ -238,7 +261,7 @@ func (c *Client) RunBatch(ctx context.Context, calls []Call) []*redis.Cmd {
 // and Options.Library is set, the library is loaded there (FUNCTION LOAD REPLACE) and
 // the call sent again; without Library that refusal ends the call (ErrNotRun).
 func (c *Client) FCall(ctx context.Context, function string, keys []string, args ...any) *redis.Cmd {
-	return c.do(ctx, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
+	return c.do(ctx, true, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
 		return cl.FCall(ctx, function, keys, args...)
 	}, c.loadLibrary)
 }
@@ -255,14 +278,14 @@ func (c *Client) loadLibrary(ctx context.Context, node *redis.Client) (sender, e
 
 // Eval runs src at most once (redis.Scripter).
 func (c *Client) Eval(ctx context.Context, src string, keys []string, args ...any) *redis.Cmd {
-	return c.do(ctx, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
+	return c.do(ctx, true, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
 		return cl.Eval(ctx, src, keys, args...)
 	}, nil)
 }
 
 // EvalRO runs src with EVAL_RO at most once (redis.Scripter).
 func (c *Client) EvalRO(ctx context.Context, src string, keys []string, args ...any) *redis.Cmd {
-	return c.do(ctx, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
+	return c.do(ctx, false, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
 		return cl.EvalRO(ctx, src, keys, args...)
 	}, nil)
 }
@@ -271,14 +294,14 @@ func (c *Client) EvalRO(ctx context.Context, src string, keys []string, args ...
 // script answers NOSCRIPT, returned wrapped in ErrNotRun (redis.Script.Run sees it and
 // falls back to Eval).
 func (c *Client) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	return c.do(ctx, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
+	return c.do(ctx, true, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
 		return cl.EvalSha(ctx, sha1, keys, args...)
 	}, nil)
 }
 
 // EvalShaRO is EvalSha with EVALSHA_RO (redis.Scripter).
 func (c *Client) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	return c.do(ctx, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
+	return c.do(ctx, false, keys, func(ctx context.Context, cl redis.Cmdable) *redis.Cmd {
 		return cl.EvalShaRO(ctx, sha1, keys, args...)
 	}, nil)
 }
@@ -305,7 +328,7 @@ type loader func(ctx context.Context, node *redis.Client) (sender, error)
 
 // do is the redirect loop. Only replies and errors that prove the command did not run
 // lead to another send.
-func (c *Client) do(ctx context.Context, keys []string, send sender, load loader) *redis.Cmd {
+func (c *Client) do(ctx context.Context, wait bool, keys []string, send sender, load loader) *redis.Cmd {
 	c.calls.Add(1)
 	if len(keys) == 0 {
 		return c.fail(ctx, c.notRunErr(errors.New("a script needs at least one key to pick its node"), "", 0))
@@ -334,7 +357,7 @@ func (c *Client) do(ctx context.Context, keys []string, send sender, load loader
 			}
 			node = n
 		}
-		cmd := c.send(ctx, node, asking, send)
+		cmd := c.send(ctx, node, asking, wait && c.opts.WaitReplicas > 0, send)
 		err := cmd.Err()
 		wasAsking := asking
 		asking = false
@@ -408,15 +431,48 @@ func (c *Client) do(ctx context.Context, keys []string, send sender, load loader
 	}
 }
 
-// send writes the command once to node, behind ASKING if asking.
-func (c *Client) send(ctx context.Context, node *redis.Client, asking bool, send sender) *redis.Cmd {
-	if !asking {
+// send writes the command once to node, behind ASKING if asking, and followed by WAIT
+// in the same pipeline if wait.
+func (c *Client) send(ctx context.Context, node *redis.Client, asking, wait bool, send sender) *redis.Cmd {
+	if !asking && !wait {
 		return send(ctx, node)
 	}
 	pipe := node.Pipeline()
-	_ = pipe.Process(ctx, redis.NewStatusCmd(ctx, "asking"))
+	if asking {
+		_ = pipe.Process(ctx, redis.NewStatusCmd(ctx, "asking"))
+	}
 	cmd := send(ctx, pipe)
+	var w *redis.IntCmd
+	if wait {
+		w = c.waitCmd(ctx, pipe)
+	}
 	_, _ = pipe.Exec(ctx)
+	if w != nil {
+		return c.checkWait(ctx, cmd, w)
+	}
+	return cmd
+}
+
+// waitCmd queues WAIT on p.
+func (c *Client) waitCmd(ctx context.Context, p redis.Pipeliner) *redis.IntCmd {
+	w := redis.NewIntCmd(ctx, "wait", c.opts.WaitReplicas, c.opts.WaitTimeout.Milliseconds())
+	_ = p.Process(ctx, w)
+	return w
+}
+
+// checkWait turns a script that ran without the replicas' confirmation into
+// ErrNotReplicated. A script that did not run, or failed for its own sake, is
+// returned as it is: WAIT says nothing about it.
+func (c *Client) checkWait(ctx context.Context, cmd *redis.Cmd, w *redis.IntCmd) *redis.Cmd {
+	if kind(cmd.Err()) != ok {
+		return cmd
+	}
+	if err := w.Err(); err != nil {
+		return c.fail(ctx, fmt.Errorf("%w: WAIT: %w", ErrNotReplicated, err))
+	}
+	if n := w.Val(); n < int64(c.opts.WaitReplicas) {
+		return c.fail(ctx, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, n, c.opts.WaitReplicas, c.opts.WaitTimeout))
+	}
 	return cmd
 }
 

@@ -714,3 +714,51 @@ func BenchmarkScriptRun(b *testing.B) {
 		})
 	}
 }
+
+// TestWaitReplicas: with WaitReplicas 1 (one replica per master) Run and RunBatch succeed;
+// with WaitReplicas 2, which no master can meet, every call that ran is ErrNotReplicated
+// (an ErrOutcomeUnknown), in Run and in RunBatch, and none was sent again.
+func TestWaitReplicas(t *testing.T) {
+	c := testcluster.Shared(t)
+	ctx := context.Background()
+	rdb := redis.NewClusterClient(engine.NoRetriesCluster(&redis.ClusterOptions{Addrs: c.Addrs()}))
+	t.Cleanup(func() { rdb.Close() })
+	one := clusterscript.New(rdb, clusterscript.Options{WaitReplicas: 1, WaitTimeout: time.Second})
+	two := clusterscript.New(rdb, clusterscript.Options{WaitReplicas: 2, WaitTimeout: 20 * time.Millisecond})
+	masters := c.Masters()
+	key := func(i int) string { return c.TagOn(masters[i%len(masters)], t.Name()) + ":runs" }
+	if err := one.Run(ctx, countRun, []string{key(0)}, "one").Err(); err != nil {
+		t.Fatalf("WAIT 1: %v", err)
+	}
+	err := two.Run(ctx, countRun, []string{key(0)}, "two").Err()
+	if !errors.Is(err, clusterscript.ErrNotReplicated) || !errors.Is(err, clusterscript.ErrOutcomeUnknown) {
+		t.Fatalf("WAIT 2 with one replica: got %v, want ErrNotReplicated (ErrOutcomeUnknown)", err)
+	}
+	var calls []clusterscript.Call
+	for i := range 6 {
+		calls = append(calls, clusterscript.Call{Script: countRun, Keys: []string{key(i)}, Args: []any{"batch-" + strconv.Itoa(i)}})
+	}
+	for i, cmd := range one.RunBatch(ctx, calls) {
+		if err := cmd.Err(); err != nil {
+			t.Fatalf("batch with WAIT 1, call %d: %v", i, err)
+		}
+	}
+	for i := range calls {
+		calls[i].Args = []any{"batch2-" + strconv.Itoa(i)}
+	}
+	for i, cmd := range two.RunBatch(ctx, calls) {
+		if err := cmd.Err(); !errors.Is(err, clusterscript.ErrNotReplicated) {
+			t.Fatalf("batch with WAIT 2, call %d: got %v, want ErrNotReplicated", i, err)
+		}
+	}
+	for i, m := range masters {
+		for id, n := range runs(t, m, key(i)) {
+			if n != "1" {
+				t.Errorf("%s: call %s ran %s times", m, id, n)
+			}
+		}
+	}
+	if got := runs(t, masters[0], key(0)); got["two"] != "1" || got["batch2-0"] != "1" {
+		t.Errorf("calls without enough replicas did not run once: %v", got)
+	}
+}

@@ -26,6 +26,8 @@ var (
 	queue string
 	//go:embed throttle.lua
 	Throttle string // standalone: no prelude
+	//go:embed assign.lua
+	Assign string // standalone: no prelude
 )
 
 // The scripts' full source, ready for redis.NewScript.

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	gosync "sync"
+	"testing"
+	"time"
+
+	"github.com/flashstock/flashstock/internal/rediscluster"
+	"github.com/flashstock/flashstock/internal/redisserver"
+	"github.com/flashstock/flashstock/internal/testcluster"
+	"github.com/flashstock/flashstock/internal/testmongo"
+)
+
+// syncBuffer is a log sink serve may write to while the test reads it.
+type syncBuffer struct {
+	mu gosync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestServeOnRedisCluster: serve runs on a Redis Cluster by configuration alone
+// (REDIS_CLUSTER_ADDRS, PARTITIONS, REDIS_WAIT_REPLICAS): /readyz reports the cluster,
+// a product and a checkout work; without WAIT it logs what a failover can lose.
+func TestServeOnRedisCluster(t *testing.T) {
+	c := testcluster.Start(t, rediscluster.Options{})
+	for _, tc := range []struct {
+		wait    string
+		wantLog string
+	}{
+		{"1", "acknowledged once replicas confirm it"},
+		{"0", "a master's failover can lose"},
+	} {
+		t.Run("wait"+tc.wait, func(t *testing.T) {
+			port, err := redisserver.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{
+				"PORT": strconv.Itoa(port), "REDIS_CLUSTER_ADDRS": strings.Join(c.Addrs(), ","), "PARTITIONS": "4",
+				"REDIS_WAIT_REPLICAS": tc.wait, "REDIS_WAIT_TIMEOUT_MS": "1000", "MONGODB_URI": testmongo.URI(t), "MONGODB_DATABASE": "serve_cluster_" + tc.wait,
+				"JWT_SECRET": strings.Repeat("c", 40), "SEED_DEMO": "true", "DEMO_ADMIN_PASSWORD": "cluster-admin-pw", "DATA_DIR": t.TempDir(),
+			}
+			inTempDir(t)
+			var logs syncBuffer
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, &logs) }()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("serve: %v\n%s", err, logs.String())
+				}
+			})
+			base := "http://127.0.0.1:" + strconv.Itoa(port)
+			var ready map[string]any
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				if res, err := http.Get(base + "/readyz"); err == nil {
+					_ = json.NewDecoder(res.Body).Decode(&ready)
+					res.Body.Close()
+					if res.StatusCode == 200 {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("serve on the cluster never got ready: %v\n%s", ready, logs.String())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if ch, _ := ready["checks"].(map[string]any); ch["cluster"] != "ok" {
+				t.Fatalf("/readyz: %v, want cluster ok", ready)
+			}
+			if !strings.Contains(logs.String(), tc.wantLog) {
+				t.Fatalf("the start-up log does not say %q:\n%s", tc.wantLog, logs.String())
+			}
+			tok := login(t, base, "admin@example.com", "cluster-admin-pw")
+			sku := "CL" + tc.wait
+			post(t, base+"/api/v1/products", tok, "", `{"sku":"`+sku+`","name":"x","price":5,"currency":"USD","stock":3,"group":"g"}`, 201)
+			post(t, base+"/api/v1/checkout", tok, "k-"+sku, `{"items":[{"sku":"`+sku+`","quantity":2}]}`, 201)
+			res, err := http.Get(base + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			for _, series := range []string{"flashstock_redis_cluster_ok 1", `flashstock_outbox_partition_lag_entries{partition="3"}`} {
+				if !strings.Contains(string(metrics), series) {
+					t.Errorf("/metrics lacks %s", series)
+				}
+			}
+			// The syncer (one reader per partition's stream) brings it to MongoDB.
+			for deadline := time.Now().Add(15 * time.Second); !hasOrderOf(t, base, tok, sku); {
+				if time.Now().After(deadline) {
+					t.Fatalf("the order of %s never reached MongoDB\n%s", sku, logs.String())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func login(t *testing.T, base, email, password string) string {
+	t.Helper()
+	body := post(t, base+"/api/v1/auth/login", "", "", `{"email":"`+email+`","password":"`+password+`"}`, 200)
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := m["token"].(string)
+	if tok == "" {
+		tok, _ = m["accessToken"].(string)
+	}
+	if tok == "" {
+		t.Fatalf("login: no token in %s", body)
+	}
+	return tok
+}
+
+func post(t *testing.T, url, tok, key, body string, want int) []byte {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != want {
+		t.Fatalf("POST %s: %d %s, want %d", url, res.StatusCode, b, want)
+	}
+	return b
+}
+
+// hasOrderOf reports whether the orders list (read from MongoDB) has an order of sku.
+func hasOrderOf(t *testing.T, base, tok, sku string) bool {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/api/v1/orders?limit=200", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode == 200 && strings.Contains(string(b), `"sku":"`+sku+`"`)
+}

@@ -72,9 +72,13 @@ var errCoordinatorStopped = fmt.Errorf("%w: coordinator stopped (test hook)", Er
 
 func (r *Redis) crashAt(step, t string) bool { return r.x.hook != nil && r.x.hook(step, t) }
 
-// tombTTL is how long ended attempts and decisions are remembered, seconds: the
-// idempotency window, so a duplicate of any step within it finds them.
-func (r *Redis) tombTTL() string { return r.idemTTL }
+// tombTTL is how long ended attempts (tombstones) and decisions are remembered,
+// seconds: an hour, far longer than any coordinator call that could still send a late
+// step of its attempt (each call draws its own attempt id), and than the sweeper needs
+// to resolve a reservation. A retry with the idempotency key finds the order record,
+// not these. One hour, not the idempotency window: there is one per attempt and
+// partition, and a day of them would be most of Redis's memory at a flash sale's rate.
+func (r *Redis) tombTTL() string { return "3600" }
 
 // xPart is one partition's share of a cross-partition cart.
 type xPart struct {

@@ -132,12 +132,10 @@ type xstep struct {
 // crossCheckout buys a cart spanning partitions (parts from splitLines), with the
 // errors of Checkout.
 func (r *Redis) crossCheckout(ctx context.Context, req CheckoutRequest, lines []Line, parts []xPart, id, fp string) (Order, error) {
+	// A retry of a key that made its order is found by decide (the order record is at
+	// the primary), or, if a line is refused or busy meanwhile, by xReplay below: no read
+	// ahead of the first attempt.
 	primary := parts[0].p
-	if req.IdempotencyKey != "" {
-		if o, err, ok := r.xReplay(ctx, primary, id, fp); ok {
-			return o, err
-		}
-	}
 	deadline := time.Now().Add(r.x.wait)
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
 		o, st := r.xAttempt(ctx, req, parts, id, fp)
@@ -151,6 +149,11 @@ func (r *Redis) crossCheckout(ctx context.Context, req CheckoutRequest, lines []
 			return o, st.err
 		}
 		if time.Now().After(deadline) {
+			if req.IdempotencyKey != "" {
+				if o, err, ok := r.xReplay(ctx, primary, id, fp); ok {
+					return o, err
+				}
+			}
 			return Order{}, ErrStockBusy
 		}
 		// Units held by an attempt whose coordinator died come back once the sweeper

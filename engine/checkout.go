@@ -26,6 +26,19 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 			fp = cartFingerprint
 		}
 	}
+	if len(r.parts) > 1 {
+		parts, err := r.splitLines(ctx, lines)
+		if err != nil {
+			return Order{}, opError("checkout", err)
+		}
+		if parts != nil {
+			o, err := r.crossCheckout(ctx, req, lines, parts, id, fp)
+			if err != nil {
+				return Order{}, opError("checkout", err)
+			}
+			return o, nil
+		}
+	}
 	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines,
 		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute, pass: normalizePass(req.QueuePass)})
 	if err != nil {
@@ -189,6 +202,27 @@ func (r *Redis) take(req *takeReq) (reply, error) {
 	rep, err := p.batch.submit(req)
 	if err != nil {
 		return nil, err
+	}
+	var deadline time.Time
+	for wait := 5 * time.Millisecond; len(r.parts) > 1; wait = min(2*wait, 50*time.Millisecond) {
+		// Stock held only by in-flight cross-partition checkouts: wait for them (bounded),
+		// sweeping abandoned ones, rather than refuse.
+		se, ok := takeError(rep).(*StockError)
+		if !ok || !r.xHeldShortage(req.ctx, p, se) {
+			break
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(r.x.wait)
+		} else if time.Now().After(deadline) {
+			return nil, ErrStockBusy
+		}
+		_, _ = r.sweepPartition(req.ctx, p)
+		time.Sleep(wait)
+		req = &takeReq{ctx: req.ctx, mode: req.mode, user: req.user, id: req.id, fp: req.fp, holdMs: req.holdMs,
+			lines: req.lines, rateKey: req.rateKey, rateLimit: req.rateLimit, pass: req.pass}
+		if rep, err = p.batch.submit(req); err != nil {
+			return nil, err
+		}
 	}
 	if err := takeError(rep); err != nil {
 		if r.soldOut != nil {

@@ -23,21 +23,37 @@ import (
 // local 3+3 Redis Cluster with 12 partitions, without and with WAIT 1. Reports carts/s
 // and the p99 latency of a checkout. On a 2-core box the cluster's six redis-servers,
 // the replicas' replication and the benchmark share the same cores: the figure is the
-// per-core cost, not the scaling (see deploy/CLUSTER.md).
+// per-core cost, not the scaling (see deploy/CLUSTER.md). The cluster-cross cases buy
+// two-line carts whose lines live in two partitions (the cross-partition protocol).
+func mustPartitionOf(b *testing.B, inv *engine.Redis, sku string) int {
+	p, err := inv.PartitionOf(context.Background(), sku)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
 func BenchmarkPartitionCarts(b *testing.B) {
 	const groups = 12
 	cases := []struct {
-		name string
-		rdb  func(b *testing.B) redis.UniversalClient
-		opts engine.Options
+		name  string
+		rdb   func(b *testing.B) redis.UniversalClient
+		opts  engine.Options
+		cross bool // each cart's two lines in two partitions
 	}{
-		{"single-node", func(b *testing.B) redis.UniversalClient { _, c := testredis.Start(b); return c }, engine.Options{}},
+		{"single-node", func(b *testing.B) redis.UniversalClient { _, c := testredis.Start(b); return c }, engine.Options{}, false},
 		{"cluster", func(b *testing.B) redis.UniversalClient {
 			return testcluster.Start(b, rediscluster.Options{}).Client()
-		}, engine.Options{Partitions: groups}},
+		}, engine.Options{Partitions: groups}, false},
 		{"cluster-wait1", func(b *testing.B) redis.UniversalClient {
 			return testcluster.Start(b, rediscluster.Options{}).Client()
-		}, engine.Options{Partitions: groups, WaitReplicas: 1}},
+		}, engine.Options{Partitions: groups, WaitReplicas: 1}, false},
+		{"cluster-cross", func(b *testing.B) redis.UniversalClient {
+			return testcluster.Start(b, rediscluster.Options{}).Client()
+		}, engine.Options{Partitions: groups}, true},
+		{"cluster-cross-wait1", func(b *testing.B) redis.UniversalClient {
+			return testcluster.Start(b, rediscluster.Options{}).Client()
+		}, engine.Options{Partitions: groups, WaitReplicas: 1}, true},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
@@ -49,6 +65,18 @@ func BenchmarkPartitionCarts(b *testing.B) {
 					sku := fmt.Sprintf("B%d-%d", g, i)
 					mustCreate(b, inv, engine.Product{SKU: sku, Stock: engine.MaxUnits, Price: 100, Group: fmt.Sprintf("g%d", g)})
 					carts[g] = append(carts[g], engine.Line{SKU: sku, Quantity: 1})
+				}
+			}
+			if bc.cross { // cart g: a SKU of group g and one of the next group in another partition
+				for g := range groups {
+					pg := mustPartitionOf(b, inv, carts[g][0].SKU)
+					for h := 1; h < groups; h++ {
+						o := (g + h) % groups
+						if mustPartitionOf(b, inv, fmt.Sprintf("B%d-1", o)) != pg {
+							carts[g] = []engine.Line{carts[g][0], {SKU: fmt.Sprintf("B%d-1", o), Quantity: 1}}
+							break
+						}
+					}
 				}
 			}
 			var mu sync.Mutex

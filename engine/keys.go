@@ -85,5 +85,18 @@ func (k Keys) Room(sku, suffix string) string {
 	return k.prefix + "q:" + sku + ":" + suffix
 }
 
+// XAttempt is the record of a cross-partition checkout attempt's reservation in this
+// partition (scripts/lua/xcart.lua): held, then committed or aborted (a tombstone).
+func (k Keys) XAttempt(attempt string) string { return k.prefix + "xa:" + attempt }
+
+// XAttempts is the sorted set of held reservations by expiry (the sweeper's index).
+func (k Keys) XAttempts() string { return k.prefix + "xax" }
+
+// XInFlight is the hash of units reserved by in-flight cross-partition attempts, by SKU.
+func (k Keys) XInFlight() string { return k.prefix + "xin" }
+
+// XDecision is the decision on a cross-partition attempt, at its primary partition.
+func (k Keys) XDecision(attempt string) string { return k.prefix + "xd:" + attempt }
+
 // MaxPartitions bounds the number of partitions a deployment may use.
 const MaxPartitions = 1024

@@ -93,6 +93,20 @@ func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 	if err != nil {
 		return Order{}, err
 	}
+	if len(r.parts) > 1 && len(o.Items) > 1 {
+		skus := itemSKUs(o.Items)
+		ps, err := r.partitionsOf(ctx, skus)
+		if err != nil {
+			return Order{}, fmt.Errorf("cancel %s: %w", o.ID, err)
+		}
+		for _, q := range ps {
+			if q != p {
+				return Order{}, fmt.Errorf("cancel %s: %w", o.ID, &ValidationError{Field: "orderId",
+					Reason: "the order's SKUs live in different partitions: this version cancels single-partition orders only",
+					cause:  ErrCrossPartition})
+			}
+		}
+	}
 	k := p.k
 	keys := []string{k.Outbox(), k.Order(o.ID)}
 	for _, it := range o.Items {

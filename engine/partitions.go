@@ -147,8 +147,10 @@ func (r *Redis) partitionOf(ctx context.Context, sku string) (*partition, error)
 	return ps[0], nil
 }
 
-// ErrCrossPartition is the refusal of a checkout or hold whose lines live in different
-// partitions: this version buys one partition's SKUs at a time (it wraps ErrInvalid).
+// ErrCrossPartition is the refusal of a hold whose lines live in different partitions,
+// or of the cancellation of an order that does: this version places holds and cancels
+// orders in one partition at a time (it wraps ErrInvalid). Checkouts across partitions
+// are served (xcart.go).
 var ErrCrossPartition = errors.New("cross-partition cart")
 
 // linesPartition returns the one partition every line lives in.
@@ -180,7 +182,7 @@ func crossPartition(lines []Line, ps []*partition) error {
 	}
 	sort.Strings(groups)
 	return &ValidationError{Field: "items", Reason: "the SKUs live in different partitions (" + strings.Join(groups, "; ") +
-		"): this version buys one partition's SKUs per checkout or hold; create SKUs bought together with the same group",
+		"): this version holds one partition's SKUs per hold; create SKUs held together with the same group",
 		cause: ErrCrossPartition}
 }
 

@@ -43,6 +43,16 @@ type Options struct {
 	// Not for miniredis, which has no WAIT.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+	// CrossAttemptTTL is how long a cross-partition checkout's reservations may stay
+	// undecided before the sweeper resolves them through the primary partition's
+	// decision (default 2 s); CrossWait is how long a buyer who meets stock held only by
+	// in-flight cross-partition attempts waits, re-checking, before ErrStockBusy
+	// (default 500 ms); CrossSweepEvery is how often this process sweeps abandoned
+	// attempts (default 500 ms; negative: never, only lazily while a buyer waits). All
+	// three matter only with several partitions.
+	CrossAttemptTTL time.Duration
+	CrossWait       time.Duration
+	CrossSweepEvery time.Duration
 	// Rand is where the random places of early arrivals in a waiting room come from
 	// (default crypto/rand; tests give a seeded source).
 	Rand io.Reader
@@ -69,6 +79,7 @@ type Redis struct {
 	rand        io.Reader
 	// soldOut is nil unless Options.SoldOutFor is set.
 	soldOut *soldOut
+	x       crossOptions
 }
 
 var (
@@ -78,7 +89,7 @@ var (
 	scriptCreate = newScript(lua.Create)
 	scriptUpdate = newScript(lua.Update)
 	scriptAdjust = newScript(lua.Adjust)
-	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase, scriptQueue}
+	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase, scriptQueue, scriptXCart}
 )
 
 // ScriptCount is how many scripts LoadScripts keeps in Redis's script cache.
@@ -135,6 +146,13 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 	if opts.SoldOutFor > 0 {
 		r.soldOut = newSoldOut(context.Background(), rdb, channels, opts.SoldOutFor)
 	}
+	r.x = newCrossOptions(opts)
+	if len(r.parts) > 1 && r.x.sweepEvery > 0 {
+		r.x.stop = make(chan struct{})
+		r.x.done = make(chan struct{})
+		r.x.closeOnce = new(sync.Once)
+		go r.sweepLoop()
+	}
 	return r
 }
 
@@ -146,6 +164,10 @@ func (r *Redis) Close() {
 	}
 	if r.soldOut != nil {
 		r.soldOut.close()
+	}
+	if r.x.stop != nil {
+		r.x.closeOnce.Do(func() { close(r.x.stop) })
+		<-r.x.done
 	}
 }
 

@@ -34,6 +34,7 @@ type clusterShop struct {
 	canceled map[string]bool
 	received map[string]int64 // initial stock plus acknowledged restocks
 	short    int              // refusals for want of stock (each checked against its shortage)
+	busy     int              // ErrStockBusy answers (stock held by in-flight attempts past the wait), retried
 }
 
 func newClusterShop(t *testing.T, opts engine.Options, groups, perGroup int, stock int64) *clusterShop {
@@ -102,6 +103,11 @@ func (s *clusterShop) checkout(t *testing.T, user, key string, lines []engine.Li
 			s.mu.Unlock()
 			return &o, nil
 		case errors.Is(err, engine.ErrOutcomeUnknown) || errors.Is(err, engine.ErrUnavailable):
+			if errors.Is(err, engine.ErrStockBusy) {
+				s.mu.Lock()
+				s.busy++
+				s.mu.Unlock()
+			}
 			if time.Now().After(deadline) {
 				return nil, err
 			}

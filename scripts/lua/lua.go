@@ -24,6 +24,8 @@ var (
 	rebase string
 	//go:embed queue.lua
 	queue string
+	//go:embed xcart.lua
+	xcart string
 	//go:embed throttle.lua
 	Throttle string // standalone: no prelude
 	//go:embed assign.lua
@@ -40,4 +42,5 @@ var (
 	Adjust = prelude + adjust
 	Rebase = prelude + rebase
 	Queue  = prelude + queue
+	XCart  = prelude + xcart
 )

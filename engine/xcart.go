@@ -1,0 +1,480 @@
+package engine
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/scripts/lua"
+)
+
+// Cross-partition checkout: a cart whose SKUs live in several partitions. No Redis
+// Cluster script can touch two slots, so the cart is bought in steps
+// (scripts/lua/xcart.lua; docs/ARCHITECTURE.md, "Partitions on Redis Cluster"):
+//
+//  1. reserve the lines of every secondary partition (in parallel), under an attempt id
+//     T drawn for this call: available -> reserved, counted as in flight;
+//  2. decide at the primary partition (the cart's lowest-numbered one): the commit
+//     point. It sells the primary's own lines, writes the order record (the idempotency
+//     record of the key) and the order's one outbox event, and records the decision for
+//     T, once: committed, or aborted if the primary refuses;
+//  3. commit (reserved -> sold) or abort (reserved -> available) the reservations.
+//
+// Presumed abort: an attempt without a decision is aborted by whoever resolves it first
+// (resolve writes 'aborted' at the primary, so a decide arriving later fails). A
+// reservation that ended stays as a tombstone, so a late or duplicate reserve takes
+// nothing. The sweeper (sweepLoop, and lazily any buyer who waits) resolves reservations
+// older than CrossAttemptTTL through the primary's decision, so no units stay reserved.
+
+// ErrStockBusy is the answer to a buyer who met stock held only by in-flight
+// cross-partition attempts for longer than CrossWait: not a refusal for want of stock
+// (it wraps ErrUnavailable: nothing was applied; try again).
+var ErrStockBusy = fmt.Errorf("%w: the stock asked for is held by in-flight checkouts", ErrUnavailable)
+
+var scriptXCart = newScript(lua.XCart)
+
+type crossOptions struct {
+	ttl        time.Duration
+	wait       time.Duration
+	sweepEvery time.Duration
+	stop, done chan struct{}
+	closeOnce  *sync.Once
+	// hook, set by tests, is called at each step of the coordinator; true stops the
+	// coordinator there, as a crash would (the call returns errCoordinatorStopped).
+	hook func(step, attempt string) bool
+}
+
+func newCrossOptions(o Options) crossOptions {
+	x := crossOptions{ttl: o.CrossAttemptTTL, wait: o.CrossWait, sweepEvery: o.CrossSweepEvery}
+	if x.ttl <= 0 {
+		x.ttl = 2 * time.Second
+	}
+	if x.wait <= 0 {
+		x.wait = 500 * time.Millisecond
+	}
+	if x.sweepEvery == 0 {
+		x.sweepEvery = 500 * time.Millisecond
+	}
+	return x
+}
+
+// errCoordinatorStopped is what a coordinator stopped by the test hook returns.
+var errCoordinatorStopped = fmt.Errorf("%w: coordinator stopped (test hook)", ErrOutcomeUnknown)
+
+func (r *Redis) crashAt(step, t string) bool { return r.x.hook != nil && r.x.hook(step, t) }
+
+// tombTTL is how long ended attempts (tombstones) and decisions are remembered,
+// seconds: an hour, far longer than any coordinator call that could still send a late
+// step of its attempt (each call draws its own attempt id), and than the sweeper needs
+// to resolve a reservation. A retry with the idempotency key finds the order record,
+// not these. One hour, not the idempotency window: there is one per attempt and
+// partition, and a day of them would be most of Redis's memory at a flash sale's rate.
+func (r *Redis) tombTTL() string { return "3600" }
+
+// xPart is one partition's share of a cross-partition cart.
+type xPart struct {
+	p     *partition
+	lines []Line
+}
+
+// splitLines groups lines by partition, the primary (lowest number) first; nil if they
+// all live in one partition.
+func (r *Redis) splitLines(ctx context.Context, lines []Line) ([]xPart, error) {
+	if len(r.parts) == 1 {
+		return nil, nil
+	}
+	skus := make([]string, len(lines))
+	for i, l := range lines {
+		skus[i] = l.SKU
+	}
+	ps, err := r.partitionsOf(ctx, skus)
+	if err != nil {
+		return nil, err
+	}
+	by := map[*partition][]Line{}
+	for i, l := range lines {
+		by[ps[i]] = append(by[ps[i]], l)
+	}
+	if len(by) == 1 {
+		return nil, nil
+	}
+	out := make([]xPart, 0, len(by))
+	for p, ls := range by {
+		out = append(out, xPart{p: p, lines: ls})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].p.n < out[j].p.n })
+	return out, nil
+}
+
+func lineArgs(lines []Line) []any {
+	out := make([]any, 0, 2*len(lines))
+	for _, l := range lines {
+		out = append(out, l.SKU, l.Quantity)
+	}
+	return out
+}
+
+// xstep is the outcome of one reserve or decide that did not go through.
+type xstep struct {
+	busy bool  // stock held by in-flight attempts: wait and try again
+	err  error // a refusal or an error
+}
+
+// crossCheckout buys a cart spanning partitions (parts from splitLines), with the
+// errors of Checkout.
+func (r *Redis) crossCheckout(ctx context.Context, req CheckoutRequest, lines []Line, parts []xPart, id, fp string) (Order, error) {
+	// A retry of a key that made its order is found by decide (the order record is at
+	// the primary), or, if a line is refused or busy meanwhile, by xReplay below: no read
+	// ahead of the first attempt.
+	primary := parts[0].p
+	deadline := time.Now().Add(r.x.wait)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		o, st := r.xAttempt(ctx, req, parts, id, fp)
+		if !st.busy {
+			if st.err != nil && req.IdempotencyKey != "" && isRefusal(st.err) {
+				// Another attempt with this key (a double click) may have won meanwhile.
+				if o, err, ok := r.xReplay(ctx, primary, id, fp); ok {
+					return o, err
+				}
+			}
+			return o, st.err
+		}
+		if time.Now().After(deadline) {
+			if req.IdempotencyKey != "" {
+				if o, err, ok := r.xReplay(ctx, primary, id, fp); ok {
+					return o, err
+				}
+			}
+			return Order{}, ErrStockBusy
+		}
+		// Units held by an attempt whose coordinator died come back once the sweeper
+		// resolves it: sweep the partitions involved while waiting.
+		for _, xp := range parts {
+			_, _ = r.sweepPartition(ctx, xp.p)
+		}
+		select {
+		case <-ctx.Done():
+			return Order{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+func isRefusal(err error) bool {
+	var se *StockError
+	return errors.As(err, &se) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrSaleNotActive)
+}
+
+// xReplay answers a retry whose key already made an order (ok true).
+func (r *Redis) xReplay(ctx context.Context, primary *partition, id, fp string) (Order, error, bool) {
+	if n, err := r.rdb.Exists(ctx, primary.k.Order(id)).Result(); err != nil || n == 0 {
+		return Order{}, nil, false // no order yet (or unreadable: the decide will tell)
+	}
+	o, err := r.Order(ctx, id)
+	if err != nil {
+		return Order{}, fmt.Errorf("replay: %w", replayReadErr(err)), true
+	}
+	if o.fp != fp && o.fp != RecordedFingerprint {
+		return Order{}, ErrIdempotencyKeyReused, true
+	}
+	o.Replayed = true
+	return o, nil, true
+}
+
+func (r *Redis) newAttempt(id string) string {
+	var b [8]byte
+	if _, err := io.ReadFull(r.rand, b[:]); err != nil {
+		return id + "~" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	return id + "~" + hex.EncodeToString(b[:])
+}
+
+// xAttempt is one attempt: reserve, decide, commit or abort.
+func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart, id, fp string) (Order, xstep) {
+	t := r.newAttempt(id)
+	primary, secs := parts[0], parts[1:]
+	if r.crashAt("before-reserve", t) {
+		return Order{}, xstep{err: errCoordinatorStopped}
+	}
+	type res struct {
+		rep reply
+		err error
+	}
+	out := make([]res, len(secs))
+	var wg sync.WaitGroup
+	for i, s := range secs {
+		wg.Go(func() {
+			k := s.p.k
+			keys := []string{k.Outbox(), k.XAttempt(t), k.XAttempts(), k.XInFlight()}
+			for _, l := range s.lines {
+				keys = append(keys, k.Stock(l.SKU))
+			}
+			args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), r.tombTTL()}, lineArgs(s.lines)...)
+			rep, err := run(ctx, r.sc, scriptXCart, keys, args...)
+			out[i] = res{rep, err}
+		})
+	}
+	wg.Wait()
+	var fail xstep
+	currency, others := "", []string{}
+	for _, o := range out {
+		switch {
+		case o.err != nil:
+			if fail.err == nil || fail.busy {
+				fail = xstep{err: o.err}
+			}
+		case o.rep.status() == "ok":
+			if currency != "" && o.rep.str(1) != currency && fail.err == nil {
+				fail = xstep{err: invalid("items", "the cart's SKUs are sold in different currencies")}
+			}
+			currency = o.rep.str(1)
+			others = append(others, o.rep.str(2))
+		case o.rep.status() == "busy":
+			if fail.err == nil {
+				fail = xstep{busy: true, err: ErrStockBusy}
+			}
+		default:
+			if fail.err == nil || fail.busy {
+				fail = xstep{err: xRefusal(o.rep)}
+			}
+		}
+	}
+	if r.crashAt("after-reserve", t) {
+		return Order{}, xstep{err: errCoordinatorStopped}
+	}
+	if fail.err != nil {
+		r.xEnd(ctx, t, parts)
+		return Order{}, fail
+	}
+	k := primary.p.k
+	keys := []string{k.Outbox(), k.XDecision(t), k.Order(id), k.XInFlight(), k.RateLimit(req.UserID)}
+	for _, l := range primary.lines {
+		keys = append(keys, k.Stock(l.SKU))
+	}
+	args := append([]any{"decide", t, id, req.UserID, fp, r.tombTTL(), max(req.RatePerMinute, 0), currency,
+		strings.Join(others, ",")}, lineArgs(primary.lines)...)
+	rep, err := run(ctx, r.sc, scriptXCart, keys, args...)
+	if r.crashAt("after-decide", t) {
+		return Order{}, xstep{err: errCoordinatorStopped}
+	}
+	if err != nil {
+		if errors.Is(err, ErrOutcomeUnknown) {
+			// It may have been decided: the sweeper (or a retry with the key) resolves it
+			// through the primary; the reservations must not be released before.
+			return Order{}, xstep{err: fmt.Errorf("decide: %w", err)}
+		}
+		r.xEnd(ctx, t, parts)
+		return Order{}, xstep{err: fmt.Errorf("decide: %w", err)}
+	}
+	switch rep.status() {
+	case "ok":
+		r.xFinish(ctx, t, secs, "commit")
+		items, err := parseItems(rep.str(3))
+		if err != nil {
+			return Order{}, xstep{err: err}
+		}
+		o := newOrder(id, req.UserID, OrderConfirmed, rep.str(2), items, rep.num(1), "")
+		o.part = primary.p
+		return o, xstep{}
+	case "decided":
+		if rep.str(1) == "c" { // a duplicate of this very decide ran: read what it made
+			r.xFinish(ctx, t, secs, "commit")
+			o, err := r.Order(ctx, id)
+			return o, xstep{err: err}
+		}
+		// Resolved meanwhile (this attempt was slower than CrossAttemptTTL): try again.
+		r.xFinish(ctx, t, secs, "abort")
+		return Order{}, xstep{busy: true, err: ErrStockBusy}
+	case "replay":
+		r.xFinish(ctx, t, secs, "abort")
+		o, err := r.Order(ctx, id)
+		if err != nil {
+			return Order{}, xstep{err: fmt.Errorf("replay: %w", replayReadErr(err))}
+		}
+		o.Replayed = true
+		return o, xstep{}
+	case "busy":
+		r.xFinish(ctx, t, secs, "abort")
+		return Order{}, xstep{busy: true, err: ErrStockBusy}
+	}
+	r.xFinish(ctx, t, secs, "abort")
+	return Order{}, xstep{err: xRefusal(rep)}
+}
+
+func xRefusal(rep reply) error {
+	switch rep.status() {
+	case "limit":
+		return invalid("items", "sku %s has a per-user limit: this version buys such SKUs only with SKUs of their own partition", rep.str(1))
+	case "pass":
+		return invalid("items", "sku %s has a waiting room: this version buys such SKUs only with SKUs of their own partition", rep.str(1))
+	}
+	return takeError(rep)
+}
+
+// xEnd ends an undecided attempt: resolve at the primary (presumed abort), then commit
+// or abort at every secondary as the decision says. An error leaves it to the sweeper.
+func (r *Redis) xEnd(ctx context.Context, t string, parts []xPart) {
+	d, err := r.xResolve(ctx, parts[0].p, t)
+	if err != nil {
+		return
+	}
+	step := "abort"
+	if d == "c" {
+		step = "commit"
+	}
+	r.xFinish(ctx, t, parts[1:], step)
+}
+
+func (r *Redis) xResolve(ctx context.Context, p *partition, t string) (string, error) {
+	rep, err := run(ctx, r.sc, scriptXCart, []string{p.k.XDecision(t)}, "resolve", t, r.tombTTL())
+	if err != nil {
+		return "", err
+	}
+	return rep.status(), nil
+}
+
+// xFinish commits or aborts attempt t at each secondary, in parallel; failures are left
+// to the sweeper.
+func (r *Redis) xFinish(ctx context.Context, t string, secs []xPart, step string) {
+	var wg sync.WaitGroup
+	for i, s := range secs {
+		if i > 0 && step == "commit" && r.crashAt("mid-commit", t) {
+			break
+		}
+		skus := make([]string, len(s.lines))
+		for j, l := range s.lines {
+			skus[j] = l.SKU
+		}
+		wg.Go(func() { _, _ = r.xSettle(ctx, s.p, t, step, skus) })
+	}
+	wg.Wait()
+}
+
+// xSettle runs commit or abort of attempt t at partition p, whose record lists skus.
+func (r *Redis) xSettle(ctx context.Context, p *partition, t, step string, skus []string) (string, error) {
+	k := p.k
+	keys := []string{k.Outbox(), k.XAttempt(t), k.XAttempts(), k.XInFlight()}
+	args := []any{step, t, r.tombTTL()}
+	for _, s := range skus {
+		keys = append(keys, k.Stock(s))
+		args = append(args, s)
+	}
+	rep, err := run(ctx, r.sc, scriptXCart, keys, args...)
+	if err != nil {
+		return "", err
+	}
+	return rep.status(), nil
+}
+
+// SweepCrossPartition resolves every cross-partition reservation older than
+// CrossAttemptTTL, in every partition, through its primary's decision (committed: sell
+// the units; none or aborted: give them back). It returns how many it resolved. Any
+// process may run it at any time: every step is idempotent.
+func (r *Redis) SweepCrossPartition(ctx context.Context) (int, error) {
+	n := 0
+	var errs []error
+	for _, p := range r.parts {
+		m, err := r.sweepPartition(ctx, p)
+		n += m
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+func (r *Redis) sweepPartition(ctx context.Context, p *partition) (int, error) {
+	if len(r.parts) == 1 {
+		return 0, nil
+	}
+	now := time.Now().UnixMilli()
+	ts, err := r.rdb.ZRangeByScore(ctx, p.k.XAttempts(), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10), Count: 100}).Result()
+	if err != nil {
+		return 0, readErr("sweep cross-partition attempts", err)
+	}
+	n := 0
+	var errs []error
+	for _, t := range ts {
+		v, err := r.rdb.HMGet(ctx, p.k.XAttempt(t), "st", "p", "l").Result()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st, _ := v[0].(string)
+		ps, _ := v[1].(string)
+		ls, _ := v[2].(string)
+		prim, perr := strconv.Atoi(ps)
+		var skus []string
+		for item := range strings.SplitSeq(ls, ",") {
+			if sku, _, ok := strings.Cut(item, ":"); ok {
+				skus = append(skus, sku)
+			}
+		}
+		if st != "h" || perr != nil || prim < 0 || prim >= len(r.parts) || len(skus) == 0 {
+			// Ended (or not a record this version reads): it has no units to give back.
+			r.rdb.ZRem(ctx, p.k.XAttempts(), t)
+			continue
+		}
+		d, err := r.xResolve(ctx, r.parts[prim], t)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		step := "abort"
+		if d == "c" {
+			step = "commit"
+		}
+		if _, err := r.xSettle(ctx, p, t, step, skus); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+func (r *Redis) sweepLoop() {
+	defer close(r.x.done)
+	tk := time.NewTicker(r.x.sweepEvery)
+	defer tk.Stop()
+	for {
+		select {
+		case <-r.x.stop:
+			return
+		case <-tk.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _ = r.SweepCrossPartition(ctx)
+			cancel()
+		}
+	}
+}
+
+// xHeldShortage says whether every short line of se is short only because of units
+// held by in-flight cross-partition attempts (so the buyer should wait).
+func (r *Redis) xHeldShortage(ctx context.Context, p *partition, se *StockError) bool {
+	fields := make([]string, len(se.Short))
+	for i, s := range se.Short {
+		fields[i] = s.SKU
+	}
+	vs, err := r.rdb.HMGet(ctx, p.k.XInFlight(), fields...).Result()
+	if err != nil {
+		return false
+	}
+	for i, s := range se.Short {
+		str, _ := vs[i].(string)
+		held, _ := strconv.ParseInt(str, 10, 64)
+		if held <= 0 || s.Available+held < s.Requested {
+			return false
+		}
+	}
+	return true
+}

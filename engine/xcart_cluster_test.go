@@ -1,0 +1,288 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	gosync "sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/internal/rediscluster"
+	"github.com/flashstock/flashstock/internal/testcluster"
+)
+
+// xShop is an inventory on a real cluster with one SKU per group in distinct
+// partitions: skus[i] lives in partition parts[i], and parts are sorted.
+type xShop struct {
+	inv   *engine.Redis
+	skus  []string
+	parts []int
+	stock int64
+
+	mu      gosync.Mutex
+	crashAt string            // the step the next attempt stops at ("" none)
+	crashed map[string]string // attempt id -> step it stopped at
+}
+
+const xTTL = 300 * time.Millisecond
+
+func newXShop(t *testing.T, c *testcluster.Cluster, tag string, n int, stock int64) *xShop {
+	t.Helper()
+	s := &xShop{stock: stock, crashed: map[string]string{}}
+	s.inv = engine.NewRedis(c.Client(), engine.Options{Partition: tag, Partitions: 6, WaitReplicas: 1, WaitTimeout: time.Second,
+		CrossAttemptTTL: xTTL, CrossWait: time.Second, CrossSweepEvery: -1})
+	t.Cleanup(s.inv.Close)
+	engine.SetCrossHook(s.inv, func(step, attempt string) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.crashAt == step {
+			s.crashAt = ""
+			s.crashed[attempt] = step
+			return true
+		}
+		return false
+	})
+	ctx := context.Background()
+	seen := map[int]bool{}
+	for g := 0; len(s.skus) < n && g < 200; g++ {
+		sku := fmt.Sprintf("X%d", g)
+		mustCreate(t, s.inv, engine.Product{SKU: sku, Price: int64(10 + g), Stock: stock, Group: fmt.Sprintf("x%d", g)})
+		p, err := s.inv.PartitionOf(ctx, sku)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !seen[p] {
+			seen[p] = true
+			s.skus, s.parts = append(s.skus, sku), append(s.parts, p)
+		}
+	}
+	if len(s.skus) < n {
+		t.Fatalf("found %d partitions, want %d", len(s.skus), n)
+	}
+	return s
+}
+
+func (s *xShop) crashNext(step string) {
+	s.mu.Lock()
+	s.crashAt = step
+	s.mu.Unlock()
+}
+
+func (s *xShop) levels(t *testing.T) map[string]engine.Level {
+	t.Helper()
+	lv, err := s.inv.Lookup(context.Background(), s.skus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lv
+}
+
+// settled checks that nothing is reserved or in flight any more and that each SKU's
+// units add up to its stock with sold[sku] sold.
+func (s *xShop) settled(t *testing.T, sold map[string]int64) {
+	t.Helper()
+	lv := s.levels(t)
+	for _, sku := range s.skus {
+		l := lv[sku]
+		if l.Reserved != 0 || l.Sold != sold[sku] || l.Available+l.Sold != s.stock {
+			t.Errorf("%s: available %d reserved %d sold %d, want reserved 0, sold %d, total %d", sku, l.Available, l.Reserved, l.Sold, sold[sku], s.stock)
+		}
+	}
+	for p := range 6 {
+		in, err := engine.InFlight(context.Background(), s.inv, p)
+		if err != nil || len(in) != 0 {
+			t.Errorf("partition %d: in flight %v (%v), want none", p, in, err)
+		}
+	}
+}
+
+func sweepAfterTTL(t *testing.T, inv *engine.Redis) int {
+	t.Helper()
+	time.Sleep(xTTL + 50*time.Millisecond)
+	n, err := inv.SweepCrossPartition(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestCrossPartitionCheckout: a cart over three partitions is bought whole, its order
+// is in the primary's outbox once, a retry with the key replays it, and a cart with a
+// short line takes nothing anywhere.
+func TestCrossPartitionCheckout(t *testing.T) {
+	ctx := context.Background()
+	c := testcluster.Start(t, rediscluster.Options{})
+	s := newXShop(t, c, "xc", 3, 5)
+	lines := []engine.Line{{SKU: s.skus[0], Quantity: 2}, {SKU: s.skus[1], Quantity: 1}, {SKU: s.skus[2], Quantity: 3}}
+	o, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: lines})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Items) != 3 || o.ID != engine.OrderIDForKey("u1", "k1") {
+		t.Errorf("order %+v", o)
+	}
+	again, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u1", IdempotencyKey: "k1", Lines: lines})
+	if err != nil || again.ID != o.ID || !again.Replayed || len(again.Items) != 3 {
+		t.Errorf("retry: %+v %v, want order %s replayed", again, err, o.ID)
+	}
+	s.settled(t, map[string]int64{s.skus[0]: 2, s.skus[1]: 1, s.skus[2]: 3})
+	// Only 2 of skus[2] left: nothing of the cart is taken.
+	_, err = s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u2", IdempotencyKey: "k2", Lines: lines})
+	var se *engine.StockError
+	if !errors.As(err, &se) || len(se.Short) != 1 || se.Short[0].SKU != s.skus[2] {
+		t.Fatalf("short cart: %v, want out of stock on %s", err, s.skus[2])
+	}
+	s.settled(t, map[string]int64{s.skus[0]: 2, s.skus[1]: 1, s.skus[2]: 3})
+	orders := 0
+	for p, key := range s.inv.OutboxKeys() {
+		msgs, err := c.Client().XRange(ctx, key, "-", "+").Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			evs, err := engine.DecodeEntry(m.ID, m.Values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range evs {
+				if e.Kind == engine.EventOrder {
+					orders++
+					if p != s.parts[0] || e.ID != o.ID || len(e.Items) != 3 {
+						t.Errorf("order event in partition %d: %+v, want %s in %d with 3 items", p, e, o.ID, s.parts[0])
+					}
+				}
+			}
+		}
+	}
+	if orders != 1 {
+		t.Errorf("%d order events, want 1", orders)
+	}
+}
+
+// TestCrossPartitionCrashes stops the coordinator before the decision, after it, and
+// midway through the commits, and sends late duplicate reserves: after the sweeper,
+// no units are held, no aborted attempt's units are sold, decided attempts are fully
+// committed, and a retry with the key returns the one order.
+func TestCrossPartitionCrashes(t *testing.T) {
+	ctx := context.Background()
+	c := testcluster.Start(t, rediscluster.Options{})
+	s := newXShop(t, c, "xk", 3, 10)
+	lines := []engine.Line{{SKU: s.skus[0], Quantity: 1}, {SKU: s.skus[1], Quantity: 2}, {SKU: s.skus[2], Quantity: 1}}
+	sold := map[string]int64{}
+	buy := func(key string) (engine.Order, error) {
+		return s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u", IdempotencyKey: key, Lines: lines})
+	}
+	attempt := func(step string) string {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for a, st := range s.crashed {
+			if st == step {
+				return a
+			}
+		}
+		t.Fatalf("no attempt stopped at %s", step)
+		return ""
+	}
+
+	// Before the decision: the reservations are held until the sweeper aborts them.
+	s.crashNext("after-reserve")
+	if _, err := buy("before"); !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("stopped coordinator: %v", err)
+	}
+	lv := s.levels(t)
+	if lv[s.skus[1]].Reserved != 2 || lv[s.skus[0]].Sold != 0 {
+		t.Errorf("after the reserves: %+v", lv)
+	}
+	if n := sweepAfterTTL(t, s.inv); n != 2 {
+		t.Errorf("sweeper resolved %d attempts, want 2", n)
+	}
+	s.settled(t, sold)
+	aborted := attempt("after-reserve")
+	// A late duplicate reserve of the aborted attempt takes nothing.
+	st, state, err := engine.ReserveAgain(ctx, s.inv, aborted, s.parts[0], s.skus[1], 2)
+	if err != nil || st != "state" || state != "a" {
+		t.Errorf("late reserve: %s %s %v, want the aborted tombstone", st, state, err)
+	}
+
+	// After the decision: the order exists; a retry returns it; the sweeper commits.
+	s.crashNext("after-decide")
+	if _, err := buy("after"); !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("stopped coordinator: %v", err)
+	}
+	o, err := buy("after")
+	if err != nil || !o.Replayed {
+		t.Fatalf("retry after the decision: %+v %v, want the order replayed", o, err)
+	}
+	if n := sweepAfterTTL(t, s.inv); n != 2 {
+		t.Errorf("sweeper resolved %d attempts, want 2", n)
+	}
+	for _, l := range lines {
+		sold[l.SKU] += l.Quantity
+	}
+	s.settled(t, sold)
+	committed := attempt("after-decide")
+	st, state, err = engine.ReserveAgain(ctx, s.inv, committed, s.parts[0], s.skus[1], 2)
+	if err != nil || st != "state" || state != "c" {
+		t.Errorf("late reserve of a committed attempt: %s %s %v", st, state, err)
+	}
+
+	// Midway through the commits: the first secondary committed, the rest by the sweeper.
+	s.crashNext("mid-commit")
+	if o, err := buy("mid"); err != nil || o.ID == "" {
+		t.Fatalf("checkout stopped mid-commit (acknowledged after the decision): %+v %v", o, err)
+	}
+	for _, l := range lines {
+		sold[l.SKU] += l.Quantity
+	}
+	if n := sweepAfterTTL(t, s.inv); n != 1 {
+		t.Errorf("sweeper resolved %d attempts, want 1", n)
+	}
+	s.settled(t, sold)
+
+	// Before any reserve: nothing to resolve.
+	s.crashNext("before-reserve")
+	if _, err := buy("none"); !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("stopped coordinator: %v", err)
+	}
+	if n := sweepAfterTTL(t, s.inv); n != 0 {
+		t.Errorf("sweeper resolved %d attempts, want 0", n)
+	}
+	s.settled(t, sold)
+}
+
+// TestCrossPartitionBusyWaits: buyers who meet stock held only by an abandoned attempt
+// (single-partition and cross-partition carts) wait for the sweeper, which they run
+// lazily while waiting, instead of being refused.
+func TestCrossPartitionBusyWaits(t *testing.T) {
+	ctx := context.Background()
+	c := testcluster.Start(t, rediscluster.Options{})
+	s := newXShop(t, c, "xb", 3, 1)
+	s.crashNext("after-reserve")
+	_, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u", IdempotencyKey: "a",
+		Lines: []engine.Line{{SKU: s.skus[0], Quantity: 1}, {SKU: s.skus[1], Quantity: 1}, {SKU: s.skus[2], Quantity: 1}}})
+	if !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("stopped coordinator: %v", err)
+	}
+	began := time.Now()
+	var wg gosync.WaitGroup
+	for i, lines := range [][]engine.Line{
+		{{SKU: s.skus[1], Quantity: 1}},                                // single-partition
+		{{SKU: s.skus[0], Quantity: 1}, {SKU: s.skus[2], Quantity: 1}}, // cross-partition
+	} {
+		wg.Go(func() {
+			_, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "v", IdempotencyKey: fmt.Sprint("b", i), Lines: lines})
+			if err != nil {
+				t.Errorf("buyer %d of held stock: %v, want to wait and buy it", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if waited := time.Since(began); waited < xTTL/2 {
+		t.Errorf("bought after %v: the units were held for %v", waited, xTTL)
+	}
+	s.settled(t, map[string]int64{s.skus[0]: 1, s.skus[1]: 1, s.skus[2]: 1})
+}

@@ -161,6 +161,40 @@ func (s *clusterShop) checkLevels(t *testing.T) {
 	}
 }
 
+// checkOrdersOnce checks that every acknowledged order is in exactly one outbox event
+// and, once sy has caught up, in MongoDB once, with its status and all its items.
+func (s *clusterShop) checkOrdersOnce(t *testing.T, sy *stocksync.Syncer) {
+	t.Helper()
+	ctx := context.Background()
+	events := s.outboxOrders(t)
+	for id := range s.orders {
+		if events[id] != 1 {
+			t.Errorf("order %s: %d outbox events, want 1", id, events[id])
+		}
+	}
+	if len(events) != len(s.orders) {
+		t.Errorf("outbox has %d orders, acknowledged %d", len(events), len(s.orders))
+	}
+	waitFor(t, func() bool {
+		l, err := sy.Lag(ctx)
+		return err == nil && l.Total() == 0
+	})
+	n, err := s.st.CountOrders(ctx, "")
+	if err != nil || n != int64(len(s.orders)) {
+		t.Errorf("MongoDB has %d orders (%v), want %d", n, err, len(s.orders))
+	}
+	for id := range s.orders {
+		o, err := s.st.Order(ctx, id)
+		want := engine.OrderConfirmed
+		if s.canceled[id] {
+			want = engine.OrderCancelled
+		}
+		if err != nil || o.Status != want || len(o.Items) != len(s.orders[id]) {
+			t.Errorf("order %s in MongoDB: %+v %v, want %s with %d items", id, o.Status, err, want, len(s.orders[id]))
+		}
+	}
+}
+
 // outboxOrders counts the order events of every partition's outbox, by order id.
 func (s *clusterShop) outboxOrders(t *testing.T) map[string]int {
 	t.Helper()
@@ -245,33 +279,7 @@ func TestClusterStorm(t *testing.T) {
 	wg.Wait()
 	took := time.Since(began)
 	s.checkLevels(t)
-	events := s.outboxOrders(t)
-	for id := range s.orders {
-		if events[id] != 1 {
-			t.Errorf("order %s: %d outbox events, want 1", id, events[id])
-		}
-	}
-	if len(events) != len(s.orders) {
-		t.Errorf("outbox has %d orders, acknowledged %d", len(events), len(s.orders))
-	}
-	waitFor(t, func() bool {
-		l, err := sy.Lag(ctx)
-		return err == nil && l.Total() == 0
-	})
-	n, err := s.st.CountOrders(ctx, "")
-	if err != nil || n != int64(len(s.orders)) {
-		t.Errorf("MongoDB has %d orders (%v), want %d", n, err, len(s.orders))
-	}
-	for id := range s.orders {
-		o, err := s.st.Order(ctx, id)
-		want := engine.OrderConfirmed
-		if s.canceled[id] {
-			want = engine.OrderCancelled
-		}
-		if err != nil || o.Status != want {
-			t.Errorf("order %s in MongoDB: %+v %v, want %s", id, o.Status, err, want)
-		}
-	}
+	s.checkOrdersOnce(t, sy)
 	t.Logf("storm: %d buyers x %d rounds in %v: %d orders (%d cancelled), %d refused for want of stock, partitions %d",
 		buyers, rounds, took.Round(time.Millisecond), len(s.orders), len(s.canceled), s.short, s.inv.Partitions())
 	if len(s.orders) == 0 || s.short == 0 {

@@ -130,33 +130,7 @@ func TestClusterCrossPartitionStorm(t *testing.T) {
 			t.Errorf("partition %d: in flight %v (%v), want none", p, in, err)
 		}
 	}
-	events := s.outboxOrders(t)
-	for id := range s.orders {
-		if events[id] != 1 {
-			t.Errorf("order %s: %d outbox events, want 1", id, events[id])
-		}
-	}
-	if len(events) != len(s.orders) {
-		t.Errorf("outbox has %d orders, acknowledged %d", len(events), len(s.orders))
-	}
-	waitFor(t, func() bool {
-		l, err := sy.Lag(ctx)
-		return err == nil && l.Total() == 0
-	})
-	n, err := s.st.CountOrders(ctx, "")
-	if err != nil || n != int64(len(s.orders)) {
-		t.Errorf("MongoDB has %d orders (%v), want %d", n, err, len(s.orders))
-	}
-	for id := range s.orders {
-		o, err := s.st.Order(ctx, id)
-		want := engine.OrderConfirmed
-		if s.canceled[id] {
-			want = engine.OrderCancelled
-		}
-		if err != nil || o.Status != want || len(o.Items) != len(s.orders[id]) {
-			t.Errorf("order %s in MongoDB: %+v %v, want %s with %d items", id, o.Status, err, want, len(s.orders[id]))
-		}
-	}
+	s.checkOrdersOnce(t, sy)
 	for _, g := range s.groups {
 		for _, sku := range g {
 			f, err := s.st.Fold(ctx, sku)

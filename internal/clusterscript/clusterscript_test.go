@@ -127,19 +127,7 @@ func TestLostReplyRunsOnceAndIsOutcomeUnknown(t *testing.T) {
 	t.Logf("error: %v", err)
 
 	// The run may still be going: wait until the server answers and the count settles.
-	var n int
-	deadline := time.Now().Add(10 * time.Second)
-	for prev := -1; n != prev; {
-		prev = n
-		if time.Now().After(deadline) {
-			t.Fatal("run count did not settle")
-		}
-		time.Sleep(400 * time.Millisecond)
-		if v, err := rdb.Get(ctx, key).Int(); err == nil {
-			n = v
-		}
-	}
-	if n != 1 {
+	if n := settledCount(t, rdb, key); n != 1 {
 		t.Fatalf("the script ran %d times, want 1", n)
 	}
 	if s := sc.Stats(); s.OutcomeUnknown != 1 {
@@ -665,19 +653,7 @@ func TestRunBatchLostRepliesAreOutcomeUnknownAndNotResent(t *testing.T) {
 			t.Fatalf("call %d: got %v, want ErrOutcomeUnknown", i, err)
 		}
 	}
-	var n int
-	deadline := time.Now().Add(10 * time.Second)
-	for prev := -1; n != prev; {
-		prev = n
-		if time.Now().After(deadline) {
-			t.Fatal("run count did not settle")
-		}
-		time.Sleep(500 * time.Millisecond)
-		if v, err := rdb.Get(ctx, key).Int(); err == nil {
-			n = v
-		}
-	}
-	if n != 3 {
+	if n := settledCount(t, rdb, key); n != 3 {
 		t.Fatalf("3 calls ran %d times in all, want 3", n)
 	}
 }
@@ -761,4 +737,23 @@ func TestWaitReplicas(t *testing.T) {
 	if got := runs(t, masters[0], key(0)); got["two"] != "1" || got["batch2-0"] != "1" {
 		t.Errorf("calls without enough replicas did not run once: %v", got)
 	}
+}
+
+// settledCount reads the integer at key until two reads 500 ms apart agree (scripts whose
+// replies were lost may still be running), failing the test after 10 s.
+func settledCount(t *testing.T, rdb *redis.ClusterClient, key string) int {
+	t.Helper()
+	n := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for prev := -1; n != prev; {
+		prev = n
+		if time.Now().After(deadline) {
+			t.Fatal("run count did not settle")
+		}
+		time.Sleep(500 * time.Millisecond)
+		if v, err := rdb.Get(context.Background(), key).Int(); err == nil {
+			n = v
+		}
+	}
+	return n
 }

@@ -3,11 +3,16 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
 )
 
-// A batcher coalesces concurrent checkouts and reservations into one take.lua call.
+// A batcher coalesces concurrent script requests of one partition into one script call:
+// checkouts and reservations into take.lua, the steps of cross-partition checkouts into
+// xcart.lua.
 //
 // Redis spends about as long receiving and answering a script call as running a cheap
 // one, so under load most of a checkout's cost would be the call itself. Each worker
@@ -15,19 +20,43 @@ import (
 // them as one script that applies them in order, each atomically. There is no timer: an
 // idle worker sends a lone request at once, so batching adds no latency at low load and
 // grows only while Redis is busy. Several workers keep several batches in flight.
-type batcher struct {
-	r       *Redis
-	k       Keys // the partition's
-	queue   chan *takeReq
+type batcher[Q batchable] struct {
+	r      *Redis
+	k      Keys // the partition's
+	script *redis.Script
+	// head is the batch's leading keys and values, before the requests'.
+	head    func() ([]string, []any)
+	queue   chan Q
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	maxReqs int
 	maxKeys int
 }
 
-// takeReq is one checkout or reservation waiting for its batch.
+// batchable is a request a batcher can send: its pending call, and its share of the script's
+// KEYS and ARGV. The script answers each request in turn as a count n and n values.
+type batchable interface {
+	call() *pending
+	keyCount() int
+	argCount() int
+	appendTo(k Keys, keys []string, args []any) ([]string, []any)
+}
+
+// pending is one request's life in a batcher: its caller's context and its answer.
+type pending struct {
+	ctx  context.Context
+	rep  reply
+	err  error
+	done chan struct{}
+	// state tells a caller who gives up whether its request was sent: a worker moves
+	// it from queued to sent before the batch goes out, a caller from queued to
+	// abandoned, and a worker skips abandoned requests.
+	state atomic.Int32
+}
+
+// takeReq is one checkout or reservation waiting for its batch (take.lua).
 type takeReq struct {
-	ctx            context.Context
+	pending
 	mode, user, id string
 	fp             string // request fingerprint; '' without an idempotency key
 	holdMs         int64
@@ -38,14 +67,9 @@ type takeReq struct {
 	rateLimit int
 	// pass is the queue passes the request carries ('' = none), tokens joined by ','.
 	pass string
-	rep  reply
-	err  error
-	done chan struct{}
-	// state tells a caller who gives up whether its request was sent: a worker moves
-	// it from queued to sent before the batch goes out, a caller from queued to
-	// abandoned, and a worker skips abandoned requests.
-	state atomic.Int32
 }
+
+func (req *takeReq) call() *pending { return &req.pending }
 
 // keyCount and argCount are the KEYS and ARGV a request takes in take.lua's batch
 // layout (written by appendTo; the script names the same layout once).
@@ -74,7 +98,7 @@ func (req *takeReq) appendTo(k Keys, keys []string, args []any) ([]string, []any
 	return append(keys, rateKey), append(args, req.rateLimit, req.pass)
 }
 
-// The states of a takeReq.
+// The states of a pending call.
 const (
 	reqQueued int32 = iota
 	reqSent
@@ -83,12 +107,19 @@ const (
 
 const (
 	batchRequests = 64  // requests per script call at most
-	batchKeys     = 512 // keys per script call at most (a request has 2 + 3 per line)
+	batchKeys     = 512 // keys per script call at most (a take request has 2 + 3 per line)
 )
 
-func newBatcher(r *Redis, k Keys, workers int) *batcher {
-	b := &batcher{r: r, k: k, queue: make(chan *takeReq, 4*batchRequests), stop: make(chan struct{}),
-		maxReqs: batchRequests, maxKeys: batchKeys}
+// newTakeBatcher makes partition k's batcher of checkouts and reservations.
+func newTakeBatcher(r *Redis, k Keys, workers int) *batcher[*takeReq] {
+	// The batch's head: the outbox and the hold index, and the records' lifetime.
+	head := func() ([]string, []any) { return []string{k.Outbox(), k.HoldIndex()}, []any{r.recTTL} }
+	return newBatcher[*takeReq](r, k, scriptTake, head, workers)
+}
+
+func newBatcher[Q batchable](r *Redis, k Keys, script *redis.Script, head func() ([]string, []any), workers int) *batcher[Q] {
+	b := &batcher[Q]{r: r, k: k, script: script, head: head, queue: make(chan Q, 4*batchRequests),
+		stop: make(chan struct{}), maxReqs: batchRequests, maxKeys: batchKeys}
 	for range workers {
 		b.wg.Go(b.work)
 	}
@@ -96,7 +127,7 @@ func newBatcher(r *Redis, k Keys, workers int) *batcher {
 }
 
 // close stops the workers once the queue is empty.
-func (b *batcher) close() {
+func (b *batcher[Q]) close() {
 	close(b.stop)
 	b.wg.Wait()
 }
@@ -104,38 +135,39 @@ func (b *batcher) close() {
 // submit queues req and waits for its answer. If ctx ends first, a request not yet
 // sent is withdrawn and answered ErrUnavailable (it will not run); one already sent is
 // answered ErrOutcomeUnknown, since its batch may still apply it.
-func (b *batcher) submit(req *takeReq) (reply, error) {
-	req.done = make(chan struct{})
-	if err := req.ctx.Err(); err != nil {
+func (b *batcher[Q]) submit(req Q) (reply, error) {
+	c := req.call()
+	c.done = make(chan struct{})
+	if err := c.ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, err)
 	}
 	select {
 	case b.queue <- req:
-	case <-req.ctx.Done():
-		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, req.ctx.Err())
+	case <-c.ctx.Done():
+		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, c.ctx.Err())
 	case <-b.stop:
 		return nil, fmt.Errorf("%w: inventory closed", ErrUnavailable)
 	}
 	select {
-	case <-req.done:
-		return req.rep, req.err
-	case <-req.ctx.Done():
+	case <-c.done:
+		return c.rep, c.err
+	case <-c.ctx.Done():
 	}
-	if req.state.CompareAndSwap(reqQueued, reqAbandoned) {
-		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, req.ctx.Err())
+	if c.state.CompareAndSwap(reqQueued, reqAbandoned) {
+		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, c.ctx.Err())
 	}
 	select {
-	case <-req.done: // answered at the same moment
-		return req.rep, req.err
+	case <-c.done: // answered at the same moment
+		return c.rep, c.err
 	default:
-		return nil, fmt.Errorf("%w: sent, no answer in time: %w", ErrOutcomeUnknown, req.ctx.Err())
+		return nil, fmt.Errorf("%w: sent, no answer in time: %w", ErrOutcomeUnknown, c.ctx.Err())
 	}
 }
 
-func (b *batcher) work() {
-	batch := make([]*takeReq, 0, b.maxReqs)
+func (b *batcher[Q]) work() {
+	batch := make([]Q, 0, b.maxReqs)
 	for {
-		var first *takeReq
+		var first Q
 		select {
 		case first = <-b.queue:
 		case <-b.stop:
@@ -148,7 +180,7 @@ func (b *batcher) work() {
 		}
 		batch = batch[:0]
 		nkeys := 2
-		if first.state.CompareAndSwap(reqQueued, reqSent) {
+		if first.call().state.CompareAndSwap(reqQueued, reqSent) {
 			batch = append(batch, first)
 			nkeys += first.keyCount()
 		}
@@ -156,7 +188,7 @@ func (b *batcher) work() {
 		for len(batch) < b.maxReqs {
 			select {
 			case req := <-b.queue:
-				if !req.state.CompareAndSwap(reqQueued, reqSent) {
+				if !req.call().state.CompareAndSwap(reqQueued, reqSent) {
 					continue // its caller gave up: it must not run
 				}
 				batch = append(batch, req)
@@ -173,26 +205,25 @@ func (b *batcher) work() {
 	}
 }
 
-func (b *batcher) exec(batch []*takeReq) {
-	r := b.r
-	nkeys, nargs := 2, 1
+func (b *batcher[Q]) exec(batch []Q) {
+	keys, args := b.head()
+	nkeys, nargs := len(keys), len(args)
 	for _, req := range batch {
 		nkeys += req.keyCount()
 		nargs += req.argCount()
 	}
-	keys := make([]string, 0, nkeys)
-	args := make([]any, 0, nargs)
-	keys = append(keys, b.k.Outbox(), b.k.HoldIndex())
-	args = append(args, r.recTTL)
+	keys = slices.Grow(keys, nkeys-len(keys))
+	args = slices.Grow(args, nargs-len(args))
 	for _, req := range batch {
 		keys, args = req.appendTo(b.k, keys, args)
 	}
 	// The batch runs on behalf of all its callers; one caller giving up must not
 	// abort the others' requests.
-	ctx := context.WithoutCancel(batch[0].ctx)
-	rep, err := run(ctx, r.sc, scriptTake, keys, args...)
+	ctx := context.WithoutCancel(batch[0].call().ctx)
+	rep, err := run(ctx, b.r.sc, b.script, keys, args...)
 	i := 0
-	for _, req := range batch {
+	for _, q := range batch {
+		req := q.call()
 		switch {
 		case err != nil:
 			req.err = err

@@ -51,7 +51,7 @@ func waitSent(t *testing.T, req *takeReq) {
 }
 
 func orderReq(ctx context.Context, id string) *takeReq {
-	return &takeReq{ctx: ctx, mode: "order", user: "u", id: id, lines: []Line{{SKU: "A", Quantity: 1}}}
+	return &takeReq{pending: pending{ctx: ctx}, mode: "order", user: "u", id: id, lines: []Line{{SKU: "A", Quantity: 1}}}
 }
 
 func exists(t *testing.T, r *Redis, id string) bool {

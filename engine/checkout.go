@@ -39,7 +39,7 @@ func (r *Redis) Checkout(ctx context.Context, req CheckoutRequest) (Order, error
 			return o, nil
 		}
 	}
-	reply, err := r.take(&takeReq{ctx: ctx, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines,
+	reply, err := r.take(&takeReq{pending: pending{ctx: ctx}, mode: "order", user: req.UserID, id: id, fp: fp, lines: lines,
 		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute, pass: normalizePass(req.QueuePass)})
 	if err != nil {
 		return Order{}, opError("checkout", err)
@@ -102,7 +102,7 @@ func (r *Redis) Reserve(ctx context.Context, req ReserveRequest) (Hold, error) {
 	if req.IdempotencyKey != "" {
 		id, fp = recordID("hold", req.UserID, req.IdempotencyKey), linesFingerprint("reserve", lines, strconv.FormatInt(ttlMs, 10))
 	}
-	reply, err := r.take(&takeReq{ctx: ctx, mode: "hold", user: req.UserID, id: id, fp: fp, holdMs: ttlMs, lines: lines,
+	reply, err := r.take(&takeReq{pending: pending{ctx: ctx}, mode: "hold", user: req.UserID, id: id, fp: fp, holdMs: ttlMs, lines: lines,
 		rateKey: r.rateKey(req.UserID, req.RatePerMinute), rateLimit: req.RatePerMinute, pass: normalizePass(req.QueuePass)})
 	if err != nil {
 		return Hold{}, opError("reserve", err)
@@ -218,7 +218,7 @@ func (r *Redis) take(req *takeReq) (reply, error) {
 		}
 		_, _ = r.sweepPartition(req.ctx, p)
 		time.Sleep(wait)
-		req = &takeReq{ctx: req.ctx, mode: req.mode, user: req.user, id: req.id, fp: req.fp, holdMs: req.holdMs,
+		req = &takeReq{pending: pending{ctx: req.ctx}, mode: req.mode, user: req.user, id: req.id, fp: req.fp, holdMs: req.holdMs,
 			lines: req.lines, rateKey: req.rateKey, rateLimit: req.rateLimit, pass: req.pass}
 		if rep, err = p.batch.submit(req); err != nil {
 			return nil, err

@@ -20,7 +20,7 @@ func (r *Redis) Lane(workers int) (lane *Redis, closeLane func()) {
 	l := *r
 	l.parts = make([]*partition, len(r.parts))
 	for i, p := range r.parts {
-		l.parts[i] = &partition{n: p.n, k: p.k, batch: newBatcher(&l, p.k, max(1, workers))}
+		l.parts[i] = &partition{n: p.n, k: p.k, batch: newTakeBatcher(&l, p.k, max(1, workers)), xbatch: p.xbatch}
 	}
 	// The lane finds SKUs in r's partitions; its own, with their batchers, by number.
 	l.dir = new(sync.Map)

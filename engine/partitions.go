@@ -23,7 +23,9 @@ import (
 type partition struct {
 	n     int
 	k     Keys
-	batch *batcher
+	batch *batcher[*takeReq]
+	// xbatch batches the steps of cross-partition checkouts (nil with one partition).
+	xbatch *batcher[*xop]
 }
 
 // partitionTags names the partitions' hash tags: "0", "1", ... by default, so partition

@@ -138,7 +138,10 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 	channels := make([]string, opts.Partitions)
 	for i, tag := range partitionTags(opts.Partition, opts.Partitions) {
 		p := &partition{n: i, k: NewKeys(tag)}
-		p.batch = newBatcher(r, p.k, opts.Batchers)
+		p.batch = newTakeBatcher(r, p.k, opts.Batchers)
+		if opts.Partitions > 1 {
+			p.xbatch = newXBatcher(r, p.k, opts.Batchers)
+		}
 		r.parts = append(r.parts, p)
 		channels[i] = p.k.RestockChannel()
 	}
@@ -156,8 +159,9 @@ func NewRedis(rdb redis.UniversalClient, opts Options) *Redis {
 	return r
 }
 
-// Close stops the checkout batchers after they have served what is queued, and the
-// sold-out listener. It does not close the Redis client.
+// Close stops the checkout batchers after they have served what is queued, the sold-out
+// listener, the cross-partition sweeper, then the batchers of cross-partition steps. It
+// does not close the Redis client.
 func (r *Redis) Close() {
 	for _, p := range r.parts {
 		p.batch.close()
@@ -168,6 +172,11 @@ func (r *Redis) Close() {
 	if r.x.stop != nil {
 		r.x.closeOnce.Do(func() { close(r.x.stop) })
 		<-r.x.done
+	}
+	for _, p := range r.parts {
+		if p.xbatch != nil {
+			p.xbatch.close()
+		}
 	}
 }
 

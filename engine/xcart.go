@@ -219,7 +219,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 				keys = append(keys, k.Stock(l.SKU))
 			}
 			args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), r.tombTTL()}, lineArgs(s.lines)...)
-			rep, err := run(ctx, r.sc, scriptXCart, keys, args...)
+			rep, err := r.xrun(ctx, s.p, keys, args...)
 			out[i] = res{rep, err}
 		})
 	}
@@ -262,7 +262,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 	}
 	args := append([]any{"decide", t, id, req.UserID, fp, r.tombTTL(), max(req.RatePerMinute, 0), currency,
 		strings.Join(others, ",")}, lineArgs(primary.lines)...)
-	rep, err := run(ctx, r.sc, scriptXCart, keys, args...)
+	rep, err := r.xrun(ctx, primary.p, keys, args...)
 	if r.crashAt("after-decide", t) {
 		return Order{}, xstep{err: errCoordinatorStopped}
 	}
@@ -310,6 +310,42 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 	return Order{}, xstep{err: xRefusal(rep)}
 }
 
+// xop is one step of a cross-partition checkout (xcart.lua) waiting for its
+// partition's batch: its keys and values as the step reads them.
+type xop struct {
+	pending
+	keys []string
+	args []any
+}
+
+func (op *xop) call() *pending { return &op.pending }
+func (op *xop) keyCount() int  { return len(op.keys) }
+func (op *xop) argCount() int  { return 2 + len(op.args) }
+
+// appendTo appends the step to a batch: its keys, then its key count, value count and
+// values (the keys already carry the partition's tag).
+func (op *xop) appendTo(_ Keys, keys []string, args []any) ([]string, []any) {
+	return append(keys, op.keys...), append(append(args, len(op.keys), len(op.args)), op.args...)
+}
+
+// newXBatcher makes partition k's batcher of cross-partition steps.
+func newXBatcher(r *Redis, k Keys, workers int) *batcher[*xop] {
+	return newBatcher[*xop](r, k, scriptXCart, func() ([]string, []any) { return nil, nil }, workers)
+}
+
+// xrun runs one step of xcart.lua at partition p, batched with other checkouts' steps
+// there (at most once, as every script: see batcher.submit).
+func (r *Redis) xrun(ctx context.Context, p *partition, keys []string, args ...any) (reply, error) {
+	rep, err := p.xbatch.submit(&xop{pending: pending{ctx: ctx}, keys: keys, args: args})
+	if err != nil {
+		return nil, err
+	}
+	if rep.status() == "error" {
+		return nil, fmt.Errorf("script: %s", rep.str(1))
+	}
+	return rep, nil
+}
+
 func xRefusal(rep reply) error {
 	switch rep.status() {
 	case "limit":
@@ -335,7 +371,7 @@ func (r *Redis) xEnd(ctx context.Context, t string, parts []xPart) {
 }
 
 func (r *Redis) xResolve(ctx context.Context, p *partition, t string) (string, error) {
-	rep, err := run(ctx, r.sc, scriptXCart, []string{p.k.XDecision(t)}, "resolve", t, r.tombTTL())
+	rep, err := r.xrun(ctx, p, []string{p.k.XDecision(t)}, "resolve", t, r.tombTTL())
 	if err != nil {
 		return "", err
 	}
@@ -368,7 +404,7 @@ func (r *Redis) xSettle(ctx context.Context, p *partition, t, step string, skus 
 		keys = append(keys, k.Stock(s))
 		args = append(args, s)
 	}
-	rep, err := run(ctx, r.sc, scriptXCart, keys, args...)
+	rep, err := r.xrun(ctx, p, keys, args...)
 	if err != nil {
 		return "", err
 	}

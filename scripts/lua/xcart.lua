@@ -15,7 +15,11 @@
 -- outbox event of its own (xreserve, xcommit, xabort) with its movements, so every
 -- partition's movements reach MongoDB keyed by (SKU, sequence).
 --
--- ARGV[1] is the step:
+-- A call is a batch of steps, of any attempts, applied in order, each atomically: ARGV
+-- holds, per step, its number of keys, its number of values, then its values; KEYS holds
+-- the steps' keys one after the other. The answer holds, per step, its number of values,
+-- then its values; a step that fails answers 'error', message. Below, KEYS and ARGV
+-- are one step's own. Its ARGV[1] names it:
 --
 -- reserve  KEYS outbox, attempt record, attempts index, in-flight hash, stock hash per line
 --          ARGV 'reserve', T, primary partition, order id, ttl ms, tombstone ttl s,
@@ -36,12 +40,11 @@
 --             | 'rate_limited', ms | the refusals of reserve
 -- resolve  KEYS decision   ARGV 'resolve', T, decision ttl s   -> 'c' | 'a'
 
-local op = ARGV[1]
 local now = now_ms()
 
 -- check reads and checks the lines starting at KEYS[k0], ARGV[a0]; it returns the
 -- levels, or a refusal.
-local function check(k0, a0, n, currency, inflight)
+local function check(KEYS, ARGV, k0, a0, n, currency, inflight)
   local lvs, short, busy = {}, nil, false
   for i = 1, n do
     local key, sku, q = KEYS[k0 + i - 1], ARGV[a0 + 2 * (i - 1)], tonumber(ARGV[a0 + 2 * (i - 1) + 1])
@@ -93,100 +96,117 @@ local function move(lvs, da, dr, ds, inflight, dx)
   return table.concat(m, ','), table.concat(lvl, ',')
 end
 
-if op == 'resolve' then
-  local d = redis.call('GET', KEYS[1])
-  if d then return {d} end
-  redis.call('SET', KEYS[1], 'a', 'EX', ARGV[3])
-  return {'a'}
-end
+-- step runs one step, whose keys and values are KEYS and ARGV.
+local function step(KEYS, ARGV)
+  local op = ARGV[1]
+  if op == 'resolve' then
+    local d = redis.call('GET', KEYS[1])
+    if d then return {d} end
+    redis.call('SET', KEYS[1], 'a', 'EX', ARGV[3])
+    return {'a'}
+  end
 
-if op == 'reserve' then
-  local st = redis.call('HGET', KEYS[2], 'st')
-  if st then return {'state', st} end
-  local n = (#ARGV - 6) / 2
-  local lvs, cur = check(5, 7, n, nil, KEYS[4])
-  if not lvs then return cur end
-  local lines = lines_of(lvs)
-  local moves, levels = move(lvs, -1, 1, 0, KEYS[4], 1)
-  local exp = now + tonumber(ARGV[5])
-  redis.call('HSET', KEYS[2], 'st', 'h', 'p', ARGV[3], 'o', ARGV[4], 'l', lines, 'x', exp)
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]) + 1000 * tonumber(ARGV[6]))
-  redis.call('ZADD', KEYS[3], exp, ARGV[2])
-  emit(KEYS[1], {kind = 'xreserve', id = ARGV[2], ts = tostring(now), currency = cur, lines = lines, moves = moves}, levels)
-  return {'ok', cur, lines}
-end
+  if op == 'reserve' then
+    local st = redis.call('HGET', KEYS[2], 'st')
+    if st then return {'state', st} end
+    local n = (#ARGV - 6) / 2
+    local lvs, cur = check(KEYS, ARGV, 5, 7, n, nil, KEYS[4])
+    if not lvs then return cur end
+    local lines = lines_of(lvs)
+    local moves, levels = move(lvs, -1, 1, 0, KEYS[4], 1)
+    local exp = now + tonumber(ARGV[5])
+    redis.call('HSET', KEYS[2], 'st', 'h', 'p', ARGV[3], 'o', ARGV[4], 'l', lines, 'x', exp)
+    redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]) + 1000 * tonumber(ARGV[6]))
+    redis.call('ZADD', KEYS[3], exp, ARGV[2])
+    emit(KEYS[1], {kind = 'xreserve', id = ARGV[2], ts = tostring(now), currency = cur, lines = lines, moves = moves}, levels)
+    return {'ok', cur, lines}
+  end
 
-if op == 'commit' or op == 'abort' then
-  local v = redis.call('HMGET', KEYS[2], 'st', 'l', 'o')
-  local st = v[1]
-  if st == 'c' then return {'committed'} end
-  if st == 'a' then return {'aborted'} end
-  if not st then
-    if op == 'commit' then return {'nohold'} end
-    redis.call('HSET', KEYS[2], 'st', 'a')
+  if op == 'commit' or op == 'abort' then
+    local v = redis.call('HMGET', KEYS[2], 'st', 'l', 'o')
+    local st = v[1]
+    if st == 'c' then return {'committed'} end
+    if st == 'a' then return {'aborted'} end
+    if not st then
+      if op == 'commit' then return {'nohold'} end
+      redis.call('HSET', KEYS[2], 'st', 'a')
+      redis.call('EXPIRE', KEYS[2], ARGV[3])
+      redis.call('ZREM', KEYS[3], ARGV[2])
+      return {'aborted'}
+    end
+    local parsed = parse_lines(v[2])
+    if #parsed ~= #KEYS - 4 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
+    local lvs = {}
+    for i, l in ipairs(parsed) do
+      if ARGV[3 + i] ~= l[1] then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
+      local x = redis.call('HMGET', KEYS[4 + i], 'a', 'r', 's', 'q', 'p')
+      lvs[i] = {sku = l[1], qty = l[2], a = tonumber(x[1]) or 0, r = tonumber(x[2]) or 0, s = tonumber(x[3]) or 0,
+                q = tonumber(x[4]) or 0, key = KEYS[4 + i]}
+    end
+    local moves, levels, kind, res
+    if op == 'commit' then
+      moves, levels = move(lvs, 0, -1, 1, KEYS[4], -1)
+      kind, res = 'xcommit', 'committed'
+      redis.call('HSET', KEYS[2], 'st', 'c')
+    else
+      moves, levels = move(lvs, 1, -1, 0, KEYS[4], -1)
+      kind, res = 'xabort', 'aborted'
+      redis.call('HSET', KEYS[2], 'st', 'a')
+    end
     redis.call('EXPIRE', KEYS[2], ARGV[3])
     redis.call('ZREM', KEYS[3], ARGV[2])
-    return {'aborted'}
+    emit(KEYS[1], {kind = kind, id = ARGV[2], ts = tostring(now), lines = v[2], moves = moves, reason = v[3]}, levels)
+    return {res}
   end
-  local parsed = parse_lines(v[2])
-  if #parsed ~= #KEYS - 4 then return redis.error_reply('xcart: the keys do not match the attempt\'s lines') end
-  local lvs = {}
-  for i, l in ipairs(parsed) do
-    if ARGV[3 + i] ~= l[1] then return redis.error_reply('xcart: the keys do not match the attempt\'s lines') end
-    local x = redis.call('HMGET', KEYS[4 + i], 'a', 'r', 's', 'q', 'p')
-    lvs[i] = {sku = l[1], qty = l[2], a = tonumber(x[1]) or 0, r = tonumber(x[2]) or 0, s = tonumber(x[3]) or 0,
-              q = tonumber(x[4]) or 0, key = KEYS[4 + i]}
-  end
-  local moves, levels, kind, res
-  if op == 'commit' then
-    moves, levels = move(lvs, 0, -1, 1, KEYS[4], -1)
-    kind, res = 'xcommit', 'committed'
-    redis.call('HSET', KEYS[2], 'st', 'c')
-  else
-    moves, levels = move(lvs, 1, -1, 0, KEYS[4], -1)
-    kind, res = 'xabort', 'aborted'
-    redis.call('HSET', KEYS[2], 'st', 'a')
-  end
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  redis.call('ZREM', KEYS[3], ARGV[2])
-  emit(KEYS[1], {kind = kind, id = ARGV[2], ts = tostring(now), lines = v[2], moves = moves, reason = v[3]}, levels)
-  return {res}
-end
 
-if op == 'decide' then
-  local d = redis.call('GET', KEYS[2])
-  if d then return {'decided', d} end
-  local ttl = ARGV[6]
-  local rec = redis.call('GET', KEYS[3])
-  if rec then
-    redis.call('SET', KEYS[2], 'a', 'EX', ttl)
-    local fp = select(6, parse_order(rec))
-    if fp ~= ARGV[5] and fp ~= '*' then return {'reused'} end
-    return {'replay'}
-  end
-  local limit = tonumber(ARGV[7])
-  if limit > 0 then
-    local wait = over_rate(KEYS[5], limit)
-    if wait then
+  if op == 'decide' then
+    local d = redis.call('GET', KEYS[2])
+    if d then return {'decided', d} end
+    local ttl = ARGV[6]
+    local rec = redis.call('GET', KEYS[3])
+    if rec then
       redis.call('SET', KEYS[2], 'a', 'EX', ttl)
-      return {'rate_limited', wait}
+      local fp = select(6, parse_order(rec))
+      if fp ~= ARGV[5] and fp ~= '*' then return {'reused'} end
+      return {'replay'}
     end
+    local limit = tonumber(ARGV[7])
+    if limit > 0 then
+      local wait = over_rate(KEYS[5], limit)
+      if wait then
+        redis.call('SET', KEYS[2], 'a', 'EX', ttl)
+        return {'rate_limited', wait}
+      end
+    end
+    local n = (#ARGV - 9) / 2
+    local lvs, cur = check(KEYS, ARGV, 6, 10, n, ARGV[8], KEYS[4])
+    if not lvs then
+      redis.call('SET', KEYS[2], 'a', 'EX', ttl)
+      return cur
+    end
+    local lines = lines_of(lvs)
+    local moves, levels = move(lvs, -1, 0, 1, KEYS[4], 0)
+    local all = lines
+    if ARGV[9] ~= '' then all = lines .. ',' .. ARGV[9] end
+    local ts = tostring(now)
+    redis.call('SET', KEYS[3], order_record('confirmed', ts, cur, '', all, ARGV[5], ARGV[4]))
+    redis.call('SET', KEYS[2], 'c', 'EX', ttl)
+    emit(KEYS[1], {kind = 'order', id = ARGV[3], user = ARGV[4], ts = ts, currency = cur, lines = all, moves = moves}, levels)
+    return {'ok', ts, cur, all}
   end
-  local n = (#ARGV - 9) / 2
-  local lvs, cur = check(6, 10, n, ARGV[8], KEYS[4])
-  if not lvs then
-    redis.call('SET', KEYS[2], 'a', 'EX', ttl)
-    return cur
-  end
-  local lines = lines_of(lvs)
-  local moves, levels = move(lvs, -1, 0, 1, KEYS[4], 0)
-  local all = lines
-  if ARGV[9] ~= '' then all = lines .. ',' .. ARGV[9] end
-  local ts = tostring(now)
-  redis.call('SET', KEYS[3], order_record('confirmed', ts, cur, '', all, ARGV[5], ARGV[4]))
-  redis.call('SET', KEYS[2], 'c', 'EX', ttl)
-  emit(KEYS[1], {kind = 'order', id = ARGV[3], user = ARGV[4], ts = ts, currency = cur, lines = all, moves = moves}, levels)
-  return {'ok', ts, cur, all}
+
+  return {'error', 'xcart: unknown step ' .. tostring(op)}
 end
 
-return redis.error_reply('xcart: unknown step ' .. tostring(op))
+local out, k, a = {}, 1, 1
+while a <= #ARGV do
+  local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local keys, argv = {}, {}
+  for i = 1, nk do keys[i] = KEYS[k + i - 1] end
+  for i = 1, na do argv[i] = ARGV[a + 1 + i] end
+  local r = step(keys, argv)
+  out[#out + 1] = #r
+  for i = 1, #r do out[#out + 1] = r[i] end
+  k, a = k + nk, a + 2 + na
+end
+return out

@@ -22,7 +22,7 @@ func ReserveAgain(ctx context.Context, r *Redis, t string, primary int, sku stri
 		return "", "", err
 	}
 	k := p.k
-	rep, err := r.xrun(ctx, p, []string{k.Outbox(), k.XAttempt(t), k.XAttempts(), k.XInFlight(), k.Stock(sku)},
+	rep, err := r.xrun(ctx, p, []string{k.XAttempt(t), k.Stock(sku)},
 		"reserve", t, primary, "late", r.x.ttl.Milliseconds(), r.tombTTL(), sku, qty)
 	if err != nil {
 		return "", "", err

@@ -214,7 +214,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 	for i, s := range secs {
 		wg.Go(func() {
 			k := s.p.k
-			keys := []string{k.Outbox(), k.XAttempt(t), k.XAttempts(), k.XInFlight()}
+			keys := []string{k.XAttempt(t)}
 			for _, l := range s.lines {
 				keys = append(keys, k.Stock(l.SKU))
 			}
@@ -256,7 +256,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		return Order{}, fail
 	}
 	k := primary.p.k
-	keys := []string{k.Outbox(), k.XDecision(t), k.Order(id), k.XInFlight(), k.RateLimit(req.UserID)}
+	keys := []string{k.XDecision(t), k.Order(id), k.RateLimit(req.UserID)}
 	for _, l := range primary.lines {
 		keys = append(keys, k.Stock(l.SKU))
 	}
@@ -330,7 +330,9 @@ func (op *xop) appendTo(_ Keys, keys []string, args []any) ([]string, []any) {
 
 // newXBatcher makes partition k's batcher of cross-partition steps.
 func newXBatcher(r *Redis, k Keys, workers int) *batcher[*xop] {
-	return newBatcher[*xop](r, k, scriptXCart, func() ([]string, []any) { return nil, nil }, workers)
+	// The batch's head: the outbox, the in-flight hash and the attempts index.
+	head := func() ([]string, []any) { return []string{k.Outbox(), k.XInFlight(), k.XAttempts()}, nil }
+	return newBatcher[*xop](r, k, scriptXCart, head, workers)
 }
 
 // xrun runs one step of xcart.lua at partition p, batched with other checkouts' steps
@@ -398,7 +400,7 @@ func (r *Redis) xFinish(ctx context.Context, t string, secs []xPart, step string
 // xSettle runs commit or abort of attempt t at partition p, whose record lists skus.
 func (r *Redis) xSettle(ctx context.Context, p *partition, t, step string, skus []string) (string, error) {
 	k := p.k
-	keys := []string{k.Outbox(), k.XAttempt(t), k.XAttempts(), k.XInFlight()}
+	keys := []string{k.XAttempt(t)}
 	args := []any{step, t, r.tombTTL()}
 	for _, s := range skus {
 		keys = append(keys, k.Stock(s))

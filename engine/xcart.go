@@ -210,20 +210,17 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		err error
 	}
 	out := make([]res, len(secs))
-	var wg sync.WaitGroup
-	for i, s := range secs {
-		wg.Go(func() {
-			k := s.p.k
-			keys := []string{k.XAttempt(t)}
-			for _, l := range s.lines {
-				keys = append(keys, k.Stock(l.SKU))
-			}
-			args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), r.tombTTL()}, lineArgs(s.lines)...)
-			rep, err := r.xrun(ctx, s.p, keys, args...)
-			out[i] = res{rep, err}
-		})
-	}
-	wg.Wait()
+	parallel(len(secs), func(i int) {
+		s := secs[i]
+		k := s.p.k
+		keys := []string{k.XAttempt(t)}
+		for _, l := range s.lines {
+			keys = append(keys, k.Stock(l.SKU))
+		}
+		args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), r.tombTTL()}, lineArgs(s.lines)...)
+		rep, err := r.xrun(ctx, s.p, keys, args...)
+		out[i] = res{rep, err}
+	})
 	var fail xstep
 	currency, others := "", []string{}
 	for _, o := range out {
@@ -383,16 +380,32 @@ func (r *Redis) xResolve(ctx context.Context, p *partition, t string) (string, e
 // xFinish commits or aborts attempt t at each secondary, in parallel; failures are left
 // to the sweeper.
 func (r *Redis) xFinish(ctx context.Context, t string, secs []xPart, step string) {
-	var wg sync.WaitGroup
-	for i, s := range secs {
-		if i > 0 && step == "commit" && r.crashAt("mid-commit", t) {
+	n := len(secs)
+	for i := 1; i < len(secs); i++ {
+		if step == "commit" && r.crashAt("mid-commit", t) {
+			n = i // the coordinator stops after committing the first i
 			break
 		}
+	}
+	parallel(n, func(i int) {
+		s := secs[i]
 		skus := make([]string, len(s.lines))
 		for j, l := range s.lines {
 			skus[j] = l.SKU
 		}
-		wg.Go(func() { _, _ = r.xSettle(ctx, s.p, t, step, skus) })
+		_, _ = r.xSettle(ctx, s.p, t, step, skus)
+	})
+}
+
+// parallel runs f(0) ... f(n-1) at once and waits for them; one runs on the caller's
+// goroutine (most cross-partition carts have one secondary partition).
+func parallel(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Go(func() { f(i) })
+	}
+	if n > 0 {
+		f(0)
 	}
 	wg.Wait()
 }

@@ -185,7 +185,8 @@ func (r *Redis) Rebase(ctx context.Context, req RebaseRequest) (RebaseResult, er
 	return RebaseResult{}, fmt.Errorf("rebase %s: %w", req.SKU, err)
 }
 
-// HeldUnits returns the units of each SKU reserved by holds Redis has as active.
+// HeldUnits returns the units of each SKU reserved by holds Redis has as active and by
+// in-flight cross-partition checkouts.
 func (r *Redis) HeldUnits(ctx context.Context) (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, part := range r.parts {
@@ -211,6 +212,17 @@ func (r *Redis) heldUnits(ctx context.Context, part *partition, out map[string]i
 	})
 	if err != nil {
 		return readErr("held units", err)
+	}
+	if len(r.parts) > 1 {
+		// Units reserved by in-flight cross-partition checkouts: the sweeper settles them.
+		in, err := r.rdb.HGetAll(ctx, part.k.XInFlight()).Result()
+		if err != nil {
+			return readErr("held units", err)
+		}
+		for sku, v := range in {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			out[sku] += n
+		}
 	}
 	for _, c := range cmds {
 		v := c.Val()

@@ -197,6 +197,10 @@ func TestCrossPartitionCrashes(t *testing.T) {
 	if lv[s.skus[1]].Reserved != 2 || lv[s.skus[0]].Sold != 0 {
 		t.Errorf("after the reserves: %+v", lv)
 	}
+	// A rollback must not take these reserved units for a lost hold's.
+	if held, err := s.inv.HeldUnits(ctx); err != nil || held[s.skus[1]] != 2 || held[s.skus[2]] != 1 {
+		t.Errorf("held units with reservations in flight: %v %v, want %s 2 and %s 1", held, err, s.skus[1], s.skus[2])
+	}
 	if n := sweepAfterTTL(t, s.inv); n != 2 {
 		t.Errorf("sweeper resolved %d attempts, want 2", n)
 	}

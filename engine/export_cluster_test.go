@@ -22,8 +22,8 @@ func ReserveAgain(ctx context.Context, r *Redis, t string, primary int, sku stri
 		return "", "", err
 	}
 	k := p.k
-	rep, err := r.xrun(ctx, p, []string{k.XAttempt(t), k.Stock(sku)},
-		"reserve", t, primary, "late", r.x.ttl.Milliseconds(), r.tombTTL(), sku, qty)
+	rep, err := r.xrun(ctx, p, []string{k.XAttempt(t), k.Stock(sku), k.Bought(sku)},
+		"reserve", t, primary, "late", r.x.ttl.Milliseconds(), r.tombTTL(), "late", sku, qty)
 	if err != nil {
 		return "", "", err
 	}

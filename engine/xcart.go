@@ -215,9 +215,9 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		k := s.p.k
 		keys := []string{k.XAttempt(t)}
 		for _, l := range s.lines {
-			keys = append(keys, k.Stock(l.SKU))
+			keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU))
 		}
-		args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), r.tombTTL()}, lineArgs(s.lines)...)
+		args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), r.tombTTL(), req.UserID}, lineArgs(s.lines)...)
 		rep, err := r.xrun(ctx, s.p, keys, args...)
 		out[i] = res{rep, err}
 	})
@@ -255,7 +255,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 	k := primary.p.k
 	keys := []string{k.XDecision(t), k.Order(id), k.RateLimit(req.UserID)}
 	for _, l := range primary.lines {
-		keys = append(keys, k.Stock(l.SKU))
+		keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU))
 	}
 	args := append([]any{"decide", t, id, req.UserID, fp, r.tombTTL(), max(req.RatePerMinute, 0), currency,
 		strings.Join(others, ",")}, lineArgs(primary.lines)...)
@@ -347,8 +347,6 @@ func (r *Redis) xrun(ctx context.Context, p *partition, keys []string, args ...a
 
 func xRefusal(rep reply) error {
 	switch rep.status() {
-	case "limit":
-		return invalid("items", "sku %s has a per-user limit: this version buys such SKUs only with SKUs of their own partition", rep.str(1))
 	case "pass":
 		return invalid("items", "sku %s has a waiting room: this version buys such SKUs only with SKUs of their own partition", rep.str(1))
 	}
@@ -416,7 +414,7 @@ func (r *Redis) xSettle(ctx context.Context, p *partition, t, step string, skus 
 	keys := []string{k.XAttempt(t)}
 	args := []any{step, t, r.tombTTL()}
 	for _, s := range skus {
-		keys = append(keys, k.Stock(s))
+		keys = append(keys, k.Stock(s), k.Bought(s))
 		args = append(args, s)
 	}
 	rep, err := r.xrun(ctx, p, keys, args...)

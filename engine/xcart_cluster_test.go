@@ -290,3 +290,71 @@ func TestCrossPartitionBusyWaits(t *testing.T) {
 	}
 	s.settled(t, map[string]int64{s.skus[0]: 1, s.skus[1]: 1, s.skus[2]: 1})
 }
+
+// TestCrossPartitionPerUserLimits: SKUs with a per-user limit in a cart spanning
+// partitions, as the primary's line and as a secondary's: units count against the
+// buyer's limit wherever the SKU lives, a cart over the limit takes nothing anywhere,
+// an aborted attempt gives its counted units back, and other buyers are not affected.
+func TestCrossPartitionPerUserLimits(t *testing.T) {
+	ctx := context.Background()
+	c := testcluster.Start(t, rediscluster.Options{})
+	s := newXShop(t, c, "xl", 2, 100)
+	// One limited SKU in each of the two partitions, grouped with the shop's SKUs.
+	limited := make([]string, 2)
+	for i := range 2 {
+		limited[i] = fmt.Sprintf("L%d", i)
+		mustCreate(t, s.inv, engine.Product{SKU: limited[i], Price: 5, Stock: 100, MaxPerUser: 2, Group: fmt.Sprintf("x%s", s.skus[i][1:])})
+		if p, err := s.inv.PartitionOf(ctx, limited[i]); err != nil || p != s.parts[i] {
+			t.Fatalf("%s in partition %d (%v), want %d", limited[i], p, err, s.parts[i])
+		}
+	}
+	buy := func(user, key string, lines ...engine.Line) error {
+		_, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: user, IdempotencyKey: key, Lines: lines})
+		return err
+	}
+	// The primary's line limited (L0 with X in the other partition), then a secondary's.
+	primaryCart := []engine.Line{{SKU: limited[0], Quantity: 1}, {SKU: s.skus[1], Quantity: 1}}
+	secondaryCart := []engine.Line{{SKU: s.skus[0], Quantity: 1}, {SKU: limited[1], Quantity: 2}}
+	for i := range 2 {
+		if err := buy("ann", fmt.Sprintf("p%d", i), primaryCart...); err != nil {
+			t.Fatalf("ann's cart %d with L0: %v", i, err)
+		}
+	}
+	if err := buy("ann", "secondary", secondaryCart...); err != nil {
+		t.Fatalf("ann's cart with L1 x2: %v", err)
+	}
+	before, _ := s.inv.Lookup(ctx, append([]string{limited[0], limited[1]}, s.skus...))
+	for _, cart := range [][]engine.Line{primaryCart, secondaryCart} {
+		var le *engine.LimitError
+		err := buy("ann", "over-"+cart[0].SKU, cart...)
+		if !errors.Is(err, engine.ErrLimitExceeded) || !errors.As(err, &le) || le.Limit != 2 || le.Already != 2 {
+			t.Fatalf("ann over her limit: got %v, want a LimitError (limit 2, already 2)", err)
+		}
+	}
+	after, _ := s.inv.Lookup(ctx, append([]string{limited[0], limited[1]}, s.skus...))
+	for sku, l := range before {
+		if a := after[sku]; a.Available != l.Available || a.Reserved != 0 || a.Sold != l.Sold {
+			t.Errorf("%s changed by refused carts: %+v -> %+v", sku, l, a)
+		}
+	}
+	// Another buyer has her own allowance.
+	if err := buy("bob", "bob", secondaryCart...); err != nil {
+		t.Fatalf("bob: %v", err)
+	}
+	// An attempt stopped after its reserves is aborted by the sweeper, which gives
+	// cat's counted L1 units back: she can then buy her full allowance.
+	s.crashNext("after-reserve")
+	if err := buy("cat", "stopped", secondaryCart...); !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("stopped coordinator: %v", err)
+	}
+	if n := sweepAfterTTL(t, s.inv); n != 1 {
+		t.Errorf("sweeper resolved %d attempts, want 1", n)
+	}
+	if err := buy("cat", "again", secondaryCart...); err != nil {
+		t.Fatalf("cat after her aborted attempt: %v", err)
+	}
+	lv, _ := s.inv.Lookup(ctx, limited)
+	if lv[limited[0]].Sold != 2 || lv[limited[1]].Sold != 6 || lv[limited[1]].Reserved != 0 {
+		t.Errorf("limited SKUs: %+v, want L0 sold 2, L1 sold 6, nothing reserved", lv)
+	}
+}

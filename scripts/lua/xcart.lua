@@ -26,24 +26,28 @@
 -- own writes are the attempt's records. Below, KEYS and ARGV are one step's own; its
 -- ARGV[1] names it:
 --
--- reserve  KEYS attempt record, stock hash per line
---          ARGV 'reserve', T, primary partition, order id, ttl ms, tombstone ttl s,
+-- reserve  KEYS attempt record, then per line its stock hash and per-user counters
+--          ARGV 'reserve', T, primary partition, order id, ttl ms, tombstone ttl s, user,
 --               then sku, qty per line
 --          -> 'ok', currency, lines | 'state', st ('h' | 'c' | 'a': the attempt existed)
 --             | 'busy' | 'oos', sku, qty, available, ... | 'not_found'|'corrupt'|'window'|
---               'pass'|'currency'|'limit', sku
--- commit   KEYS attempt record, stock hash per line
+--               'pass'|'currency', sku | 'limit', sku, limit, already, requested
+-- commit   KEYS attempt record, then per line its stock hash and per-user counters
 --          ARGV 'commit', T, tombstone ttl s, then the SKUs of the record's lines in order
 --          -> 'committed' | 'aborted' | 'nohold'
 -- abort    the keys and values of commit; a missing record becomes an aborted tombstone
 --          -> 'aborted' | 'committed'
--- decide   KEYS decision, order record, rate-limit window, stock hash per line of the
---               primary
+-- decide   KEYS decision, order record, rate-limit window, then per line of the primary
+--               its stock hash and per-user counters
 --          ARGV 'decide', T, order id, user, fingerprint, decision ttl s, rate limit,
 --               other partitions' currency, other partitions' lines, then sku, qty per line
 --          -> 'ok', ts, currency, lines | 'decided', 'c'|'a' | 'replay' | 'reused'
 --             | 'rate_limited', ms | the refusals of reserve
 -- resolve  KEYS decision   ARGV 'resolve', T, decision ttl s   -> 'c' | 'a'
+--
+-- Units of a SKU with a per-user limit count against the buyer's counter when reserved
+-- (or sold, at the primary), as take.lua counts them, and their line is marked ':L';
+-- an abort gives them back, so does a cancel.
 
 local OUTBOX, INFLIGHT, ATTEMPTS = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
@@ -87,20 +91,26 @@ local function emit_event(e)
   events[#events + 1] = event(e)
 end
 
--- check reads and checks the lines starting at KEYS[k0], ARGV[a0]; it returns the
--- lines (levels and quantity), or a refusal.
-local function check(KEYS, ARGV, k0, a0, n, currency)
+-- check reads and checks the lines whose keys start at KEYS[k0] (stock hash, counters)
+-- and values at ARGV[a0] (sku, qty), for user; it returns the lines (levels, quantity,
+-- counters key if counted), or a refusal.
+local function check(KEYS, ARGV, k0, a0, n, currency, user)
   local lvs, short, busy = {}, nil, false
   for i = 1, n do
-    local key, sku, q = KEYS[k0 + i - 1], ARGV[a0 + 2 * (i - 1)], tonumber(ARGV[a0 + 2 * (i - 1) + 1])
+    local key, sku, q = KEYS[k0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1)], tonumber(ARGV[a0 + 2 * (i - 1) + 1])
     local lv = stock(key, sku)
     if not lv then return nil, {'not_found', sku} end
     if not lv.ok then return nil, {'corrupt', sku} end
     if (lv.ss > 0 and now < lv.ss) or (lv.se > 0 and now >= lv.se) then return nil, {'window', sku} end
     if lv.w > 0 then return nil, {'pass', sku} end
-    if lv.l > 0 then return nil, {'limit', sku} end
     if currency and currency ~= '' and currency ~= lv.c then return nil, {'currency', sku} end
     currency = lv.c
+    local bk = false
+    if lv.l > 0 then
+      bk = KEYS[k0 + 2 * (i - 1) + 1]
+      local already = tonumber(redis.call('HGET', bk, user) or '0')
+      if already + q > lv.l then return nil, {'limit', sku, lv.l, already, q} end
+    end
     if lv.a < q then
       if lv.a + inflight(sku) >= q then
         busy = true
@@ -109,16 +119,23 @@ local function check(KEYS, ARGV, k0, a0, n, currency)
         short[#short + 1] = sku; short[#short + 1] = q; short[#short + 1] = lv.a
       end
     end
-    lvs[i] = {lv = lv, qty = q}
+    lvs[i] = {lv = lv, qty = q, bk = bk}
   end
   if short then return nil, short end
   if busy then return nil, {'busy'} end
   return lvs, currency
 end
 
-local function lines_of(lvs)
+-- lines_of formats checked lines, counting those under a per-user limit against user.
+local function lines_of(lvs, user)
   local l = {}
-  for i, x in ipairs(lvs) do l[i] = x.lv.sku .. ':' .. x.qty .. ':' .. x.lv.p end
+  for i, x in ipairs(lvs) do
+    l[i] = x.lv.sku .. ':' .. x.qty .. ':' .. x.lv.p
+    if x.bk then
+      l[i] = l[i] .. ':L'
+      redis.call('HINCRBY', x.bk, user, x.qty)
+    end
+  end
   return table.concat(l, ',')
 end
 
@@ -152,12 +169,13 @@ local function step(KEYS, ARGV)
   if op == 'reserve' then
     local st = redis.call('HGET', KEYS[1], 'st')
     if st then return {'state', st} end
-    local lvs, cur = check(KEYS, ARGV, 2, 7, (#ARGV - 6) / 2, nil)
+    local user = ARGV[7]
+    local lvs, cur = check(KEYS, ARGV, 2, 8, (#ARGV - 7) / 2, nil, user)
     if not lvs then return cur end
-    local lines = lines_of(lvs)
+    local lines = lines_of(lvs, user)
     local moves = move(lvs, -1, 1, 0, 1)
     local exp = now + tonumber(ARGV[5])
-    redis.call('HSET', KEYS[1], 'st', 'h', 'p', ARGV[3], 'o', ARGV[4], 'l', lines, 'x', exp)
+    redis.call('HSET', KEYS[1], 'st', 'h', 'p', ARGV[3], 'o', ARGV[4], 'l', lines, 'x', exp, 'u', user)
     redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) + 1000 * tonumber(ARGV[6]))
     redis.call('ZADD', ATTEMPTS, exp, ARGV[2])
     emit_event({kind = 'xreserve', id = ARGV[2], ts = now_s, currency = cur, lines = lines, moves = moves})
@@ -165,7 +183,7 @@ local function step(KEYS, ARGV)
   end
 
   if op == 'commit' or op == 'abort' then
-    local v = redis.call('HMGET', KEYS[1], 'st', 'l', 'o')
+    local v = redis.call('HMGET', KEYS[1], 'st', 'l', 'o', 'u')
     local st = v[1]
     if st == 'c' then return {'committed'} end
     if st == 'a' then return {'aborted'} end
@@ -177,13 +195,13 @@ local function step(KEYS, ARGV)
       return {'aborted'}
     end
     local parsed = parse_lines(v[2])
-    if #parsed ~= #KEYS - 1 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
+    if 2 * #parsed ~= #KEYS - 1 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
     local lvs = {}
     for i, l in ipairs(parsed) do
       if ARGV[3 + i] ~= l[1] then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
-      local lv = stock(KEYS[1 + i], l[1])
+      local lv = stock(KEYS[2 * i], l[1])
       if not lv then return {'error', 'xcart: the stock record of ' .. l[1] .. ' is gone'} end
-      lvs[i] = {lv = lv, qty = l[2]}
+      lvs[i] = {lv = lv, qty = l[2], bk = l[4] and KEYS[2 * i + 1]}
     end
     local moves, kind, res
     if op == 'commit' then
@@ -194,6 +212,9 @@ local function step(KEYS, ARGV)
       moves = move(lvs, 1, -1, 0, -1)
       kind, res = 'xabort', 'aborted'
       redis.call('HSET', KEYS[1], 'st', 'a')
+      for _, x in ipairs(lvs) do
+        if x.bk and v[4] then give_back(x.bk, v[4], x.qty) end
+      end
     end
     redis.call('EXPIRE', KEYS[1], ARGV[3])
     redis.call('ZREM', ATTEMPTS, ARGV[2])
@@ -220,12 +241,12 @@ local function step(KEYS, ARGV)
         return {'rate_limited', wait}
       end
     end
-    local lvs, cur = check(KEYS, ARGV, 4, 10, (#ARGV - 9) / 2, ARGV[8])
+    local lvs, cur = check(KEYS, ARGV, 4, 10, (#ARGV - 9) / 2, ARGV[8], ARGV[4])
     if not lvs then
       redis.call('SET', KEYS[1], 'a', 'EX', ttl)
       return cur
     end
-    local lines = lines_of(lvs)
+    local lines = lines_of(lvs, ARGV[4])
     local moves = move(lvs, -1, 0, 1, 0)
     local all = lines
     if ARGV[9] ~= '' then all = lines .. ',' .. ARGV[9] end

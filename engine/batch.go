@@ -25,12 +25,13 @@ type batcher[Q batchable] struct {
 	k      Keys // the partition's
 	script *redis.Script
 	// head is the batch's leading keys and values, before the requests'.
-	head    func() ([]string, []any)
-	queue   chan Q
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	maxReqs int
-	maxKeys int
+	head     func() ([]string, []any)
+	headKeys int // len of head's keys
+	queue    chan Q
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	maxReqs  int
+	maxKeys  int
 }
 
 // batchable is a request a batcher can send: its pending call, and its share of the script's
@@ -118,7 +119,8 @@ func newTakeBatcher(r *Redis, k Keys, workers int) *batcher[*takeReq] {
 }
 
 func newBatcher[Q batchable](r *Redis, k Keys, script *redis.Script, head func() ([]string, []any), workers int) *batcher[Q] {
-	b := &batcher[Q]{r: r, k: k, script: script, head: head, queue: make(chan Q, 4*batchRequests),
+	hk, _ := head()
+	b := &batcher[Q]{r: r, k: k, script: script, head: head, headKeys: len(hk), queue: make(chan Q, 4*batchRequests),
 		stop: make(chan struct{}), maxReqs: batchRequests, maxKeys: batchKeys}
 	for range workers {
 		b.wg.Go(b.work)
@@ -179,7 +181,7 @@ func (b *batcher[Q]) work() {
 			}
 		}
 		batch = batch[:0]
-		nkeys := 2
+		nkeys := b.headKeys
 		if first.call().state.CompareAndSwap(reqQueued, reqSent) {
 			batch = append(batch, first)
 			nkeys += first.keyCount()

@@ -152,9 +152,9 @@ func TestPartitionsOperations(t *testing.T) {
 }
 
 // TestCrossPartitionCartOnOneRedis: a checkout whose lines span partitions is bought
-// whole (the cross-partition protocol, here on one Redis); a hold spanning partitions,
-// and the cancellation of a cross-partition order, are still refused as invalid
-// (ErrCrossPartition) and change nothing.
+// whole (the cross-partition protocol, here on one Redis); a hold spanning partitions is
+// still refused as invalid (ErrCrossPartition) and changes nothing; the order is
+// cancelled across its partitions (xcancel.lua), its units back once.
 func TestCrossPartitionCartOnOneRedis(t *testing.T) {
 	ctx := context.Background()
 	_, inv := partitioned(t, 4)
@@ -174,14 +174,19 @@ func TestCrossPartitionCartOnOneRedis(t *testing.T) {
 	if err != nil || len(o.Items) != 2 {
 		t.Fatalf("checkout across partitions: %+v %v, want an order of 2 lines", o, err)
 	}
-	_, err = inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID})
-	if !errors.Is(err, engine.ErrCrossPartition) || !errors.Is(err, engine.ErrInvalid) {
-		t.Fatalf("cancel across partitions: got %v, want ErrCrossPartition (ErrInvalid)", err)
-	}
 	_, err = inv.Reserve(ctx, engine.ReserveRequest{UserID: "u", HoldID: engine.NewID(), TTL: time.Minute, Lines: lines})
-	if !errors.Is(err, engine.ErrCrossPartition) {
-		t.Fatalf("hold across partitions: got %v, want ErrCrossPartition", err)
+	if !errors.Is(err, engine.ErrCrossPartition) || !errors.Is(err, engine.ErrInvalid) {
+		t.Fatalf("hold across partitions: got %v, want ErrCrossPartition (ErrInvalid)", err)
 	}
 	wantLevel(t, inv, a, 2, 0, 1)
 	wantLevel(t, inv, b, 2, 0, 1)
+	for i := range 2 {
+		c, err := inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID})
+		if err != nil || c.Status != engine.OrderCancelled || c.Replayed != (i == 1) {
+			t.Fatalf("cancel %d across partitions: %+v %v, want cancelled (replayed the second time)", i, c, err)
+		}
+		wantLevel(t, inv, a, 3, 0, 0)
+		wantLevel(t, inv, b, 3, 0, 0)
+	}
+	checkLedger(t, inv)
 }

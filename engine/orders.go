@@ -76,7 +76,9 @@ type CancelRequest struct {
 
 // Cancel cancels a confirmed order held in Redis; its units return to available
 // exactly once, however often Cancel is called (a repeat is Replayed). An order Redis
-// has let go is cancelled with CancelRestored.
+// has let go is cancelled with CancelRestored. An order whose lines live in several
+// partitions is cancelled in steps (xcancel.go): it is answered once the cancel is decided
+// at its home partition; a restore at another partition that failed then is the sweeper's.
 // Errors: ErrInvalid, ErrNotFound, ErrUnavailable, ErrOutcomeUnknown.
 func (r *Redis) Cancel(ctx context.Context, req CancelRequest) (Order, error) {
 	o, err := r.Order(ctx, req.OrderID)

@@ -25,7 +25,9 @@ import (
 //     emits the order's one 'cancel' event. A repeat answers 'replay'.
 //  2. restore at every other partition, in parallel: that partition's lines sold ->
 //     available and an 'xrestore' event, once per order and partition (a marker,
-//     XRestored, makes a repeat restore nothing).
+//     XRestored, makes a repeat restore nothing). A line whose checkout commit there has
+//     not run yet (fewer units sold than the line's) is not restored yet: 'busy', and the
+//     sweeper, which commits the checkout first, tries again.
 //  3. once every restore answered (restored now or before), the order leaves the index.
 //
 // A crash (or an error) after step 1 leaves the order in the index: the sweeper
@@ -145,6 +147,10 @@ func (r *Redis) xRestore(ctx context.Context, o Order, home *partition, ps []*pa
 			case rep.status() == "replay":
 			case rep.status() == "not_found":
 				err = fmt.Errorf("sku %s: %w", rep.str(1), ErrNotFound)
+			case rep.status() == "busy":
+				// The checkout's commit of this line has not run yet (its attempt is the
+				// cross-partition sweeper's): the cancel sweeper tries again later.
+				err = fmt.Errorf("sku %s: not committed yet: %w", rep.str(1), ErrStockBusy)
 			case rep.status() == "error":
 				err = fmt.Errorf("script: %s", rep.str(1))
 			default:

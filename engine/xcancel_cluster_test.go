@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	gosync "sync"
 	"testing"
 
@@ -61,22 +62,35 @@ func pendingCancels(t *testing.T, s *xShop) int64 {
 	return n
 }
 
-// wantCancelEvents checks one cancel event at the order's primary and one xrestore
-// event at each of its other partitions.
+// wantCancelEvents checks one cancel event at the order's primary (the lowest of its
+// partitions) and one xrestore event at each of its other partitions.
 func wantCancelEvents(t *testing.T, s *xShop, id string, parts []int) {
 	t.Helper()
 	ev := cancelEvents(t, s, id)
-	if len(ev[engine.EventCancel]) != 1 || ev[engine.EventCancel][parts[0]] != 1 {
-		t.Errorf("order %s: cancel events %v, want one in partition %d", id, ev[engine.EventCancel], parts[0])
+	primary := slices.Min(parts)
+	if len(ev[engine.EventCancel]) != 1 || ev[engine.EventCancel][primary] != 1 {
+		t.Errorf("order %s: cancel events %v, want one in partition %d", id, ev[engine.EventCancel], primary)
 	}
 	if len(ev[engine.EventXRestore]) != len(parts)-1 {
-		t.Errorf("order %s: xrestore events %v, want one in each of %v", id, ev[engine.EventXRestore], parts[1:])
+		t.Errorf("order %s: xrestore events %v, want one in each of %v but %d", id, ev[engine.EventXRestore], parts, primary)
 	}
-	for _, p := range parts[1:] {
-		if ev[engine.EventXRestore][p] != 1 {
+	for _, p := range parts {
+		if p != primary && ev[engine.EventXRestore][p] != 1 {
 			t.Errorf("order %s: xrestore events %v, want one in partition %d", id, ev[engine.EventXRestore], p)
 		}
 	}
+}
+
+// at is the index in s.skus of the SKU in the lowest (min) or highest partition of the
+// first three.
+func (s *xShop) at(lowest bool) int {
+	i := 0
+	for j := 1; j < 3; j++ {
+		if (s.parts[j] < s.parts[i]) == lowest {
+			i = j
+		}
+	}
+	return i
 }
 
 // TestCrossPartitionCancel: orders over two and three partitions are cancelled with
@@ -156,9 +170,11 @@ func TestCrossPartitionCancel(t *testing.T) {
 		if _, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: a.ID}); !errors.Is(err, engine.ErrOutcomeUnknown) {
 			t.Fatalf("stopped coordinator: %v, want ErrOutcomeUnknown", err)
 		}
-		lv := s.levels(t)
-		if lv[s.skus[0]].Sold != all[s.skus[0]]-1 || lv[s.skus[1]].Sold != all[s.skus[1]] || lv[s.skus[2]].Sold != all[s.skus[2]] {
-			t.Errorf("after the primary's step: %+v", lv)
+		lv, pi := s.levels(t), s.at(true)
+		for i, sku := range s.skus {
+			if want := all[sku] - int64(i+1)*b2i(i == pi); lv[sku].Sold != want {
+				t.Errorf("after the primary's step: %s sold %d, want %d", sku, lv[sku].Sold, want)
+			}
 		}
 		if n := pendingCancels(t, s); n != 1 {
 			t.Errorf("%d cancels pending, want 1", n)
@@ -207,6 +223,33 @@ func TestCrossPartitionCancel(t *testing.T) {
 		}
 	})
 
+	t.Run("before the checkout's commit", func(t *testing.T) {
+		s := newXShop(t, c, "xu", 3, 10)
+		// The checkout is acknowledged with its last secondary still reserved (its
+		// commit is the sweeper's); the cancel restores that line only once committed.
+		s.crashNext("mid-commit")
+		o := buy(t, s, "u", "m", 3)
+		if o, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID}); err != nil || o.Status != engine.OrderCancelled {
+			t.Fatalf("cancel: %+v %v, want cancelled", o, err)
+		}
+		held := s.at(false) // the last secondary, whose commit did not run
+		q := int64(held + 1)
+		if lv := s.levels(t)[s.skus[held]]; lv.Reserved != q || lv.Sold != 0 || lv.Available != 10-q {
+			t.Errorf("%s before its commit: %+v, want %d reserved, none sold", s.skus[held], lv, q)
+		}
+		if n := pendingCancels(t, s); n != 1 {
+			t.Errorf("%d cancels pending, want 1", n)
+		}
+		if n := sweepAfterTTL(t, s.inv); n != 2 {
+			t.Errorf("sweeper resolved and restored %d, want 2 (the commit, then the restore)", n)
+		}
+		s.settled(t, nil)
+		wantCancelEvents(t, s, o.ID, s.parts)
+		if n := pendingCancels(t, s); n != 0 {
+			t.Errorf("%d cancels pending, want none", n)
+		}
+	})
+
 	t.Run("concurrent", func(t *testing.T) {
 		s := newXShop(t, c, "xs", 3, 10)
 		var orders []engine.Order
@@ -248,4 +291,11 @@ func TestCrossPartitionCancel(t *testing.T) {
 			t.Errorf("%d cancels pending, want none", n)
 		}
 	})
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -28,7 +28,8 @@
 --               then the restock channel
 --          ARGV 'restore', order id, user, marker ttl s, then this partition's lines of the
 --               order as the record has them ("sku:qty:price[:L]"), in KEYS order
---          -> 'ok', ts | 'replay' (restored already) | 'not_found', sku
+--          -> 'ok', ts | 'replay' (restored already) | 'not_found', sku | 'busy', sku (fewer
+--             units sold than the line's: the checkout's commit here is still to come)
 
 local op = ARGV[1]
 
@@ -73,6 +74,10 @@ if op == 'restore' then
     lines[i] = line
     stock[i] = levels(KEYS[1 + 2 * i])
     if not stock[i] then return {'not_found', line[1]} end
+    -- Fewer units sold than the line's: its reservation here is not committed yet (the
+    -- checkout's commit failed and waits for the sweeper). Restoring now would be right
+    -- in the end (commit and restore commute) but show a negative sold meanwhile: wait.
+    if stock[i].s < line[2] then return {'busy', line[1]} end
   end
   local now, moves, after, l = now_ms(), {}, {}, {}
   for i, line in ipairs(lines) do

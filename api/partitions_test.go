@@ -18,8 +18,9 @@ import (
 
 // TestProductPartitionAndGroup: a product shows its partition; SKUs created with one
 // group share it; a checkout of one partition's SKUs is served, and so is one spanning
-// two (bought whole through the cross-partition protocol); a group
-// cannot be changed later.
+// two (bought whole through the cross-partition protocol), and that order is cancelled
+// whole (units back in both partitions once, a repeat replayed); a group cannot be
+// changed later.
 func TestProductPartitionAndGroup(t *testing.T) {
 	_, rdb := testredis.Start(t)
 	inv := engine.NewRedis(rdb, engine.Options{Partitions: 8})
@@ -64,8 +65,10 @@ func TestProductPartitionAndGroup(t *testing.T) {
 	}
 	want(t, h.do(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"KIT-A","quantity":1},{"sku":"KIT-C","quantity":2}]}`,
 		"Idempotency-Key", "k1"), 201, "")
-	want(t, h.do(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"KIT-A","quantity":1},{"sku":"`+other+`","quantity":1}]}`,
-		"Idempotency-Key", "k2"), 201, "") // a cross-partition cart
+	r = h.do(t, "POST", "/api/v1/checkout", cust, `{"items":[{"sku":"KIT-A","quantity":1},{"sku":"`+other+`","quantity":1}]}`,
+		"Idempotency-Key", "k2") // a cross-partition cart
+	want(t, r, 201, "")
+	cross, _ := r.json(t)["id"].(string)
 	want(t, h.do(t, "POST", "/api/v1/products", admin, `{"sku":"BAD-G","name":"x","price":1,"currency":"USD","stock":5,"group":"no spaces"}`),
 		400, "validation_failed")
 	want(t, h.do(t, "PATCH", "/api/v1/products/KIT-A", admin, `{"group":"other"}`), 400, "validation_failed")
@@ -75,6 +78,23 @@ func TestProductPartitionAndGroup(t *testing.T) {
 	}
 	if lv[0].Sold != 2 || lv[1].Sold != 2 || lv[2].Sold != 1 || lv[2].Reserved != 0 {
 		t.Fatalf("sold %d, %d, %d: want 2, 2, 1 (the cross-partition cart bought whole, nothing left reserved)", lv[0].Sold, lv[1].Sold, lv[2].Sold)
+	}
+	// The cross-partition order is cancelled whole: another customer is refused, the
+	// owner's first cancel returns its units in both partitions, a repeat replays it.
+	want(t, h.do(t, "POST", "/api/v1/orders/"+cross+"/cancel", token(t, "c2", api.RoleCustomer), ""), 404, "not_found")
+	for i := range 2 {
+		r := h.do(t, "POST", "/api/v1/orders/"+cross+"/cancel", cust, "", "Idempotency-Key", fmt.Sprint("c", i))
+		want(t, r, 200, "")
+		if r.json(t)["status"] != "cancelled" || (i > 0) != (r.header.Get("Idempotent-Replayed") == "true") {
+			t.Fatalf("cancel %d of the cross-partition order: %v %s", i, r.header, r.body)
+		}
+	}
+	lv, err = inv.Levels(context.Background(), []string{"KIT-A", "KIT-C", other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lv[0].Sold != 1 || lv[0].Available != 4 || lv[1].Sold != 2 || lv[2].Sold != 0 || lv[2].Available != 5 {
+		t.Fatalf("after the cancel: %+v, want KIT-A 4 available 1 sold, KIT-C 2 sold, %s 5 available", lv, other)
 	}
 }
 

@@ -20,6 +20,11 @@ const (
 	EventDrift   = "drift"   // a change Redis showed that no movement recorded (found by reconciliation)
 	EventRepair  = "repair"  // the movement that compensates a drift
 	EventRebuild = "rebuild" // units of holds lost with Redis's data, released after a rebuild
+	// EventXRestore is the return of a cross-partition order's lines in one of its other
+	// partitions by the order's cancel (scripts/lua/xcancel.lua): stock movements only
+	// (kind "xrestore", Ref the order id), applied like xcart.lua's xreserve, xcommit
+	// and xabort; the order's status comes from its one cancel event, at its home.
+	EventXRestore = "xrestore"
 )
 
 // Event is one outbox event as the scripts wrote it. An outbox entry holds one or more.

@@ -9,8 +9,9 @@ func ScriptHashes() (shebang, plain string) {
 }
 
 // SetCrossHook makes the cross-partition coordinator call f at each step (before-reserve,
-// after-reserve, after-decide, mid-commit) with the attempt id; true stops it there, as
-// a crash would. Set it before the inventory is used.
+// after-reserve, after-decide, mid-commit) with the attempt id, and the cross-partition
+// cancel at its steps (after-cancel, mid-restore) with the order id; true stops it
+// there, as a crash would. Set it before the inventory is used.
 func SetCrossHook(r *Redis, f func(step, attempt string) bool) { r.x.hook = f }
 
 // ReserveAgain sends attempt t's reserve of qty units of sku again, as a late duplicate

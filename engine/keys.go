@@ -98,5 +98,15 @@ func (k Keys) XInFlight() string { return k.prefix + "xin" }
 // XDecision is the decision on a cross-partition attempt, at its primary partition.
 func (k Keys) XDecision(attempt string) string { return k.prefix + "xd:" + attempt }
 
+// XCancels is the sorted set of cross-partition orders cancelled at this partition (their
+// home) whose other partitions may still owe a restore of their lines, by the time (ms)
+// after which a sweeper re-drives the restores (scripts/lua/xcancel.lua).
+func (k Keys) XCancels() string { return k.prefix + "xcx" }
+
+// XRestored marks, in one of a cross-partition order's other partitions, that its lines
+// there were returned by the order's cancellation: a repeated restore finds it and
+// restores nothing.
+func (k Keys) XRestored(order string) string { return k.prefix + "xr:" + order }
+
 // MaxPartitions bounds the number of partitions a deployment may use.
 const MaxPartitions = 1024

@@ -24,6 +24,10 @@ func (r *Redis) RetireOrders(ctx context.Context, ids []string) error {
 		for _, id := range ids {
 			for _, part := range r.parts {
 				p.Expire(ctx, part.k.Order(id), time.Duration(ttl)*time.Second)
+				if len(r.parts) > 1 {
+					// A cross-partition cancel's restore markers live as long as the record.
+					p.Expire(ctx, part.k.XRestored(id), time.Duration(ttl)*time.Second)
+				}
 			}
 		}
 		return nil
@@ -72,7 +76,9 @@ type CancelRequest struct {
 
 // Cancel cancels a confirmed order held in Redis; its units return to available
 // exactly once, however often Cancel is called (a repeat is Replayed). An order Redis
-// has let go is cancelled with CancelRestored.
+// has let go is cancelled with CancelRestored. An order whose lines live in several
+// partitions is cancelled in steps (xcancel.go): it is answered once the cancel is decided
+// at its home partition; a restore at another partition that failed then is the sweeper's.
 // Errors: ErrInvalid, ErrNotFound, ErrUnavailable, ErrOutcomeUnknown.
 func (r *Redis) Cancel(ctx context.Context, req CancelRequest) (Order, error) {
 	o, err := r.Order(ctx, req.OrderID)
@@ -86,7 +92,8 @@ func (r *Redis) Cancel(ctx context.Context, req CancelRequest) (Order, error) {
 }
 
 // cancel runs cancel.lua on an order read with Order (its recorded lines guard the
-// script's keys).
+// script's keys), or, for an order whose lines live in several partitions, the steps of
+// xcancel.lua (crossCancel).
 func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 	defer r.restocking()()
 	p, err := r.orderPartition(ctx, o)
@@ -101,9 +108,8 @@ func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 		}
 		for _, q := range ps {
 			if q != p {
-				return Order{}, fmt.Errorf("cancel %s: %w", o.ID, &ValidationError{Field: "orderId",
-					Reason: "the order's SKUs live in different partitions: this version cancels single-partition orders only",
-					cause:  ErrCrossPartition})
+				// An order of a cross-partition checkout: cancelled in steps (xcancel.go).
+				return r.crossCancel(ctx, o, p, ps)
 			}
 		}
 	}

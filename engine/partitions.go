@@ -149,10 +149,10 @@ func (r *Redis) partitionOf(ctx context.Context, sku string) (*partition, error)
 	return ps[0], nil
 }
 
-// ErrCrossPartition is the refusal of a hold whose lines live in different partitions,
-// or of the cancellation of an order that does: this version places holds and cancels
-// orders in one partition at a time (it wraps ErrInvalid). Checkouts across partitions
-// are served (xcart.go).
+// ErrCrossPartition is the refusal of a hold whose lines live in different partitions:
+// this version places holds in one partition at a time (it wraps ErrInvalid). Checkouts
+// across partitions are served (xcart.go), and so are cancels of their orders
+// (xcancel.go).
 var ErrCrossPartition = errors.New("cross-partition cart")
 
 // linesPartition returns the one partition every line lives in.

@@ -89,7 +89,7 @@ var (
 	scriptCreate = newScript(lua.Create)
 	scriptUpdate = newScript(lua.Update)
 	scriptAdjust = newScript(lua.Adjust)
-	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase, scriptQueue, scriptXCart}
+	allScripts   = []*redis.Script{scriptTake, scriptSettle, scriptCancel, scriptCreate, scriptUpdate, scriptAdjust, scriptRebase, scriptQueue, scriptXCart, scriptXCancel}
 )
 
 // ScriptCount is how many scripts LoadScripts keeps in Redis's script cache.

@@ -438,6 +438,8 @@ func (r *Redis) SweepCrossPartition(ctx context.Context) (int, error) {
 			errs = append(errs, err)
 		}
 	}
+	m, err := r.SweepCrossCancels(ctx) // and the restores of cross-partition cancels (xcancel.go)
+	n, errs = n+m, append(errs, err)
 	return n, errors.Join(errs...)
 }
 

@@ -26,6 +26,8 @@ var (
 	queue string
 	//go:embed xcart.lua
 	xcart string
+	//go:embed xcancel.lua
+	xcancel string
 	//go:embed throttle.lua
 	Throttle string // standalone: no prelude
 	//go:embed assign.lua
@@ -34,13 +36,14 @@ var (
 
 // The scripts' full source, ready for redis.NewScript.
 var (
-	Take   = prelude + take
-	Settle = prelude + settle
-	Cancel = prelude + cancel
-	Create = prelude + create
-	Update = update
-	Adjust = prelude + adjust
-	Rebase = prelude + rebase
-	Queue  = prelude + queue
-	XCart  = prelude + xcart
+	Take    = prelude + take
+	Settle  = prelude + settle
+	Cancel  = prelude + cancel
+	Create  = prelude + create
+	Update  = update
+	Adjust  = prelude + adjust
+	Rebase  = prelude + rebase
+	Queue   = prelude + queue
+	XCart   = prelude + xcart
+	XCancel = prelude + xcancel
 )

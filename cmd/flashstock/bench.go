@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +30,8 @@ latency percentiles, oversell and false refusals. Examples:
   flashstock bench -target http -url http://127.0.0.1:3000 -jwt-secret "$JWT_SECRET"
   flashstock bench -target http -scenario storm -rate 20000 -duration 30s
   flashstock bench -target engine -scenario queue -buyers 100000 -stock 2000
+  flashstock bench -target cluster -duration 5s      carts on one redis-server and on a private
+                                                     3+3 Redis Cluster (12 partitions, WAIT 0 and 1)
   flashstock bench -suite                            the whole measured suite (make bench)
 
 flags:`
@@ -49,7 +52,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, benchUsage); fs.PrintDefaults() }
-	fs.StringVar(&f.Targets, "target", "ceiling,seed-style,engine", "comma-separated targets: engine, http, wrk (hot only), seed-style, ceiling (redis-benchmark), ceiling-pipelined, ceiling-go")
+	fs.StringVar(&f.Targets, "target", "ceiling,seed-style,engine", "comma-separated targets: engine, http, wrk (hot only), seed-style, ceiling (redis-benchmark), ceiling-pipelined, ceiling-go, cluster (two-line carts on one redis-server and on a private 3+3 Redis Cluster: single- and cross-partition, WAIT 0 and 1, per-node CPU; ignores -scenario, 5s per case by default)")
 	fs.StringVar(&f.Scenarios, "scenario", strings.Join(loadgen.Scenarios, ","), "comma-separated scenarios: hot, cart, holds, storm, queue (a drop through a waiting room: every buyer joins before the start, polls with backoff, buys when admitted; engine and http only)")
 	fs.StringVar(&f.URL, "url", "", "server for the http target (default http://127.0.0.1:$PORT)")
 	fs.StringVar(&f.RedisURL, "redis", "", "Redis for the engine and baselines (default: a private redis-server for this run)")
@@ -86,6 +89,9 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if f.Duration > 0 && !set["buyers"] {
 		f.Buyers = 0 // bounded by time alone
+	}
+	if !set["duration"] && !set["buyers"] && slices.Contains(strings.Split(strings.ReplaceAll(f.Targets, " ", ""), ","), suite.ClusterTarget) {
+		f.Duration, f.Buyers = suite.ClusterDuration, 0 // each cluster case, by time
 	}
 	if f.webhooks && !set["buyers"] {
 		f.Buyers = 5000

@@ -80,27 +80,28 @@ func TestBenchClusterTarget(t *testing.T) {
 	}
 }
 
-// -target cluster runs each case for 5 s unless told otherwise; other targets keep
-// their defaults.
+// -target cluster runs each case once for 5 s unless told otherwise; other targets
+// keep their defaults.
 func TestBenchClusterFlags(t *testing.T) {
 	env := func(string) string { return "" }
 	for _, tc := range []struct {
-		args     []string
-		duration time.Duration
-		buyers   int
+		args           []string
+		duration       time.Duration
+		buyers, rounds int
 	}{
-		{[]string{"-target", "cluster"}, suite.ClusterDuration, 0},
-		{[]string{"-target", "cluster", "-duration", "2s"}, 2 * time.Second, 0},
-		{[]string{"-target", "cluster", "-buyers", "5000"}, 0, 5000},
-		{nil, 0, 20000},
-		{[]string{"-target", "engine"}, 0, 20000},
+		{[]string{"-target", "cluster"}, suite.ClusterDuration, 0, 1},
+		{[]string{"-target", "cluster", "-duration", "2s", "-rounds", "3"}, 2 * time.Second, 0, 3},
+		{[]string{"-target", "cluster", "-buyers", "5000"}, 0, 5000, 1},
+		{nil, 0, 20000, 3},
+		{[]string{"-target", "engine"}, 0, 20000, 3},
+		{[]string{"-webhooks"}, 0, 5000, 3},
 	} {
 		f, err := parseBenchFlags(tc.args, env, os.Stderr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.Duration != tc.duration || f.Buyers != tc.buyers {
-			t.Errorf("%v: duration %s, buyers %d; want %s, %d", tc.args, f.Duration, f.Buyers, tc.duration, tc.buyers)
+		if f.Duration != tc.duration || f.Buyers != tc.buyers || f.Rounds != tc.rounds {
+			t.Errorf("%v: duration %s, buyers %d, rounds %d; want %s, %d, %d", tc.args, f.Duration, f.Buyers, f.Rounds, tc.duration, tc.buyers, tc.rounds)
 		}
 	}
 }

@@ -38,6 +38,8 @@ const (
 	CrossPartition  = "cross-partition"
 	// ClusterPartitions is the engine's partition count on the cluster.
 	ClusterPartitions = 12
+	// cartGroups is how many groups (carts) the workloads spread over.
+	cartGroups = 12
 	// ClusterDuration is each case's length when neither -duration nor -buyers is given.
 	ClusterDuration = 5 * time.Second
 )
@@ -56,19 +58,21 @@ type cartCase struct {
 	wait             int
 }
 
-// runCluster runs the cluster target's five cases into rep: single-node first (on
-// f.RedisURL, or a private redis-server), then the four cluster cases on one private
-// cluster, its data flushed between cases. Every server it started is stopped and its
-// files removed when it returns, whether it succeeded, failed or ctx was cancelled.
+// runCluster runs the cluster target's five cases into rep: single-node (on
+// f.RedisURL, or a private redis-server) and the four cluster cases on one private
+// cluster, whose data is flushed after each case; with f.Rounds > 1, that many rounds
+// of the five, interleaved, so that every ratio compares figures taken seconds apart
+// (the ratios then compare medians). Every server it started is stopped and its files
+// removed when it returns, whether it succeeded, failed or ctx was cancelled.
 func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 	say := func(format string, args ...any) {
 		if f.Log != nil {
 			fmt.Fprintf(f.Log, "bench: "+format+"\n", args...)
 		}
 	}
-	groups := 12
+	load0 := loadAverage()
 
-	// 1. One redis-server, one partition: today's layout.
+	// One redis-server, one partition: today's layout.
 	rdb, stop, err := redisClient(f.RedisURL, f.Concurrency)
 	if err != nil {
 		return err
@@ -77,16 +81,8 @@ func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 	addr := rdb.Options().Addr
 	say("single node: redis-server %s on %s", redisVersion(), addr)
 	single := []nodeRef{{addr: addr, role: "master", partitions: 1, c: rdb}}
-	inv := engine.NewRedis(rdb, engine.Options{})
-	r, err := runCarts(ctx, f, cartCase{TargetSingleNode, SinglePartition, 0}, inv, groups, single)
-	inv.Close()
-	if err != nil {
-		return err
-	}
-	rep.Results = append(rep.Results, r)
-	say("%s", summary(r))
 
-	// 2. A private 3+3 cluster, 12 partitions.
+	// A private 3+3 cluster, ClusterPartitions partitions.
 	dir, err := os.MkdirTemp("", "flashstock-bench-cluster-")
 	if err != nil {
 		return err
@@ -98,7 +94,7 @@ func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 		return err
 	}
 	defer rc.Stop()
-	say("cluster: 3 masters + 3 replicas (redis-server %s, node timeout 1 s) ready in %.1fs: %s",
+	say("cluster: 3 masters + 3 replicas (redis-server %s, node timeout 1 s, no persistence) ready in %.1fs: %s",
 		redisVersion(), time.Since(t0).Seconds(), strings.Join(rc.Addrs(), ","))
 	nodes := make(map[string]*redis.Client)
 	defer func() {
@@ -109,41 +105,75 @@ func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 	for _, a := range rc.Addrs() {
 		nodes[a] = redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1, PoolSize: 2})
 	}
-	for _, cc := range []cartCase{
-		{TargetCluster, SinglePartition, 0},
-		{TargetClusterWait1, SinglePartition, 1},
-		{TargetCluster, CrossPartition, 0},
-		{TargetClusterWait1, CrossPartition, 1},
-	} {
-		// A fresh client per case: the engine's at-most-once script client must see
-		// every node client its cluster client creates.
-		crdb := rediscluster.NewClient(rc.Addrs())
-		inv := engine.NewRedis(crdb, engine.Options{Partitions: ClusterPartitions, WaitReplicas: cc.wait})
-		refs, err := clusterNodes(ctx, crdb, inv, nodes)
-		if err == nil {
-			r, err = runCarts(ctx, f, cc, inv, groups, refs)
-		}
-		inv.Close()
-		crdb.Close()
-		if err != nil {
-			return err
-		}
-		rep.Results = append(rep.Results, r)
-		say("%s", summary(r))
-		// Each case starts on an empty cluster: no case pays for the last one's orders.
-		for _, ref := range refs {
-			if ref.role == "master" {
-				if err := ref.c.FlushAll(ctx).Err(); err != nil {
-					return fmt.Errorf("flush %s: %w", ref.addr, err)
-				}
+
+	rounds := max(f.Rounds, 1)
+	for round := 1; round <= rounds; round++ {
+		for _, cc := range []cartCase{
+			{TargetSingleNode, SinglePartition, 0},
+			{TargetCluster, SinglePartition, 0},
+			{TargetClusterWait1, SinglePartition, 1},
+			{TargetCluster, CrossPartition, 0},
+			{TargetClusterWait1, CrossPartition, 1},
+		} {
+			var r *loadgen.Result
+			if cc.target == TargetSingleNode {
+				inv := engine.NewRedis(rdb, engine.Options{})
+				r, err = runCarts(ctx, f, cc, inv, single)
+				inv.Close()
+			} else {
+				r, err = clusterCase(ctx, f, cc, rc.Addrs(), nodes)
 			}
+			if err != nil {
+				return err
+			}
+			if rounds > 1 {
+				r.Model += fmt.Sprintf(", round %d/%d", round, rounds)
+			}
+			rep.Results = append(rep.Results, r)
+			say("%s", summary(r))
 		}
 	}
 	addClusterRatios(rep)
 	rep.Notes = append(rep.Notes, fmt.Sprintf(
-		"cluster target: the driver, the engine and every redis-server (six for the cluster) share this machine's %s; per-node CPU is the basis of the projection to more masters (docs/OPERATIONS.md)",
-		machine()))
+		"cluster target: the driver, the engine and every redis-server (six for the cluster) share this machine's %s; load average (1 min) %s before, %s after: other work on the machine skews these figures; per-node CPU is the basis of the projection to more masters (docs/OPERATIONS.md)",
+		machine(), load0, loadAverage()))
 	return nil
+}
+
+// clusterCase runs one case on the cluster with a fresh cluster client and engine (the
+// engine's at-most-once script client must see every node client its cluster client
+// creates), then flushes every master: no case pays for the last one's orders.
+func clusterCase(ctx context.Context, f Options, cc cartCase, addrs []string, nodes map[string]*redis.Client) (*loadgen.Result, error) {
+	crdb := rediscluster.NewClient(addrs)
+	defer crdb.Close()
+	inv := engine.NewRedis(crdb, engine.Options{Partitions: ClusterPartitions, WaitReplicas: cc.wait})
+	refs, err := clusterNodes(ctx, crdb, inv, nodes)
+	var r *loadgen.Result
+	if err == nil {
+		r, err = runCarts(ctx, f, cc, inv, refs)
+	}
+	inv.Close()
+	if err != nil {
+		return nil, err
+	}
+	for _, ref := range refs {
+		if ref.role == "master" {
+			if err := ref.c.FlushAll(ctx).Err(); err != nil {
+				return nil, fmt.Errorf("flush %s: %w", ref.addr, err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// loadAverage is the machine's 1-minute load average, as /proc/loadavg says ("?" if it
+// cannot be read).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func summary(r *loadgen.Result) string {
@@ -244,9 +274,9 @@ func parseStats(info string) nodeStats {
 // f.Concurrency buyers check out carts for f.Duration or f.Buyers carts (closed model,
 // each checkout with its own idempotency key, an unknown outcome sent again with the
 // same key up to 10 times as a client must) and checks every unit afterwards.
-func runCarts(ctx context.Context, f Options, cc cartCase, inv *engine.Redis, groups int, refs []nodeRef) (*loadgen.Result, error) {
+func runCarts(ctx context.Context, f Options, cc cartCase, inv *engine.Redis, refs []nodeRef) (*loadgen.Result, error) {
 	runID := strconv.FormatInt(time.Now().UnixNano()%1e12, 36)
-	carts, skus, err := prepareCarts(ctx, inv, runID, groups, cc.scenario == CrossPartition)
+	carts, skus, err := prepareCarts(ctx, inv, runID, cartGroups, cc.scenario == CrossPartition)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: prepare: %w", cc.target, cc.scenario, err)
 	}
@@ -469,28 +499,44 @@ func prepareCarts(ctx context.Context, inv *engine.Redis, runID string, groups i
 	return carts, skus, nil
 }
 
-// addClusterRatios sets the cluster target's ratios, and a note per target of the issue.
+// addClusterRatios sets the cluster target's ratios (of medians over the rounds, if
+// several) and a note on the issue's targets.
 func addClusterRatios(rep *loadgen.Report) {
-	node := rep.Find(TargetSingleNode, SinglePartition)
+	rate := func(target, scenario string) float64 {
+		var xs []float64
+		for _, r := range rep.Results {
+			if r.Target == target && r.Scenario == scenario {
+				xs = append(xs, r.SuccessesPerSecond)
+			}
+		}
+		if len(xs) == 0 {
+			return 0
+		}
+		slices.Sort(xs)
+		if n := len(xs); n%2 == 0 {
+			return (xs[n/2-1] + xs[n/2]) / 2
+		}
+		return xs[len(xs)/2]
+	}
+	node := rate(TargetSingleNode, SinglePartition)
 	for _, c := range []struct {
 		target, toSingle, crossToSingle string
 	}{
 		{TargetCluster, RatioClusterToSingleNode, RatioCrossToSingle},
 		{TargetClusterWait1, RatioClusterWait1ToSingleNode, RatioCrossToSingleWait1},
 	} {
-		sp, xp := rep.Find(c.target, SinglePartition), rep.Find(c.target, CrossPartition)
-		if sp != nil && node != nil {
-			rep.AddRatio(c.toSingle, sp.SuccessesPerSecond, node.SuccessesPerSecond)
+		sp, xp := rate(c.target, SinglePartition), rate(c.target, CrossPartition)
+		if sp > 0 && node > 0 {
+			rep.AddRatio(c.toSingle, sp, node)
 		}
-		if sp != nil && xp != nil {
-			rep.AddRatio(c.crossToSingle, xp.SuccessesPerSecond, sp.SuccessesPerSecond)
+		if sp > 0 && xp > 0 {
+			rep.AddRatio(c.crossToSingle, xp, sp)
 		}
 	}
-	sp, xp := rep.Find(TargetCluster, SinglePartition), rep.Find(TargetCluster, CrossPartition)
-	if sp != nil && xp != nil && node != nil && node.SuccessesPerSecond > 0 && sp.SuccessesPerSecond > 0 {
-		a, b := sp.SuccessesPerSecond/node.SuccessesPerSecond, xp.SuccessesPerSecond/sp.SuccessesPerSecond
+	if sp, xp := rate(TargetCluster, SinglePartition), rate(TargetCluster, CrossPartition); sp > 0 && xp > 0 && node > 0 {
+		a, b := sp/node, xp/sp
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
-			"cluster targets of the issue (no WAIT, same run): single-partition %.2f× single-node (target ≥ 0.80: %s), cross-partition %.2f× single-partition (target ≥ 0.35: %s)",
+			"cluster targets of the issue (no WAIT, same run, median carts/s over the rounds): single-partition %.2f× single-node (target ≥ 0.80: %s), cross-partition %.2f× single-partition (target ≥ 0.35: %s)",
 			a, met(a >= 0.8), b, met(b >= 0.35)))
 	}
 }

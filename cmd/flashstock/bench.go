@@ -56,6 +56,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&f.Scenarios, "scenario", strings.Join(loadgen.Scenarios, ","), "comma-separated scenarios: hot, cart, holds, storm, queue (a drop through a waiting room: every buyer joins before the start, polls with backoff, buys when admitted; engine and http only)")
 	fs.StringVar(&f.URL, "url", "", "server for the http target (default http://127.0.0.1:$PORT)")
 	fs.StringVar(&f.RedisURL, "redis", "", "Redis for the engine and baselines (default: a private redis-server for this run)")
+	fs.StringVar(&f.ClusterAddrs, "cluster-addrs", "", "target cluster: an existing Redis Cluster (seeds host:port,...) instead of a private local 3+3 one; never flushed, the run's SKUs stay (use a staging cluster)")
 	fs.StringVar(&f.Secret, "jwt-secret", getenv("JWT_SECRET"), "the server's JWT_SECRET, to mint buyer tokens (default $JWT_SECRET; without it the demo accounts log in)")
 	fs.StringVar(&f.Issuer, "jwt-issuer", or(getenv("JWT_ISSUER"), "flashstock"), "the server's JWT_ISSUER")
 	fs.IntVar(&f.Buyers, "buyers", 20000, "attempts per run (closed model); 0 with -duration: as many as fit")

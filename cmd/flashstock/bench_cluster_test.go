@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/flashstock/flashstock/internal/rediscluster"
+	"github.com/flashstock/flashstock/internal/testcluster"
 	"github.com/flashstock/flashstock/loadgen"
 	"github.com/flashstock/flashstock/loadgen/suite"
 )
@@ -103,5 +107,43 @@ func TestBenchClusterFlags(t *testing.T) {
 		if f.Duration != tc.duration || f.Buyers != tc.buyers || f.Rounds != tc.rounds {
 			t.Errorf("%v: duration %s, buyers %d, rounds %d; want %s, %d, %d", tc.args, f.Duration, f.Buyers, f.Rounds, tc.duration, tc.buyers, tc.rounds)
 		}
+	}
+}
+
+// -cluster-addrs measures a cluster someone else runs: its nodes are found through
+// CLUSTER SHARDS and its data is never flushed.
+func TestBenchClusterTargetOnAGivenCluster(t *testing.T) {
+	c := testcluster.Start(t, rediscluster.Options{})
+	rdb := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := rdb.Set(ctx, "{guard}:k", "kept", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	args := []string{"bench", "-target", "cluster", "-cluster-addrs", strings.Join(c.Addrs()[:2], ","),
+		"-duration", "200ms", "-concurrency", "8", "-json", "-quiet"}
+	if err := run(ctx, args, func(string) string { return "" }, &out); err != nil {
+		t.Fatalf("bench -target cluster -cluster-addrs: %v\n%s", err, out.String())
+	}
+	var rep loadgen.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("bench -json: %v\n%s", err, out.String())
+	}
+	if len(rep.Results) != 5 {
+		t.Fatalf("want 5 results, got %d", len(rep.Results))
+	}
+	for _, r := range rep.Results[1:] {
+		if r.Successes == 0 || r.Failed() != 0 || r.Oversell != 0 || r.Nodes == nil || len(r.Nodes.Nodes) != 6 {
+			t.Fatalf("%s %s: %d carts, errors %v, oversell %d, nodes %+v", r.Target, r.Scenario, r.Successes, r.ErrorSamples, r.Oversell, r.Nodes)
+		}
+		for _, n := range r.Nodes.Nodes {
+			if !slices.Contains(c.Addrs(), n.Addr) {
+				t.Errorf("%s %s: node %s is not one of the cluster's %v", r.Target, r.Scenario, n.Addr, c.Addrs())
+			}
+		}
+	}
+	if v, err := rdb.Get(ctx, "{guard}:k").Result(); err != nil || v != "kept" {
+		t.Errorf("the given cluster lost a key: %q, %v", v, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -59,8 +60,8 @@ type cartCase struct {
 }
 
 // runCluster runs the cluster target's five cases into rep: single-node (on
-// f.RedisURL, or a private redis-server) and the four cluster cases on one private
-// cluster, whose data is flushed after each case; with f.Rounds > 1, that many rounds
+// f.RedisURL, or a private redis-server) and the four cluster cases on one private 3+3
+// cluster, whose data is flushed after each case (or on f.ClusterAddrs, not flushed); with f.Rounds > 1, that many rounds
 // of the five, interleaved, so that every ratio compares figures taken seconds apart
 // (the ratios then compare medians). Every server it started is stopped and its files
 // removed when it returns, whether it succeeded, failed or ctx was cancelled.
@@ -82,28 +83,35 @@ func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 	say("single node: redis-server %s on %s", redisVersion(), addr)
 	single := []nodeRef{{addr: addr, role: "master", partitions: 1, c: rdb}}
 
-	// A private 3+3 cluster, ClusterPartitions partitions.
-	dir, err := os.MkdirTemp("", "flashstock-bench-cluster-")
-	if err != nil {
-		return err
+	// A private 3+3 cluster, or the one given.
+	addrs, private := splitAddrs(f.ClusterAddrs), f.ClusterAddrs == ""
+	if private {
+		dir, err := os.MkdirTemp("", "flashstock-bench-cluster-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		t0 := time.Now()
+		rc, err := rediscluster.Start(dir, rediscluster.Options{})
+		if err != nil {
+			return err
+		}
+		defer rc.Stop()
+		addrs = rc.Addrs()
+		say("cluster: 3 masters + 3 replicas (redis-server %s, node timeout 1 s, no persistence) ready in %.1fs: %s",
+			redisVersion(), time.Since(t0).Seconds(), strings.Join(addrs, ","))
 	}
-	defer os.RemoveAll(dir)
-	t0 := time.Now()
-	rc, err := rediscluster.Start(dir, rediscluster.Options{})
-	if err != nil {
-		return err
-	}
-	defer rc.Stop()
-	say("cluster: 3 masters + 3 replicas (redis-server %s, node timeout 1 s, no persistence) ready in %.1fs: %s",
-		redisVersion(), time.Since(t0).Seconds(), strings.Join(rc.Addrs(), ","))
-	nodes := make(map[string]*redis.Client)
+	nodes, err := clusterNodeClients(ctx, addrs)
 	defer func() {
 		for _, c := range nodes {
 			c.Close()
 		}
 	}()
-	for _, a := range rc.Addrs() {
-		nodes[a] = redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1, PoolSize: 2})
+	if err != nil {
+		return err
+	}
+	if !private {
+		say("cluster: %d nodes of %s (not flushed: each case's SKUs stay)", len(nodes), f.ClusterAddrs)
 	}
 
 	rounds := max(f.Rounds, 1)
@@ -121,7 +129,7 @@ func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 				r, err = runCarts(ctx, f, cc, inv, single)
 				inv.Close()
 			} else {
-				r, err = clusterCase(ctx, f, cc, rc.Addrs(), nodes)
+				r, err = clusterCase(ctx, f, cc, addrs, nodes, private)
 			}
 			if err != nil {
 				return err
@@ -142,8 +150,9 @@ func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 
 // clusterCase runs one case on the cluster with a fresh cluster client and engine (the
 // engine's at-most-once script client must see every node client its cluster client
-// creates), then flushes every master: no case pays for the last one's orders.
-func clusterCase(ctx context.Context, f Options, cc cartCase, addrs []string, nodes map[string]*redis.Client) (*loadgen.Result, error) {
+// creates), then, if flush, flushes every master: no case pays for the last one's
+// orders.
+func clusterCase(ctx context.Context, f Options, cc cartCase, addrs []string, nodes map[string]*redis.Client, flush bool) (*loadgen.Result, error) {
 	crdb := rediscluster.NewClient(addrs)
 	defer crdb.Close()
 	inv := engine.NewRedis(crdb, engine.Options{Partitions: ClusterPartitions, WaitReplicas: cc.wait})
@@ -153,8 +162,8 @@ func clusterCase(ctx context.Context, f Options, cc cartCase, addrs []string, no
 		r, err = runCarts(ctx, f, cc, inv, refs)
 	}
 	inv.Close()
-	if err != nil {
-		return nil, err
+	if err != nil || !flush {
+		return r, err
 	}
 	for _, ref := range refs {
 		if ref.role == "master" {
@@ -164,6 +173,43 @@ func clusterCase(ctx context.Context, f Options, cc cartCase, addrs []string, no
 		}
 	}
 	return r, nil
+}
+
+// splitAddrs splits a comma-separated list of addresses (nil for "").
+func splitAddrs(list string) []string {
+	var out []string
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// clusterNodeClients returns a plain client (for INFO, ROLE and FLUSHALL) to every node
+// CLUSTER SHARDS lists and does not call failed, by address. (Redis 7.0 calls a healthy
+// replica "loading" there while its replication offset reads 0.)
+func clusterNodeClients(ctx context.Context, seeds []string) (map[string]*redis.Client, error) {
+	crdb := rediscluster.NewClient(seeds)
+	defer crdb.Close()
+	shards, err := crdb.ClusterShards(ctx).Result()
+	if err != nil {
+		return nil, UsageError{fmt.Sprintf("bench: cluster %s: CLUSTER SHARDS: %v", strings.Join(seeds, ","), err)}
+	}
+	nodes := map[string]*redis.Client{}
+	for _, s := range shards {
+		for _, n := range s.Nodes {
+			if n.Health == "failed" {
+				continue
+			}
+			a := net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+			nodes[a] = redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1, PoolSize: 2})
+		}
+	}
+	if len(nodes) == 0 {
+		return nil, fmt.Errorf("cluster %s: every node failed", strings.Join(seeds, ","))
+	}
+	return nodes, nil
 }
 
 // loadAverage is the machine's 1-minute load average, as /proc/loadavg says ("?" if it
@@ -207,7 +253,7 @@ func clusterNodes(ctx context.Context, crdb *redis.ClusterClient, inv *engine.Re
 			}
 			for _, n := range s.Nodes {
 				if n.Role == "master" {
-					perMaster[n.IP+":"+strconv.FormatInt(n.Port, 10)]++
+					perMaster[net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))]++
 				}
 			}
 		}

@@ -61,9 +61,9 @@ type cartCase struct {
 
 // runCluster runs the cluster target's five cases into rep: single-node (on
 // f.RedisURL, or a private redis-server) and the four cluster cases on one private 3+3
-// cluster, whose data is flushed after each case (or on f.ClusterAddrs, not flushed); with f.Rounds > 1, that many rounds
-// of the five, interleaved, so that every ratio compares figures taken seconds apart
-// (the ratios then compare medians). Every server it started is stopped and its files
+// cluster, whose data is flushed after each case (or on f.ClusterAddrs, never
+// flushed); with f.Rounds > 1, that many rounds of the five, interleaved, so that every
+// ratio compares figures taken seconds apart (the ratios then compare medians). Every server it started is stopped and its files
 // removed when it returns, whether it succeeded, failed or ctx was cancelled.
 func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 	say := func(format string, args ...any) {
@@ -194,7 +194,7 @@ func clusterNodeClients(ctx context.Context, seeds []string) (map[string]*redis.
 	defer crdb.Close()
 	shards, err := crdb.ClusterShards(ctx).Result()
 	if err != nil {
-		return nil, UsageError{fmt.Sprintf("bench: cluster %s: CLUSTER SHARDS: %v", strings.Join(seeds, ","), err)}
+		return nil, fmt.Errorf("cluster %s: CLUSTER SHARDS: %w", strings.Join(seeds, ","), err)
 	}
 	nodes := map[string]*redis.Client{}
 	for _, s := range shards {

@@ -75,7 +75,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.DurationVar(&f.Soak, "soak", 2*time.Minute, "suite: length of the memory soak (0 skips it)")
 	fs.Float64Var(&f.SoakRate, "soak-rate", 5000, "suite: checkouts per second during the soak")
 	fs.BoolVar(&f.webhooks, "webhooks", false, "measure webhooks instead: hot checkouts/s with 0, 1 and 10 subscribed endpoints (-rounds each, interleaved), and delivery latency under a flash-sale storm of -buyers (default 5000)")
-	fs.IntVar(&f.Rounds, "rounds", 3, "webhooks: runs per endpoint count; target cluster: rounds of its five cases, interleaved, ratios of the medians (default there 1)")
+	fs.IntVar(&f.Rounds, "rounds", 3, "webhooks: runs per endpoint count; target cluster: rounds of its five cases, interleaved, ratios of the medians (1 there unless set)")
 	fs.IntVar(&f.WorkerNice, "worker-nice", 0, "webhooks: run the API and, at this nice (1-19), a ROLE=worker process (syncer, webhook feeder and worker); 0: one ROLE=all process")
 	fs.StringVar(&f.MongoURI, "mongo", "", "webhooks: the servers' MongoDB (default: an embedded FerretDB)")
 	fs.StringVar(&f.serveMongo, "serve-mongo", "", "serve an embedded FerretDB with its data in this directory on 127.0.0.1:$PORT instead of measuring; bench -webhooks -worker-nice starts it itself")

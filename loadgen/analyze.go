@@ -56,6 +56,9 @@ type Result struct {
 	// Queue holds the queue scenario's joins and polls (its attempts are the checkouts
 	// of admitted buyers).
 	Queue *QueueFigures `json:"queue,omitempty"`
+
+	// Nodes holds the per-node figures of the cluster target's runs.
+	Nodes *NodesFigures `json:"perNode,omitempty"`
 }
 
 // SetCPU records CPU used during the run, spread over its attempts.

@@ -94,6 +94,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, class := range slices.Sorted(maps.Keys(x.ErrorSamples)) {
 			details = append(details, fmt.Sprintf("    e.g. %s: %s", class, x.ErrorSamples[class]))
 		}
+		details = append(details, x.Nodes.lines()...)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, strings.Join(details, "\n"))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +30,8 @@ latency percentiles, oversell and false refusals. Examples:
   flashstock bench -target http -url http://127.0.0.1:3000 -jwt-secret "$JWT_SECRET"
   flashstock bench -target http -scenario storm -rate 20000 -duration 30s
   flashstock bench -target engine -scenario queue -buyers 100000 -stock 2000
+  flashstock bench -target cluster -duration 5s      carts on one redis-server and on a private
+                                                     3+3 Redis Cluster (12 partitions, WAIT 0 and 1)
   flashstock bench -suite                            the whole measured suite (make bench)
 
 flags:`
@@ -49,10 +52,11 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, benchUsage); fs.PrintDefaults() }
-	fs.StringVar(&f.Targets, "target", "ceiling,seed-style,engine", "comma-separated targets: engine, http, wrk (hot only), seed-style, ceiling (redis-benchmark), ceiling-pipelined, ceiling-go")
+	fs.StringVar(&f.Targets, "target", "ceiling,seed-style,engine", "comma-separated targets: engine, http, wrk (hot only), seed-style, ceiling (redis-benchmark), ceiling-pipelined, ceiling-go, cluster (two-line carts on one redis-server and on a private 3+3 Redis Cluster: single- and cross-partition, WAIT 0 and 1, per-node CPU; ignores -scenario, 5s per case by default)")
 	fs.StringVar(&f.Scenarios, "scenario", strings.Join(loadgen.Scenarios, ","), "comma-separated scenarios: hot, cart, holds, storm, queue (a drop through a waiting room: every buyer joins before the start, polls with backoff, buys when admitted; engine and http only)")
 	fs.StringVar(&f.URL, "url", "", "server for the http target (default http://127.0.0.1:$PORT)")
 	fs.StringVar(&f.RedisURL, "redis", "", "Redis for the engine and baselines (default: a private redis-server for this run)")
+	fs.StringVar(&f.ClusterAddrs, "cluster-addrs", "", "target cluster: an existing Redis Cluster (seeds host:port,...) instead of a private local 3+3 one; never flushed, the run's SKUs stay (use a staging cluster)")
 	fs.StringVar(&f.Secret, "jwt-secret", getenv("JWT_SECRET"), "the server's JWT_SECRET, to mint buyer tokens (default $JWT_SECRET; without it the demo accounts log in)")
 	fs.StringVar(&f.Issuer, "jwt-issuer", or(getenv("JWT_ISSUER"), "flashstock"), "the server's JWT_ISSUER")
 	fs.IntVar(&f.Buyers, "buyers", 20000, "attempts per run (closed model); 0 with -duration: as many as fit")
@@ -71,7 +75,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.DurationVar(&f.Soak, "soak", 2*time.Minute, "suite: length of the memory soak (0 skips it)")
 	fs.Float64Var(&f.SoakRate, "soak-rate", 5000, "suite: checkouts per second during the soak")
 	fs.BoolVar(&f.webhooks, "webhooks", false, "measure webhooks instead: hot checkouts/s with 0, 1 and 10 subscribed endpoints (-rounds each, interleaved), and delivery latency under a flash-sale storm of -buyers (default 5000)")
-	fs.IntVar(&f.Rounds, "rounds", 3, "webhooks: runs per endpoint count")
+	fs.IntVar(&f.Rounds, "rounds", 3, "webhooks: runs per endpoint count; target cluster: rounds of its five cases, interleaved, ratios of the medians (1 there unless set)")
 	fs.IntVar(&f.WorkerNice, "worker-nice", 0, "webhooks: run the API and, at this nice (1-19), a ROLE=worker process (syncer, webhook feeder and worker); 0: one ROLE=all process")
 	fs.StringVar(&f.MongoURI, "mongo", "", "webhooks: the servers' MongoDB (default: an embedded FerretDB)")
 	fs.StringVar(&f.serveMongo, "serve-mongo", "", "serve an embedded FerretDB with its data in this directory on 127.0.0.1:$PORT instead of measuring; bench -webhooks -worker-nice starts it itself")
@@ -86,6 +90,14 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if f.Duration > 0 && !set["buyers"] {
 		f.Buyers = 0 // bounded by time alone
+	}
+	if slices.Contains(strings.Split(strings.ReplaceAll(f.Targets, " ", ""), ","), suite.ClusterTarget) {
+		if !set["duration"] && !set["buyers"] {
+			f.Duration, f.Buyers = suite.ClusterDuration, 0 // each cluster case, by time
+		}
+		if !set["rounds"] && !f.webhooks {
+			f.Rounds = 1
+		}
 	}
 	if f.webhooks && !set["buyers"] {
 		f.Buyers = 5000

@@ -21,6 +21,9 @@ type Options struct {
 	// URL is the server of the http and wrk targets; RedisURL the Redis of the engine
 	// and the baselines (empty: a private redis-server for the run).
 	URL, RedisURL string
+	// ClusterAddrs, if set, is the Redis Cluster (comma-separated seeds) of the cluster
+	// target, instead of a private local one; it is never flushed.
+	ClusterAddrs string
 	// MongoURI is the MongoDB of RunWebhooks' servers (empty: an embedded FerretDB).
 	MongoURI string
 	// Rounds is how many times RunWebhooks measures each endpoint count.

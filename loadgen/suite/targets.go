@@ -19,6 +19,7 @@ import (
 func RunTargets(ctx context.Context, f Options) (*loadgen.Report, error) {
 	var targets []loadgen.Target
 	var rdb *redis.Client
+	cluster := false
 	rep := &loadgen.Report{Machine: machine()}
 	users := f.Users
 	if slices.Contains(strings.Split(strings.ReplaceAll(f.Scenarios, " ", ""), ","), loadgen.Queue) {
@@ -64,6 +65,8 @@ func RunTargets(ctx context.Context, f Options) (*loadgen.Report, error) {
 					return rep, err
 				}
 			}
+		case ClusterTarget:
+			cluster = true // after the others: it starts and stops its own servers
 		default:
 			return nil, UsageError{fmt.Sprintf("bench: unknown target %q", name)}
 		}
@@ -79,6 +82,11 @@ func RunTargets(ctx context.Context, f Options) (*loadgen.Report, error) {
 				return rep, err
 			}
 			rep.Results = append(rep.Results, r)
+		}
+	}
+	if cluster {
+		if err := runCluster(ctx, f, rep); err != nil {
+			return rep, err
 		}
 	}
 	addRatios(rep)

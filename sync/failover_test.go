@@ -142,17 +142,21 @@ type failoverTimes struct {
 }
 
 // killMaster stores the time in killedAt (unix ns) and SIGKILLs the master at victim,
-// then waits for its replica's promotion and the cluster's health. With rejoin it then
+// runs then (if any) right after the kill, then waits for its replica's promotion and
+// the cluster's health. With rejoin it then
 // restarts the victim, which comes back as the new master's replica, and waits for the
 // cluster's health again: the promoted replica has no replica of its own until then, so
 // WAIT 1 cannot be met and its partitions answer outcome_unknown, never a silent success
 // (an operator or orchestrator restarts a killed node).
-func (s *clusterShop) killMaster(t *testing.T, victim string, rejoin bool, killedAt *atomic.Int64) failoverTimes {
+func (s *clusterShop) killMaster(t *testing.T, victim string, rejoin bool, killedAt *atomic.Int64, then ...func()) failoverTimes {
 	t.Helper()
-	masters := len(s.c.Masters())
+	masters := len(s.c.Addrs()) / 2 // one replica each
 	killed := time.Now()
 	killedAt.Store(killed.UnixNano())
 	s.c.Kill(victim)
+	for _, f := range then {
+		f()
+	}
 	var ft failoverTimes
 	for deadline := killed.Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		m, err := s.c.Cluster.Masters() // the running nodes that say they are masters

@@ -76,7 +76,7 @@ func failover(t *testing.T, wait int) (s *clusterShop, lost int) {
 	time.Sleep(time.Second)
 	before := len(s.ordersSnapshot())
 	ft := s.killMaster(t, victim, wait > 0, &killedAt)
-	healthy, rejoined := ft.healthy, ft.rejoined
+	promoted, healthy, rejoined := ft.promoted, ft.healthy, ft.rejoined
 	for i := 0; backAt.Load() == 0 && i < 200; i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -104,9 +104,9 @@ func failover(t *testing.T, wait int) (s *clusterShop, lost int) {
 	}
 	s.checkLevels(t)
 	t.Logf("failover (WAIT %d): victim %s with %d SKUs; %d orders before the kill, %d acknowledged in all; "+
-		"kill -> replica promoted (cluster healthy) %v, kill -> old master back as a replica %v, kill -> first checkout on its partitions %v; during it %d outcome unknown, %d not run, "+
+		"kill -> replica promoted %v, kill -> cluster healthy %v, kill -> old master back as a replica %v, kill -> first checkout on its partitions %v; during it %d outcome unknown, %d not run, "+
 		"%d of the unresolved replayed on retry; acknowledged orders lost: %d",
-		wait, victim, len(onVictim), before, len(acked), healthy.Round(time.Millisecond), rejoined.Round(time.Millisecond), back.Round(time.Millisecond),
+		wait, victim, len(onVictim), before, len(acked), promoted.Round(time.Millisecond), healthy.Round(time.Millisecond), rejoined.Round(time.Millisecond), back.Round(time.Millisecond),
 		unknown.Load(), notRun.Load(), replayed, lost)
 	if back > rejoined+5*time.Second {
 		t.Errorf("service came back %v after the kill (%v after the cluster could serve it), want within seconds", back, back-rejoined)

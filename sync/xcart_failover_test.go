@@ -91,17 +91,7 @@ func xfailover(t *testing.T, wait int, lag time.Duration) xfailoverResult {
 	for p, m := range masterOf {
 		onVictim[p] = m == victim
 	}
-	// span is the partitions of a cart, its primary (the lowest) first.
-	span := func(lines []engine.Line) []int {
-		var ps []int
-		for _, l := range lines {
-			if !slices.Contains(ps, partOf[l.SKU]) {
-				ps = append(ps, partOf[l.SKU])
-			}
-		}
-		slices.Sort(ps)
-		return ps
-	}
+	span := spanBy(func(sku string) int { return partOf[sku] })
 
 	// The hot SKUs (the first of two groups): down to a few units, restocked a few at a
 	// time during the storm.
@@ -355,6 +345,21 @@ func xfailover(t *testing.T, wait int, lag time.Duration) xfailoverResult {
 			back, back-ft.rejoined)
 	}
 	return res
+}
+
+// spanBy returns the function that gives the partitions of a cart, its primary (the
+// lowest) first, given each SKU's partition.
+func spanBy(partOf func(sku string) int) func([]engine.Line) []int {
+	return func(lines []engine.Line) []int {
+		var ps []int
+		for _, l := range lines {
+			if p := partOf(l.SKU); !slices.Contains(ps, p) {
+				ps = append(ps, p)
+			}
+		}
+		slices.Sort(ps)
+		return ps
+	}
 }
 
 // xfailoverCart draws a cart of one group (a fifth of them: a single-partition cart) or
@@ -664,9 +669,14 @@ func TestClusterCrossRetryDoesNotAckUnreplicatedOrder(t *testing.T) {
 	if !errors.Is(err, engine.ErrOutcomeUnknown) {
 		t.Fatalf("checkout with the primary's replica cut off: %v, want ErrOutcomeUnknown", err)
 	}
+	lv, err := s.inv.Lookup(ctx, []string{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after the first call: %s (primary) %+v, %s (secondary) %+v", a, lv[a], b, lv[b])
 	retried := time.Now()
 	o, err := s.inv.Checkout(ctx, req)
-	t.Logf("retry with the same key after %v: order %s replayed %v, err %v", time.Since(retried).Round(time.Millisecond), o.ID, o.Replayed, err)
+	t.Logf("retry with the same key: after %v, order %q replayed %v, err %v", time.Since(retried).Round(time.Millisecond), o.ID, o.Replayed, err)
 
 	var killedAt atomic.Int64
 	s.killMaster(t, victim, true, &killedAt)
@@ -687,16 +697,7 @@ func TestClusterCrossRetryDoesNotAckUnreplicatedOrder(t *testing.T) {
 	if errors.Is(lost, engine.ErrNotFound) {
 		s.dropLost(t)
 	}
-	partial, orphans, extra := s.checkAttempts(t, func(ls []engine.Line) []int {
-		var ps []int
-		for _, l := range ls {
-			if p := s.partitionOf(t, l.SKU); !slices.Contains(ps, p) {
-				ps = append(ps, p)
-			}
-		}
-		slices.Sort(ps)
-		return ps
-	})
+	partial, orphans, extra := s.checkAttempts(t, spanBy(func(sku string) int { return s.partitionOf(t, sku) }))
 	for _, p := range partial {
 		t.Errorf("partial cart: %s", p)
 	}

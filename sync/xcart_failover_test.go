@@ -44,7 +44,8 @@ type xfailoverResult struct {
 // reservation belongs to an order that is not there (no partial cart, no aborted
 // attempt's units sold). With wait > 0 the killed master is restarted (as a replica)
 // after the promotion, without it restocks skip its SKUs (an acknowledged restock may
-// be lost with it).
+// be lost with it). With lag > 0 the victim's replication link is cut that long before
+// the kill (cutReplica), so the promoted replica lacks the victim's last writes.
 func xfailover(t *testing.T, wait int, lag time.Duration) xfailoverResult {
 	ctx := context.Background()
 	s := newClusterShop(t, engine.Options{Partitions: 6, WaitReplicas: wait, WaitTimeout: time.Second,

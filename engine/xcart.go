@@ -174,15 +174,27 @@ func isRefusal(err error) bool {
 	return errors.As(err, &se) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrSaleNotActive)
 }
 
-// xReplay answers a retry whose key already made an order (ok true).
+// xReplay answers a retry whose key already made an order (ok true). The record is read
+// by a step that writes it again at the primary, so with WaitReplicas the answer waits
+// for a replica to have it: the decide that made it may have been answered "unknown"
+// for want of one, and a replayed order must survive a failover like a new one.
 func (r *Redis) xReplay(ctx context.Context, primary *partition, id, fp string) (Order, error, bool) {
-	if n, err := r.rdb.Exists(ctx, primary.k.Order(id)).Result(); err != nil || n == 0 {
-		return Order{}, nil, false // no order yet (or unreadable: the decide will tell)
-	}
-	o, err := r.Order(ctx, id)
+	rep, err := r.xrun(ctx, primary, []string{primary.k.Order(id)}, "confirm")
 	if err != nil {
-		return Order{}, fmt.Errorf("replay: %w", replayReadErr(err)), true
+		// Whether the key made an order is not known: nor is what the retry must say.
+		if !errors.Is(err, ErrOutcomeUnknown) {
+			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
+		return Order{}, fmt.Errorf("replay: %w", err), true
 	}
+	if rep.status() != "ok" {
+		return Order{}, nil, false // no order yet
+	}
+	o, err := parseOrder(id, rep.str(1))
+	if err != nil {
+		return Order{}, fmt.Errorf("replay: %w", err), true
+	}
+	o.part = primary
 	if o.fp != fp && o.fp != RecordedFingerprint {
 		return Order{}, ErrIdempotencyKeyReused, true
 	}

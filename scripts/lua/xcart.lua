@@ -44,6 +44,11 @@
 --          -> 'ok', ts, currency, lines | 'decided', 'c'|'a' | 'replay' | 'reused'
 --             | 'rate_limited', ms | the refusals of reserve
 -- resolve  KEYS decision   ARGV 'resolve', T, decision ttl s   -> 'c' | 'a'
+-- confirm  KEYS order record   ARGV 'confirm'   -> 'ok', record | 'none'
+--
+-- A step that answers from a record it finds (a decision, an order) writes it again
+-- (same value, same ttl): WAIT covers only what the connection wrote, so otherwise an
+-- answer could rest on a write a failover loses.
 --
 -- Units of a SKU with a per-user limit count against the buyer's counter when reserved
 -- (or sold, at the primary), as take.lua counts them, and their line is marked ':L';
@@ -161,7 +166,12 @@ local function step(KEYS, ARGV)
   local op = ARGV[1]
   if op == 'resolve' then
     local d = redis.call('GET', KEYS[1])
-    if d then return {d} end
+    if d then
+      -- Written again, so that the WAIT behind this call covers it: what the caller does
+      -- next (commit or abort elsewhere) must not rest on a decision a failover can lose.
+      redis.call('SET', KEYS[1], d, 'KEEPTTL')
+      return {d}
+    end
     redis.call('SET', KEYS[1], 'a', 'EX', ARGV[3])
     return {'a'}
   end
@@ -224,7 +234,10 @@ local function step(KEYS, ARGV)
 
   if op == 'decide' then
     local d = redis.call('GET', KEYS[1])
-    if d then return {'decided', d} end
+    if d then
+      redis.call('SET', KEYS[1], d, 'KEEPTTL') -- covered by this call's WAIT, as in resolve
+      return {'decided', d}
+    end
     local ttl = ARGV[6]
     local rec = redis.call('GET', KEYS[2])
     if rec then
@@ -254,6 +267,15 @@ local function step(KEYS, ARGV)
     redis.call('SET', KEYS[1], 'c', 'EX', ttl)
     emit_event({kind = 'order', id = ARGV[3], user = ARGV[4], ts = now_s, currency = cur, lines = all, moves = moves})
     return {'ok', now_s, cur, all}
+  end
+
+  if op == 'confirm' then
+    -- An order a retry is about to answer with: written again so that the WAIT behind
+    -- this call covers it (the decide that made it may have been answered "unknown").
+    local v = redis.call('GET', KEYS[1])
+    if not v then return {'none'} end
+    redis.call('SET', KEYS[1], v, 'KEEPTTL')
+    return {'ok', v}
   end
 
   return {'error', 'xcart: unknown step ' .. tostring(op)}

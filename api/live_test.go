@@ -35,6 +35,9 @@ func (h *harness) listen(t testing.TB) (base string, stop func()) {
 		if err := h.app.ShutdownWithContext(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
+		// A shutdown that comes before the server has begun to serve (a test failing
+		// at once) does not stop it: closing the listener does.
+		_ = ln.Close()
 		<-served
 	}
 	t.Cleanup(stop)

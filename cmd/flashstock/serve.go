@@ -71,7 +71,9 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 		d.rdb = cc
 		if cfg.WaitReplicas == 0 {
 			log.Warn("Redis Cluster without REDIS_WAIT_REPLICAS: replication is asynchronous, so a master's failover can lose "+
-				"the stock changes and orders it acknowledged in its last moments (measured: 0-2 per failover under load); "+
+				"the stock changes and orders it acknowledged in its last moments (measured: 0-2 per failover under load, "+
+				"hundreds with a lagging replica), and leave cross-partition orders partly sold (their line in the failed "+
+				"partition lost, its units sellable again); "+
 				"set REDIS_WAIT_REPLICAS=1 to acknowledge only what a replica holds", "partitions", cfg.Partitions)
 		} else {
 			log.Info("Redis Cluster: every stock change is acknowledged once replicas confirm it (WAIT)",

@@ -357,4 +357,18 @@ func TestCrossPartitionPerUserLimits(t *testing.T) {
 	if lv[limited[0]].Sold != 2 || lv[limited[1]].Sold != 6 || lv[limited[1]].Reserved != 0 {
 		t.Errorf("limited SKUs: %+v, want L0 sold 2, L1 sold 6, nothing reserved", lv)
 	}
+	// Cancelling ann's orders gives her counted units back in both partitions (the
+	// primary's line and the other partition's, restored there): she can buy again.
+	for _, key := range []string{"p0", "secondary"} {
+		id := engine.OrderIDForKey("ann", key)
+		if _, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: id, Owner: "ann"}); err != nil {
+			t.Fatalf("cancel ann's order %s: %v", key, err)
+		}
+	}
+	if err := buy("ann", "after-cancel-primary", primaryCart...); err != nil {
+		t.Errorf("ann after cancelling one L0 unit: %v", err)
+	}
+	if err := buy("ann", "after-cancel-secondary", secondaryCart...); err != nil {
+		t.Errorf("ann after cancelling her L1 units: %v", err)
+	}
 }

@@ -169,9 +169,12 @@ func (r *Redis) crossCheckout(ctx context.Context, req CheckoutRequest, lines []
 	}
 }
 
+// isRefusal says whether err refuses the cart for what it asks (stock, a limit, a SKU
+// or its sale window): a retry with the key may meet it because its first call won.
 func isRefusal(err error) bool {
 	var se *StockError
-	return errors.As(err, &se) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrSaleNotActive)
+	var le *LimitError
+	return errors.As(err, &se) || errors.As(err, &le) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrSaleNotActive)
 }
 
 // xReplay answers a retry whose key already made an order (ok true). The record is read
@@ -349,6 +352,11 @@ func newXBatcher(r *Redis, k Keys, workers int) *batcher[*xop] {
 func (r *Redis) xrun(ctx context.Context, p *partition, keys []string, args ...any) (reply, error) {
 	rep, err := p.xbatch.submit(&xop{pending: pending{ctx: ctx}, keys: keys, args: args})
 	if err != nil {
+		if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrOutcomeUnknown) {
+			// The call failed after it ran (a failed write behind the steps): the
+			// batch's steps may have made their records. Unknown, never "not applied".
+			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
 		return nil, err
 	}
 	if rep.status() == "error" {

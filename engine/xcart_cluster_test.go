@@ -323,6 +323,11 @@ func TestCrossPartitionPerUserLimits(t *testing.T) {
 	if err := buy("ann", "secondary", secondaryCart...); err != nil {
 		t.Fatalf("ann's cart with L1 x2: %v", err)
 	}
+	// A retry of a cart whose limited SKU is at the secondary replays the order: the
+	// reserve's limit refusal is not the answer for a key that already bought.
+	if o, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "ann", IdempotencyKey: "secondary", Lines: secondaryCart}); err != nil || !o.Replayed {
+		t.Fatalf("retry of ann's cart with L1: %+v %v, want the order replayed", o, err)
+	}
 	before, _ := s.inv.Lookup(ctx, append([]string{limited[0], limited[1]}, s.skus...))
 	for _, cart := range [][]engine.Line{primaryCart, secondaryCart} {
 		var le *engine.LimitError

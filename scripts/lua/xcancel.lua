@@ -38,7 +38,13 @@ if op == 'cancel' then
   if not rec then return {'not_found'} end
   local st, ts, currency, hold_id, l, fp, user = parse_order(rec)
   if l ~= ARGV[3] then return {'stale'} end
-  if st == 'cancelled' then return {'replay'} end
+  if st == 'cancelled' then
+    -- Written again, so that the WAIT behind this call covers the cancel a retry is about
+    -- to answer with (and finish restores for): the first call may have been answered
+    -- "unknown" for want of a replica.
+    redis.call('SET', KEYS[2], rec, 'KEEPTTL')
+    return {'replay'}
+  end
   local all = parse_lines(l)
   local n = #ARGV - 4
   if (#KEYS - 4) ~= 2 * n then return {'stale'} end
@@ -64,7 +70,13 @@ if op == 'cancel' then
 end
 
 if op == 'restore' then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {'replay'} end
+  local done = redis.call('GET', KEYS[2])
+  if done then
+    -- Written again for the same reason: the caller takes the order off the pending
+    -- list on this answer, so the restore must be on a replica first.
+    redis.call('SET', KEYS[2], done, 'KEEPTTL')
+    return {'replay'}
+  end
   local n = #ARGV - 4
   if (#KEYS - 3) ~= 2 * n then return {'error', 'xcancel: the keys do not match the lines'} end
   local lines, stock = {}, {}

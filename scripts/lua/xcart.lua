@@ -85,7 +85,7 @@ end
 local function inflight(sku)
   local n = held[sku]
   if n == nil then
-    n = tonumber(redis.call('HGET', INFLIGHT, sku) or '0')
+    n = tonumber(redis.call('HGET', INFLIGHT, sku) or '0') or 0
     held[sku] = n
   end
   return n
@@ -113,7 +113,7 @@ local function check(KEYS, ARGV, k0, a0, n, currency, user)
     local bk = false
     if lv.l > 0 then
       bk = KEYS[k0 + 2 * (i - 1) + 1]
-      local already = tonumber(redis.call('HGET', bk, user) or '0')
+      local already = tonumber(redis.call('HGET', bk, user) or '0') or 0
       if already + q > lv.l then return nil, {'limit', sku, lv.l, already, q} end
     end
     if lv.a < q then
@@ -148,6 +148,9 @@ end
 -- it to the in-flight counts; it returns the movements.
 local function move(lvs, da, dr, ds, dx)
   local m = {}
+  if dx ~= 0 then
+    for _, x in ipairs(lvs) do inflight(x.lv.sku) end -- every read before the first change
+  end
   for i, x in ipairs(lvs) do
     local lv, q = x.lv, x.qty
     lv.a, lv.r, lv.s, lv.q = lv.a + da * q, lv.r + dr * q, lv.s + ds * q, lv.q + 1
@@ -183,11 +186,11 @@ local function step(KEYS, ARGV)
     local lvs, cur = check(KEYS, ARGV, 2, 8, (#ARGV - 7) / 2, nil, user)
     if not lvs then return cur end
     local lines = lines_of(lvs, user)
-    local moves = move(lvs, -1, 1, 0, 1)
     local exp = now + tonumber(ARGV[5])
     redis.call('HSET', KEYS[1], 'st', 'h', 'p', ARGV[3], 'o', ARGV[4], 'l', lines, 'x', exp, 'u', user)
     redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) + 1000 * tonumber(ARGV[6]))
     redis.call('ZADD', ATTEMPTS, exp, ARGV[2])
+    local moves = move(lvs, -1, 1, 0, 1)
     emit_event({kind = 'xreserve', id = ARGV[2], ts = now_s, currency = cur, lines = lines, moves = moves})
     return {'ok', cur, lines}
   end
@@ -210,16 +213,14 @@ local function step(KEYS, ARGV)
     for i, l in ipairs(parsed) do
       if ARGV[3 + i] ~= l[1] then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
       local lv = stock(KEYS[2 * i], l[1])
-      if not lv then return {'error', 'xcart: the stock record of ' .. l[1] .. ' is gone'} end
+      if not lv or not lv.ok then return {'error', 'xcart: the stock record of ' .. l[1] .. ' is gone or corrupt'} end
       lvs[i] = {lv = lv, qty = l[2], bk = l[4] and KEYS[2 * i + 1]}
     end
     local moves, kind, res
     if op == 'commit' then
-      moves = move(lvs, 0, -1, 1, -1)
       kind, res = 'xcommit', 'committed'
       redis.call('HSET', KEYS[1], 'st', 'c')
     else
-      moves = move(lvs, 1, -1, 0, -1)
       kind, res = 'xabort', 'aborted'
       redis.call('HSET', KEYS[1], 'st', 'a')
       for _, x in ipairs(lvs) do
@@ -228,6 +229,7 @@ local function step(KEYS, ARGV)
     end
     redis.call('EXPIRE', KEYS[1], ARGV[3])
     redis.call('ZREM', ATTEMPTS, ARGV[2])
+    if op == 'commit' then moves = move(lvs, 0, -1, 1, -1) else moves = move(lvs, 1, -1, 0, -1) end
     emit_event({kind = kind, id = ARGV[2], ts = now_s, lines = v[2], moves = moves, reason = v[3]})
     return {res}
   end
@@ -260,11 +262,11 @@ local function step(KEYS, ARGV)
       return cur
     end
     local lines = lines_of(lvs, ARGV[4])
-    local moves = move(lvs, -1, 0, 1, 0)
     local all = lines
     if ARGV[9] ~= '' then all = lines .. ',' .. ARGV[9] end
     redis.call('SET', KEYS[2], order_record('confirmed', now_s, cur, '', all, ARGV[5], ARGV[4]))
     redis.call('SET', KEYS[1], 'c', 'EX', ttl)
+    local moves = move(lvs, -1, 0, 1, 0)
     emit_event({kind = 'order', id = ARGV[3], user = ARGV[4], ts = now_s, currency = cur, lines = all, moves = moves})
     return {'ok', now_s, cur, all}
   end
@@ -287,7 +289,11 @@ while a <= #ARGV do
   local keys, argv = {}, {}
   for i = 1, nk do keys[i] = KEYS[k + i - 1] end
   for i = 1, na do argv[i] = ARGV[a + 1 + i] end
-  local r = step(keys, argv)
+  -- A step that fails (a corrupt record: WRONGTYPE, a counter that is not a number)
+  -- answers an error of its own; the others still apply. Each step makes its own writes
+  -- before it moves the cached levels, so a failed step moves no units.
+  local ok, r = pcall(step, keys, argv)
+  if not ok then r = {'error', type(r) == 'table' and r.err or tostring(r)} end
   out[#out + 1] = #r
   for i = 1, #r do out[#out + 1] = r[i] end
   k, a = k + nk, a + 2 + na

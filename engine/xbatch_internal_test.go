@@ -3,6 +3,9 @@ package engine
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashstock/flashstock/internal/testredis"
 )
@@ -61,5 +64,33 @@ func TestCrossStepOnACorruptRecordFailsAlone(t *testing.T) {
 	}
 	if st, _ := c.HGet(ctx, k.XAttempt("T2"), "st").Result(); st != "h" {
 		t.Errorf("the failed commit's record: st %q, want h (unchanged)", st)
+	}
+}
+
+// An attempt the sweeper cannot settle (its stock record is corrupt) is tried again
+// later, not at every sweep: it does not keep the entries behind it from being swept.
+func TestSweeperPutsOffAnEntryItCannotSettle(t *testing.T) {
+	_, c := testredis.Start(t)
+	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
+	t.Cleanup(r.Close)
+	ctx := context.Background()
+	if _, err := r.CreateProduct(ctx, Product{SKU: "X", Stock: 5, Price: 100, Currency: "USD", Group: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.partitionOf(ctx, "X")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := p.k
+	c.HDel(ctx, k.Stock("X"), "r")
+	c.HSet(ctx, k.XAttempt("T"), "st", "h", "p", p.n, "o", "o", "l", "X:1:100", "u", "u")
+	past := float64(time.Now().Add(-time.Second).UnixMilli())
+	c.ZAdd(ctx, k.XAttempts(), redis.Z{Score: past, Member: "T"})
+	if _, err := r.SweepCrossPartition(ctx); err == nil {
+		t.Fatal("sweeping an attempt on a corrupt record: no error")
+	}
+	due, err := c.ZScore(ctx, k.XAttempts(), "T").Result()
+	if err != nil || due < float64(time.Now().Add(sweepRetry-time.Second).UnixMilli()) {
+		t.Errorf("the failed entry is due at %v (%v), want about %v from now", due, err, sweepRetry)
 	}
 }

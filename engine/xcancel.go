@@ -199,6 +199,7 @@ func (r *Redis) SweepCrossCancels(ctx context.Context) (int, error) {
 			n += m
 			if err != nil {
 				errs = append(errs, err)
+				r.sweepLater(ctx, p.k.XCancels(), id)
 			}
 		}
 	}

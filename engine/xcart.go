@@ -496,21 +496,33 @@ func (r *Redis) sweepPartition(ctx context.Context, p *partition) (int, error) {
 			continue
 		}
 		d, err := r.xResolve(ctx, r.parts[prim], t)
+		if err == nil {
+			step := "abort"
+			if d == "c" {
+				step = "commit"
+			}
+			_, err = r.xSettle(ctx, p, t, step, skus)
+		}
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		step := "abort"
-		if d == "c" {
-			step = "commit"
-		}
-		if _, err := r.xSettle(ctx, p, t, step, skus); err != nil {
-			errs = append(errs, err)
+			r.sweepLater(ctx, p.k.XAttempts(), t)
 			continue
 		}
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// sweepRetry is how long a sweeper leaves an entry it could not resolve before trying
+// it again, so that a few entries failing every time (a corrupt record) do not keep the
+// others, behind them in the index, from being swept.
+const sweepRetry = 5 * time.Second
+
+// sweepLater moves member of a sweeper's index (a sorted set by due time) sweepRetry
+// ahead; a member the index no longer has stays out of it.
+func (r *Redis) sweepLater(ctx context.Context, index, member string) {
+	due := float64(time.Now().Add(sweepRetry).UnixMilli())
+	r.rdb.ZAddXX(ctx, index, redis.Z{Score: due, Member: member})
 }
 
 func (r *Redis) sweepLoop() {

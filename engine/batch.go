@@ -29,9 +29,14 @@ type batcher[Q batchable] struct {
 	headKeys int // len of head's keys
 	queue    chan Q
 	stop     chan struct{}
-	wg       sync.WaitGroup
-	maxReqs  int
-	maxKeys  int
+	// mu orders submissions before close: a request is queued only while closed is
+	// false, under the read lock, so every queued request is queued before stop closes
+	// and the workers serve it before they leave.
+	mu      sync.RWMutex
+	closed  bool
+	wg      sync.WaitGroup
+	maxReqs int
+	maxKeys int
 }
 
 // batchable is a request a batcher can send: its pending call, and its share of the script's
@@ -128,8 +133,11 @@ func newBatcher[Q batchable](r *Redis, k Keys, script *redis.Script, head func()
 	return b
 }
 
-// close stops the workers once the queue is empty.
+// close stops the workers once the queue is empty; later submissions are refused.
 func (b *batcher[Q]) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 	close(b.stop)
 	b.wg.Wait()
 }
@@ -143,12 +151,17 @@ func (b *batcher[Q]) submit(req Q) (reply, error) {
 	if err := c.ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, err)
 	}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return nil, fmt.Errorf("%w: inventory closed", ErrUnavailable)
+	}
 	select {
 	case b.queue <- req:
+		b.mu.RUnlock()
 	case <-c.ctx.Done():
+		b.mu.RUnlock()
 		return nil, fmt.Errorf("%w: not sent: %w", ErrUnavailable, c.ctx.Err())
-	case <-b.stop:
-		return nil, fmt.Errorf("%w: inventory closed", ErrUnavailable)
 	}
 	select {
 	case <-c.done:

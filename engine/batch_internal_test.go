@@ -212,3 +212,26 @@ func TestReplayWhoseRecordCannotBeReadIsOutcomeUnknown(t *testing.T) {
 		t.Fatalf("other errors pass: got %v", err)
 	}
 }
+
+// A request submitted after Close is refused at once (ErrUnavailable), never left in a
+// queue no worker reads any more.
+func TestBatcherRefusesRequestsAfterClose(t *testing.T) {
+	_, c := testredis.Start(t)
+	r := NewRedis(c, Options{})
+	if _, err := r.CreateProduct(context.Background(), Product{SKU: "A", Stock: 100, Price: 1, Currency: "USD"}); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	for i := range 200 {
+		done := make(chan error, 1)
+		go func() { _, err := r.take(orderReq(context.Background(), fmt.Sprintf("late-%d", i))); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("request %d after Close: %v, want ErrUnavailable", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d after Close was never answered", i)
+		}
+	}
+}

@@ -218,8 +218,10 @@ func (r *Redis) take(req *takeReq) (reply, error) {
 		}
 		_, _ = r.sweepPartition(req.ctx, p)
 		time.Sleep(wait)
+		// The first call counted the request against the rate limit: waiting is not
+		// another request.
 		req = &takeReq{pending: pending{ctx: req.ctx}, mode: req.mode, user: req.user, id: req.id, fp: req.fp, holdMs: req.holdMs,
-			lines: req.lines, rateKey: req.rateKey, rateLimit: req.rateLimit, pass: req.pass}
+			lines: req.lines, pass: req.pass}
 		if rep, err = p.batch.submit(req); err != nil {
 			return nil, err
 		}

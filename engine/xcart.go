@@ -127,6 +127,9 @@ func lineArgs(lines []Line) []any {
 type xstep struct {
 	busy bool  // stock held by in-flight attempts: wait and try again
 	err  error // a refusal or an error
+	// decided says the attempt's decide ran, which counted the request against the
+	// buyer's rate limit: the attempts that follow while waiting do not count again.
+	decided bool
 }
 
 // crossCheckout buys a cart spanning partitions (parts from splitLines), with the
@@ -139,6 +142,9 @@ func (r *Redis) crossCheckout(ctx context.Context, req CheckoutRequest, lines []
 	deadline := time.Now().Add(r.x.wait)
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
 		o, st := r.xAttempt(ctx, req, parts, id, fp)
+		if st.decided {
+			req.RatePerMinute = 0 // one checkout, counted once however long it waits
+		}
 		if !st.busy {
 			if st.err != nil && req.IdempotencyKey != "" && isRefusal(st.err) {
 				// Another attempt with this key (a double click) may have won meanwhile.
@@ -314,9 +320,9 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		}
 		o.Replayed = true
 		return o, xstep{}
-	case "busy":
+	case "busy": // after the rate limit counted it
 		r.xFinish(ctx, t, secs, "abort")
-		return Order{}, xstep{busy: true, err: ErrStockBusy}
+		return Order{}, xstep{busy: true, err: ErrStockBusy, decided: true}
 	}
 	r.xFinish(ctx, t, secs, "abort")
 	return Order{}, xstep{err: xRefusal(rep)}

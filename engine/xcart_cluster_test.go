@@ -377,3 +377,35 @@ func TestCrossPartitionPerUserLimits(t *testing.T) {
 		t.Errorf("ann after cancelling her L1 units: %v", err)
 	}
 }
+
+// TestCrossPartitionWaitCountsOnce: a buyer who waits for units held by an in-flight
+// checkout is one request to the rate limit, however many times the engine looks
+// again meanwhile: with a limit of one a minute, the waiting buyers still buy, on the
+// cross-partition path (held units at the cart's primary partition, met by decide) and
+// on the single-partition one.
+func TestCrossPartitionWaitCountsOnce(t *testing.T) {
+	ctx := context.Background()
+	c := testcluster.Start(t, rediscluster.Options{})
+	s := newXShop(t, c, "xr", 3, 2)
+	s.crashNext("after-reserve") // holds both units of skus[1]
+	_, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u", IdempotencyKey: "a",
+		Lines: []engine.Line{{SKU: s.skus[0], Quantity: 1}, {SKU: s.skus[1], Quantity: 2}}})
+	if !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("stopped coordinator: %v", err)
+	}
+	var wg gosync.WaitGroup
+	for i, lines := range [][]engine.Line{
+		{{SKU: s.skus[1], Quantity: 1}, {SKU: s.skus[2], Quantity: 1}}, // skus[1] at the primary
+		{{SKU: s.skus[1], Quantity: 1}},                                // single-partition
+	} {
+		wg.Go(func() {
+			_, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: fmt.Sprint("w", i), IdempotencyKey: "k",
+				Lines: lines, RatePerMinute: 1})
+			if err != nil {
+				t.Errorf("waiting buyer %d with a limit of 1 a minute: %v, want the units once released", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	s.settled(t, map[string]int64{s.skus[1]: 2, s.skus[2]: 1})
+}

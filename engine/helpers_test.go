@@ -82,24 +82,34 @@ func wantErr(tb testing.TB, err, want error) {
 	}
 }
 
-// events reads and decodes the whole outbox.
+// events reads and decodes the whole outbox, every partition's.
 func events(tb testing.TB, inv *engine.Redis) []engine.Event {
 	tb.Helper()
-	var msgs []redis.XMessage
+	var out []engine.Event
+	for _, evs := range partitionEvents(tb, inv) {
+		out = append(out, evs...)
+	}
+	return out
+}
+
+// partitionEvents reads and decodes each partition's outbox stream, by partition.
+func partitionEvents(tb testing.TB, inv *engine.Redis) [][]engine.Event {
+	tb.Helper()
+	var out [][]engine.Event
 	for _, key := range inv.OutboxKeys() { // each SKU's movements are in its partition's stream
-		ms, err := inv.Client().XRange(context.Background(), key, "-", "+").Result()
+		msgs, err := inv.Client().XRange(context.Background(), key, "-", "+").Result()
 		if err != nil {
 			tb.Fatalf("read outbox: %v", err)
 		}
-		msgs = append(msgs, ms...)
-	}
-	var out []engine.Event
-	for _, m := range msgs {
-		evs, err := engine.DecodeEntry(m.ID, m.Values)
-		if err != nil {
-			tb.Fatal(err)
+		var evs []engine.Event
+		for _, m := range msgs {
+			e, err := engine.DecodeEntry(m.ID, m.Values)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			evs = append(evs, e...)
 		}
-		out = append(out, evs...)
+		out = append(out, evs)
 	}
 	return out
 }

@@ -8,8 +8,6 @@ import (
 	gosync "sync"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/internal/rediscluster"
 	"github.com/flashstock/flashstock/internal/testcluster"
@@ -19,28 +17,18 @@ import (
 func cancelEvents(t *testing.T, s *xShop, id string) map[string]map[int]int {
 	t.Helper()
 	out := map[string]map[int]int{}
-	for p, key := range s.inv.OutboxKeys() {
-		msgs, err := s.inv.Client().XRange(context.Background(), key, "-", "+").Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			evs, err := engine.DecodeEntry(m.ID, m.Values)
-			if err != nil {
-				t.Fatal(err)
+	for p, evs := range partitionEvents(t, s.inv) {
+		for _, e := range evs {
+			if e.ID != id || (e.Kind != engine.EventCancel && e.Kind != engine.EventXRestore) {
+				continue
 			}
-			for _, e := range evs {
-				if e.ID != id || (e.Kind != engine.EventCancel && e.Kind != engine.EventXRestore) {
-					continue
-				}
-				if out[e.Kind] == nil {
-					out[e.Kind] = map[int]int{}
-				}
-				out[e.Kind][p]++
-				for _, mv := range e.Movements {
-					if mv.Available <= 0 || mv.Sold != -mv.Available || mv.Reserved != 0 || mv.Ref != id {
-						t.Errorf("%s event of %s: movement %+v, want sold -> available", e.Kind, id, mv)
-					}
+			if out[e.Kind] == nil {
+				out[e.Kind] = map[int]int{}
+			}
+			out[e.Kind][p]++
+			for _, mv := range e.Movements {
+				if mv.Available <= 0 || mv.Sold != -mv.Available || mv.Reserved != 0 || mv.Ref != id {
+					t.Errorf("%s event of %s: movement %+v, want sold -> available", e.Kind, id, mv)
 				}
 			}
 		}

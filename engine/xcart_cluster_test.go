@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashstock/flashstock/engine"
 	"github.com/flashstock/flashstock/internal/rediscluster"
 	"github.com/flashstock/flashstock/internal/testcluster"
@@ -138,22 +136,12 @@ func TestCrossPartitionCheckout(t *testing.T) {
 	}
 	s.settled(t, map[string]int64{s.skus[0]: 2, s.skus[1]: 1, s.skus[2]: 3})
 	orders := 0
-	for p, key := range s.inv.OutboxKeys() {
-		msgs, err := c.Client().XRange(ctx, key, "-", "+").Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			evs, err := engine.DecodeEntry(m.ID, m.Values)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range evs {
-				if e.Kind == engine.EventOrder {
-					orders++
-					if p != s.parts[0] || e.ID != o.ID || len(e.Items) != 3 {
-						t.Errorf("order event in partition %d: %+v, want %s in %d with 3 items", p, e, o.ID, s.parts[0])
-					}
+	for p, evs := range partitionEvents(t, s.inv) {
+		for _, e := range evs {
+			if e.Kind == engine.EventOrder {
+				orders++
+				if p != s.parts[0] || e.ID != o.ID || len(e.Items) != 3 {
+					t.Errorf("order event in partition %d: %+v, want %s in %d with 3 items", p, e, o.ID, s.parts[0])
 				}
 			}
 		}

@@ -130,37 +130,6 @@ func (s *clusterShop) checkout(t *testing.T, user, key string, lines []engine.Li
 	}
 }
 
-// checkLevels: per SKU, available + reserved + sold = received, and sold is exactly
-// the units of the acknowledged orders not cancelled (no partial cart, nothing sold
-// twice, nothing lost).
-func (s *clusterShop) checkLevels(t *testing.T) {
-	t.Helper()
-	sold := map[string]int64{}
-	for id, lines := range s.orders {
-		if s.canceled[id] {
-			continue
-		}
-		for _, l := range lines {
-			sold[l.SKU] += l.Quantity
-		}
-	}
-	var all []string
-	for _, g := range s.groups {
-		all = append(all, g...)
-	}
-	levels, err := s.inv.Lookup(context.Background(), all)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, sku := range all {
-		lv := levels[sku]
-		if lv.Available+lv.Reserved+lv.Sold != s.received[sku] || lv.Sold != sold[sku] || lv.Available < 0 {
-			t.Errorf("%s: available %d + reserved %d + sold %d, want received %d with sold %d", sku,
-				lv.Available, lv.Reserved, lv.Sold, s.received[sku], sold[sku])
-		}
-	}
-}
-
 // checkOrdersOnce checks that every acknowledged order is in exactly one outbox event
 // and, once sy has caught up, in MongoDB once, with its status and all its items.
 func (s *clusterShop) checkOrdersOnce(t *testing.T, sy *stocksync.Syncer) {
@@ -278,7 +247,7 @@ func TestClusterStorm(t *testing.T) {
 	close(start)
 	wg.Wait()
 	took := time.Since(began)
-	s.checkLevels(t)
+	s.checkUnits(t, nil, true)
 	s.checkOrdersOnce(t, sy)
 	t.Logf("storm: %d buyers x %d rounds in %v: %d orders (%d cancelled), %d refused for want of stock, partitions %d",
 		buyers, rounds, took.Round(time.Millisecond), len(s.orders), len(s.canceled), s.short, s.inv.Partitions())

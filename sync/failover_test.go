@@ -102,7 +102,7 @@ func failover(t *testing.T, wait int) (s *clusterShop, lost int) {
 			replayed++
 		}
 	}
-	s.checkLevels(t)
+	s.checkUnits(t, nil, true)
 	t.Logf("failover (WAIT %d): victim %s with %d SKUs; %d orders before the kill, %d acknowledged in all; "+
 		"kill -> replica promoted %v, kill -> cluster healthy %v, kill -> old master back as a replica %v, kill -> first checkout on its partitions %v; during it %d outcome unknown, %d not run, "+
 		"%d of the unresolved replayed on retry; acknowledged orders lost: %d",

@@ -116,7 +116,7 @@ func TestClusterCrossPartitionStorm(t *testing.T) {
 		}
 		return err == nil
 	})
-	s.checkLevels(t)
+	s.checkUnits(t, nil, true)
 	spans := map[int]int{}
 	for _, lines := range s.orders {
 		spans[s.spans(ctx, lines)]++

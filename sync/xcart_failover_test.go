@@ -481,10 +481,12 @@ func (s *clusterShop) checkAttempts(t *testing.T, span func([]engine.Line) []int
 
 // checkUnits: per SKU, available + reserved + sold = received, nothing reserved, nothing
 // oversold (available >= 0), and, if exact, sold is exactly the units of the surviving
-// orders plus extra (units committed for orders that are not there).
+// orders not cancelled plus extra (units committed for orders that are not there): no
+// partial cart, nothing sold twice, nothing lost.
 func (s *clusterShop) checkUnits(t *testing.T, extra map[string]int64, exact bool) {
 	t.Helper()
-	sold := maps.Clone(extra)
+	sold := map[string]int64{}
+	maps.Copy(sold, extra)
 	var all []string
 	for id, lines := range s.ordersSnapshot() {
 		if s.canceled[id] {

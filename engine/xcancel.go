@@ -208,14 +208,18 @@ func (r *Redis) SweepCrossCancels(ctx context.Context) (int, error) {
 
 // sweepCancel re-drives the restores of order id, pending in partition p's index.
 func (r *Redis) sweepCancel(ctx context.Context, p *partition, id string) (int, error) {
-	v, err := r.rdb.Get(ctx, p.k.Order(id)).Result()
-	if errors.Is(err, redis.Nil) {
+	// Read by a step that writes the record again, so that with WaitReplicas a replica
+	// has the cancel before any other partition gives units back for it: a cancel whose
+	// own call was answered "unknown" may exist on this master alone.
+	rep, err := r.xrun(ctx, p, []string{p.k.Order(id)}, "confirm")
+	if err != nil {
+		return 0, fmt.Errorf("sweep cancel %s: %w", id, err)
+	}
+	if rep.status() != "ok" {
 		// No record (it expired, long after its restores were due): nothing to drive.
 		return 0, r.rdb.ZRem(ctx, p.k.XCancels(), id).Err()
 	}
-	if err != nil {
-		return 0, readErr("sweep cancel "+id, err)
-	}
+	v := rep.str(1)
 	o, err := parseOrder(id, v)
 	if err != nil {
 		return 0, fmt.Errorf("sweep cancel: %w", err)

@@ -709,3 +709,61 @@ func TestClusterCrossRetryDoesNotAckUnreplicatedOrder(t *testing.T) {
 	}
 	s.checkUnits(t, extra, true)
 }
+
+// TestClusterCrossCancelRetryDoesNotAckUnreplicatedCancel: with WAIT 1, a retried cancel
+// of a cross-partition order must not be acknowledged, nor its other partitions' units
+// returned, while only the order's master has the cancel: that master is then killed
+// and its replica, which never got the cancel, promoted. Whatever the answers, the order
+// and its units must agree afterwards.
+func TestClusterCrossCancelRetryDoesNotAckUnreplicatedCancel(t *testing.T) {
+	ctx := context.Background()
+	s := newClusterShop(t, engine.Options{Partitions: 6, WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond,
+		CrossAttemptTTL: 300 * time.Millisecond, CrossWait: 500 * time.Millisecond}, 6, 1, 1)
+	var a, b string
+	for _, g := range s.groups {
+		for _, h := range s.groups {
+			pa, pb := s.partitionOf(t, g[0]), s.partitionOf(t, h[0])
+			if a == "" && pa < pb && s.masterOf(t, pa) != s.masterOf(t, pb) {
+				a, b = g[0], h[0]
+			}
+		}
+	}
+	if a == "" {
+		t.Fatal("no two partitions on two masters")
+	}
+	o, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u", IdempotencyKey: "k",
+		Lines: []engine.Line{{SKU: a, Quantity: 1}, {SKU: b, Quantity: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := s.masterOf(t, s.partitionOf(t, a))
+	s.cutReplica(t, victim, 50*time.Millisecond)
+	if _, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID}); !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("cancel with the order's replica cut off: %v, want ErrOutcomeUnknown", err)
+	}
+	_, retryErr := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID})
+	if retryErr == nil {
+		t.Errorf("the retried cancel was acknowledged while no replica had the cancel")
+	} else if !errors.Is(retryErr, engine.ErrOutcomeUnknown) {
+		t.Errorf("the retried cancel: %v, want ErrOutcomeUnknown", retryErr)
+	}
+	var killedAt atomic.Int64
+	s.killMaster(t, victim, true, &killedAt)
+	waitFor(t, func() bool { _, err := s.inv.SweepCrossPartition(ctx); return err == nil })
+	got, err := s.inv.Order(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv, err := s.inv.Lookup(ctx, []string{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The order decides: confirmed, both units sold; cancelled, both back.
+	want := int64(1)
+	if got.Status == engine.OrderCancelled {
+		want = 0
+	}
+	if lv[a].Sold != want || lv[b].Sold != want || lv[a].Available+lv[a].Sold != 1 || lv[b].Available+lv[b].Sold != 1 {
+		t.Errorf("order %s is %s after the failover, but %s has %+v and %s %+v (want %d sold each)", o.ID, got.Status, a, lv[a], b, lv[b], want)
+	}
+}

@@ -14,7 +14,12 @@ local rec = redis.call('GET', KEYS[2])
 if not rec then return {'not_found'} end
 local st, ts, currency, hold_id, l, fp, user = parse_order(rec)
 if l ~= ARGV[2] then return {'stale'} end
-if st == 'cancelled' then return {'replay'} end
+if st == 'cancelled' then
+  -- Written again, so that the WAIT behind this call covers the cancel this answer rests
+  -- on (the call that made it may have been answered "unknown").
+  redis.call('SET', KEYS[2], rec, 'KEEPTTL')
+  return {'replay'}
+end
 
 local lines, stock = parse_lines(l), {}
 for i, line in ipairs(lines) do

@@ -82,6 +82,7 @@ local seen = {}              -- record key -> fingerprint, for records made in t
 local existing = {}          -- order record key -> stored record, for keyed requests
 local spent = {}             -- passes key -> user -> true, for passes spent in this batch
 local spend = {}             -- passes key, user, ...: the passes phase two removes
+local again = {}            -- record key, mode, fingerprint, ...: records replayed, written again
 
 -- stock reads a stock hash once per batch; later requests see earlier ones' takes
 -- because accepted requests update the cached levels.
@@ -151,6 +152,9 @@ local function decide(k, a, out, writes)
   if old then
     if old ~= fp and old ~= '*' then out[o + 1], out[o + 2] = 1, 'reused' return end
     out[o + 1], out[o + 2], out[o + 3] = 2, 'replay', id
+    -- Written again in phase two, so that the WAIT behind this call covers the record
+    -- this answer rests on (the call that made it may have been answered "unknown").
+    if not seen[rec] then again[#again + 1], again[#again + 2], again[#again + 3] = rec, mode, old end
     return
   end
   local spends
@@ -284,6 +288,13 @@ for w = 1, #writes, 9 do
 end
 if #records > 0 then redis.call('MSET', unpack(records)) end
 for i = 1, #spend, 2 do redis.call('ZREM', spend[i], spend[i + 1]) end
+for i = 1, #again, 3 do
+  if again[i + 1] == 'hold' then
+    redis.call('HSET', again[i], 'f', again[i + 2])
+  else
+    redis.call('SET', again[i], existing[again[i]], 'KEEPTTL')
+  end
+end
 if #events > 0 then
   events[#events + 1] = 'L'
   events[#events + 1] = table.concat(moved, ',')

@@ -35,6 +35,8 @@ if seen then
   local f, a, r, s, q = string.match(seen, '^(.-)\n(%d+)\n(%d+)\n(%d+)\n(%d+)$')
   if not f then f = seen end -- a record written before records kept their result
   if f ~= fp then return {'reused'} end
+  -- Written again, so that the WAIT behind this call covers what this replay answers.
+  redis.call('SET', KEYS[3], seen, 'KEEPTTL')
   if a then return {'replay', a, r, s, q} end
   local lv = levels(KEYS[2])
   if not lv then return {'not_found'} end

@@ -20,7 +20,11 @@
 
 local op = redis.call('HGET', KEYS[2], 'op')
 if op then
-  if op == ARGV[12] then return {'replay'} end
+  if op == ARGV[12] then
+    -- Written again, so that the WAIT behind this call covers what this replay answers.
+    redis.call('HSET', KEYS[2], 'op', op)
+    return {'replay'}
+  end
   return {'exists'}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'exists'} end

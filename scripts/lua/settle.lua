@@ -44,6 +44,8 @@ if st ~= 'active' then
     return {'noop', st}
   end
   if (mode == 'commit' and st == 'committed') or (mode == 'release' and st == 'released') then
+    -- Written again, so that the WAIT behind this call covers what this replay answers.
+    redis.call('HSET', KEYS[2], 'st', st)
     return {'replay', st, h[6] or ''}
   end
   return {st}

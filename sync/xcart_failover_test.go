@@ -651,18 +651,7 @@ func TestClusterCrossRetryDoesNotAckUnreplicatedOrder(t *testing.T) {
 		CrossAttemptTTL: 300 * time.Millisecond, CrossWait: 500 * time.Millisecond}, 6, 1, 1)
 	// Two SKUs of one unit each: a in the primary partition, b in a secondary on another
 	// master.
-	var a, b string
-	for _, g := range s.groups {
-		for _, h := range s.groups {
-			pa, pb := s.partitionOf(t, g[0]), s.partitionOf(t, h[0])
-			if a == "" && pa < pb && s.masterOf(t, pa) != s.masterOf(t, pb) {
-				a, b = g[0], h[0]
-			}
-		}
-	}
-	if a == "" {
-		t.Fatal("no two partitions on two masters")
-	}
+	a, b := s.crossPair(t)
 	victim := s.masterOf(t, s.partitionOf(t, a))
 	lines := []engine.Line{{SKU: a, Quantity: 1}, {SKU: b, Quantity: 1}}
 	req := engine.CheckoutRequest{UserID: "u", IdempotencyKey: "k", Lines: lines}
@@ -719,18 +708,7 @@ func TestClusterCrossCancelRetryDoesNotAckUnreplicatedCancel(t *testing.T) {
 	ctx := context.Background()
 	s := newClusterShop(t, engine.Options{Partitions: 6, WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond,
 		CrossAttemptTTL: 300 * time.Millisecond, CrossWait: 500 * time.Millisecond}, 6, 1, 1)
-	var a, b string
-	for _, g := range s.groups {
-		for _, h := range s.groups {
-			pa, pb := s.partitionOf(t, g[0]), s.partitionOf(t, h[0])
-			if a == "" && pa < pb && s.masterOf(t, pa) != s.masterOf(t, pb) {
-				a, b = g[0], h[0]
-			}
-		}
-	}
-	if a == "" {
-		t.Fatal("no two partitions on two masters")
-	}
+	a, b := s.crossPair(t)
 	o, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u", IdempotencyKey: "k",
 		Lines: []engine.Line{{SKU: a, Quantity: 1}, {SKU: b, Quantity: 1}}})
 	if err != nil {
@@ -766,4 +744,20 @@ func TestClusterCrossCancelRetryDoesNotAckUnreplicatedCancel(t *testing.T) {
 	if lv[a].Sold != want || lv[b].Sold != want || lv[a].Available+lv[a].Sold != 1 || lv[b].Available+lv[b].Sold != 1 {
 		t.Errorf("order %s is %s after the failover, but %s has %+v and %s %+v (want %d sold each)", o.ID, got.Status, a, lv[a], b, lv[b], want)
 	}
+}
+
+// crossPair returns two SKUs whose partitions are on two masters, a's the lower (the
+// primary of a cart of both).
+func (s *clusterShop) crossPair(t *testing.T) (a, b string) {
+	t.Helper()
+	for _, g := range s.groups {
+		for _, h := range s.groups {
+			pa, pb := s.partitionOf(t, g[0]), s.partitionOf(t, h[0])
+			if pa < pb && s.masterOf(t, pa) != s.masterOf(t, pb) {
+				return g[0], h[0]
+			}
+		}
+	}
+	t.Fatal("no two partitions on two masters")
+	return "", ""
 }

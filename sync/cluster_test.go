@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	gosync "sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,23 +192,39 @@ func (s *clusterShop) outboxOrders(t *testing.T) map[string]int {
 // SKU's units add up, every acknowledged order is in exactly one outbox event and in
 // MongoDB once, and no buyer was refused while the stock was there.
 func TestClusterStorm(t *testing.T) {
-	ctx := context.Background()
 	s := newClusterShop(t, engine.Options{Partitions: 6, WaitReplicas: 1, WaitTimeout: time.Second}, 6, 3, 150)
 	sy := stocksync.NewSyncer(s.inv, s.st, stocksync.SyncerOptions{Consumer: "storm", Block: 50 * time.Millisecond})
 	run(t, sy)
 
 	const buyers, rounds = 240, 20
+	took := s.storm(t, buyers, rounds, 7, s.cart, nil)
+	s.checkUnits(t, nil, true)
+	s.checkOrdersOnce(t, sy)
+	t.Logf("storm: %d buyers x %d rounds in %v: %d orders (%d cancelled), %d refused for want of stock, partitions %d",
+		buyers, rounds, took.Round(time.Millisecond), len(s.orders), len(s.canceled), s.short, s.inv.Partitions())
+	if len(s.orders) == 0 || s.short == 0 {
+		t.Errorf("want both sales and sell-outs in the storm: %d orders, %d refusals", len(s.orders), s.short)
+	}
+}
+
+// storm runs buyers goroutines of rounds each, started together: every 20th buyer
+// restocks a group's first SKU by 5 every 4th round, the others check out cart(rng) (a
+// refusal for want of stock is counted by s.checkout), and every 10th buyer from the
+// second cancels its order of every 3rd round. bought, if set, sees each order with its
+// lines and whether it was cancelled. It returns how long the buyers took.
+func (s *clusterShop) storm(t *testing.T, buyers, rounds int, seed uint64, cart func(*rand.Rand) []engine.Line,
+	bought func(o *engine.Order, lines []engine.Line, cancelled bool)) time.Duration {
+	t.Helper()
+	ctx := context.Background()
 	var wg gosync.WaitGroup
-	var failed atomic.Int64
 	start := make(chan struct{})
 	deadline := time.Now().Add(30 * time.Second)
 	for b := range buyers {
 		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(b), 7))
+			rng := rand.New(rand.NewPCG(uint64(b), seed))
 			<-start
 			for r := range rounds {
-				switch {
-				case b%20 == 0 && r%4 == 0: // a restock
+				if b%20 == 0 && r%4 == 0 { // a restock
 					sku := s.groups[rng.IntN(len(s.groups))][0]
 					req := engine.AdjustRequest{SKU: sku, Delta: 5, Reason: "restock", Actor: "admin",
 						IdempotencyKey: fmt.Sprintf("r-%d-%d", b, r)}
@@ -220,25 +235,34 @@ func TestClusterStorm(t *testing.T) {
 					s.mu.Lock()
 					s.received[sku] += 5
 					s.mu.Unlock()
-				default:
-					o, err := s.checkout(t, fmt.Sprintf("u%d", b), fmt.Sprintf("k-%d-%d", b, r), s.cart(rng), deadline)
+					continue
+				}
+				lines := cart(rng)
+				o, err := s.checkout(t, fmt.Sprintf("u%d", b), fmt.Sprintf("k-%d-%d", b, r), lines, deadline)
+				if err != nil {
+					t.Errorf("buyer %d: %v", b, err)
+					continue
+				}
+				if o == nil {
+					continue // refused for want of stock
+				}
+				cancelled := false
+				if b%10 == 1 && r%3 == 0 { // some buyers cancel
+					err := retryUnknown(func() error {
+						_, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID})
+						return err
+					})
 					if err != nil {
-						failed.Add(1)
-						t.Errorf("buyer %d: %v", b, err)
-						continue
-					}
-					if o != nil && b%10 == 1 && r%3 == 0 { // some buyers cancel
-						if err := retryUnknown(func() error {
-							_, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID})
-							return err
-						}); err != nil {
-							t.Errorf("cancel %s: %v", o.ID, err)
-							continue
-						}
+						t.Errorf("cancel %s: %v", o.ID, err)
+					} else {
+						cancelled = true
 						s.mu.Lock()
 						s.canceled[o.ID] = true
 						s.mu.Unlock()
 					}
+				}
+				if bought != nil {
+					bought(o, lines, cancelled)
 				}
 			}
 		})
@@ -246,14 +270,7 @@ func TestClusterStorm(t *testing.T) {
 	began := time.Now()
 	close(start)
 	wg.Wait()
-	took := time.Since(began)
-	s.checkUnits(t, nil, true)
-	s.checkOrdersOnce(t, sy)
-	t.Logf("storm: %d buyers x %d rounds in %v: %d orders (%d cancelled), %d refused for want of stock, partitions %d",
-		buyers, rounds, took.Round(time.Millisecond), len(s.orders), len(s.canceled), s.short, s.inv.Partitions())
-	if len(s.orders) == 0 || s.short == 0 {
-		t.Errorf("want both sales and sell-outs in the storm: %d orders, %d refusals", len(s.orders), s.short)
-	}
+	return time.Since(began)
 }
 
 // retryUnknown calls op again while its outcome is unknown or it was not applied (a

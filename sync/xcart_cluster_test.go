@@ -2,9 +2,7 @@ package sync_test
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
-	gosync "sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,66 +41,15 @@ func TestClusterCrossPartitionStorm(t *testing.T) {
 	run(t, sy)
 
 	const buyers, rounds = 240, 12
-	var wg gosync.WaitGroup
 	var cross atomic.Int64
-	start := make(chan struct{})
-	deadline := time.Now().Add(30 * time.Second)
-	for b := range buyers {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(b), 11))
-			<-start
-			for r := range rounds {
-				if b%20 == 0 && r%4 == 0 { // a restock
-					sku := s.groups[rng.IntN(len(s.groups))][0]
-					req := engine.AdjustRequest{SKU: sku, Delta: 5, Reason: "restock", Actor: "admin",
-						IdempotencyKey: fmt.Sprintf("r-%d-%d", b, r)}
-					if err := retryUnknown(func() error { _, err := s.inv.Adjust(ctx, req); return err }); err != nil {
-						t.Errorf("restock %s: %v", sku, err)
-						continue
-					}
-					s.mu.Lock()
-					s.received[sku] += 5
-					s.mu.Unlock()
-					continue
-				}
-				lines := s.xcart(rng)
-				for {
-					o, err := s.checkout(t, fmt.Sprintf("u%d", b), fmt.Sprintf("k-%d-%d", b, r), lines, deadline)
-					if err != nil {
-						t.Errorf("buyer %d: %v", b, err)
-						break
-					}
-					if o == nil {
-						break
-					}
-					if len(o.Items) != len(lines) {
-						t.Errorf("order %s: %d items, want %d", o.ID, len(o.Items), len(lines))
-					}
-					if b%10 == 1 && r%3 == 0 { // some buyers cancel
-						err := retryUnknown(func() error {
-							_, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID})
-							return err
-						})
-						if err != nil {
-							t.Errorf("cancel %s: %v", o.ID, err)
-						} else {
-							if s.spans(ctx, lines) > 1 {
-								cross.Add(1)
-							}
-							s.mu.Lock()
-							s.canceled[o.ID] = true
-							s.mu.Unlock()
-						}
-					}
-					break
-				}
-			}
-		})
-	}
-	began := time.Now()
-	close(start)
-	wg.Wait()
-	took := time.Since(began)
+	took := s.storm(t, buyers, rounds, 11, s.xcart, func(o *engine.Order, lines []engine.Line, cancelled bool) {
+		if len(o.Items) != len(lines) {
+			t.Errorf("order %s: %d items, want %d", o.ID, len(o.Items), len(lines))
+		}
+		if cancelled && s.spans(ctx, lines) > 1 {
+			cross.Add(1)
+		}
+	})
 	// Attempts abandoned by a WAIT shortfall at the decision are the sweeper's, and so
 	// are the restores of cancels whose restore met one.
 	waitFor(t, func() bool {

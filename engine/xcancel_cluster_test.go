@@ -36,8 +36,9 @@ func cancelEvents(t *testing.T, s *xShop, id string) map[string]map[int]int {
 	return out
 }
 
-// pendingCancels is how many cross-partition cancels wait for restores, over partitions.
-func pendingCancels(t *testing.T, s *xShop) int64 {
+// wantPendingCancels checks how many cross-partition cancels wait for restores, over
+// partitions.
+func wantPendingCancels(t *testing.T, s *xShop, want int64) {
 	t.Helper()
 	var n int64
 	for p := range s.inv.Partitions() {
@@ -47,7 +48,9 @@ func pendingCancels(t *testing.T, s *xShop) int64 {
 		}
 		n += c
 	}
-	return n
+	if n != want {
+		t.Errorf("%d cancels pending, want %d", n, want)
+	}
 }
 
 // wantCancelEvents checks one cancel event at the order's primary (the lowest of its
@@ -142,9 +145,7 @@ func TestCrossPartitionCancel(t *testing.T) {
 		s.settled(t, sold(kept))
 		wantCancelEvents(t, s, two.ID, s.parts[:2])
 		wantCancelEvents(t, s, three.ID, s.parts)
-		if n := pendingCancels(t, s); n != 0 {
-			t.Errorf("%d cancels pending, want none", n)
-		}
+		wantPendingCancels(t, s, 0)
 	})
 
 	t.Run("crashes", func(t *testing.T) {
@@ -164,9 +165,7 @@ func TestCrossPartitionCancel(t *testing.T) {
 				t.Errorf("after the primary's step: %s sold %d, want %d", sku, lv[sku].Sold, want)
 			}
 		}
-		if n := pendingCancels(t, s); n != 1 {
-			t.Errorf("%d cancels pending, want 1", n)
-		}
+		wantPendingCancels(t, s, 1)
 		if n, err := s.inv.SweepCrossPartition(ctx); err != nil || n != 0 {
 			t.Errorf("sweep before the restores are due: %d %v, want none", n, err)
 		}
@@ -206,9 +205,7 @@ func TestCrossPartitionCancel(t *testing.T) {
 		}
 		s.settled(t, nil)
 		wantCancelEvents(t, s, m.ID, s.parts)
-		if n := pendingCancels(t, s); n != 0 {
-			t.Errorf("%d cancels pending, want none", n)
-		}
+		wantPendingCancels(t, s, 0)
 	})
 
 	t.Run("before the checkout's commit", func(t *testing.T) {
@@ -225,17 +222,13 @@ func TestCrossPartitionCancel(t *testing.T) {
 		if lv := s.levels(t)[s.skus[held]]; lv.Reserved != q || lv.Sold != 0 || lv.Available != 10-q {
 			t.Errorf("%s before its commit: %+v, want %d reserved, none sold", s.skus[held], lv, q)
 		}
-		if n := pendingCancels(t, s); n != 1 {
-			t.Errorf("%d cancels pending, want 1", n)
-		}
+		wantPendingCancels(t, s, 1)
 		if n := sweepAfterTTL(t, s.inv); n != 2 {
 			t.Errorf("sweeper resolved and restored %d, want 2 (the commit, then the restore)", n)
 		}
 		s.settled(t, nil)
 		wantCancelEvents(t, s, o.ID, s.parts)
-		if n := pendingCancels(t, s); n != 0 {
-			t.Errorf("%d cancels pending, want none", n)
-		}
+		wantPendingCancels(t, s, 0)
 	})
 
 	t.Run("concurrent", func(t *testing.T) {
@@ -275,9 +268,7 @@ func TestCrossPartitionCancel(t *testing.T) {
 			t.Errorf("sweeper made %d restores, want none", n)
 		}
 		s.settled(t, nil)
-		if n := pendingCancels(t, s); n != 0 {
-			t.Errorf("%d cancels pending, want none", n)
-		}
+		wantPendingCancels(t, s, 0)
 	})
 }
 

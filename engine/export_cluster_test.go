@@ -24,7 +24,7 @@ func ReserveAgain(ctx context.Context, r *Redis, t string, primary int, sku stri
 	}
 	k := p.k
 	rep, err := r.xrun(ctx, p, []string{k.XAttempt(t), k.Stock(sku), k.Bought(sku)},
-		"reserve", t, primary, "late", r.x.ttl.Milliseconds(), r.tombTTL(), "late", sku, qty)
+		"reserve", t, primary, "late", r.x.ttl.Milliseconds(), "late", sku, qty)
 	if err != nil {
 		return "", "", err
 	}

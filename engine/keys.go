@@ -86,8 +86,17 @@ func (k Keys) Room(sku, suffix string) string {
 }
 
 // XAttempt is the record of a cross-partition checkout attempt's reservation in this
-// partition (scripts/lua/xcart.lua): held, then committed or aborted (a tombstone).
+// partition (scripts/lua/xcart.lua), while it is held.
 func (k Keys) XAttempt(attempt string) string { return k.prefix + "xa:" + attempt }
+
+// XEnded is the sorted set of ended reservations in this partition, "c:<attempt>"
+// (committed) or "a:<attempt>" (aborted) by the time they ended: the tombstones that
+// make a late reserve take nothing.
+func (k Keys) XEnded() string { return k.prefix + "xend" }
+
+// XDecisions is the sorted set of decisions on the cross-partition attempts whose
+// primary is this partition, "c:<attempt>" or "a:<attempt>" by the time decided.
+func (k Keys) XDecisions() string { return k.prefix + "xdec" }
 
 // XAttempts is the sorted set of held reservations by expiry (the sweeper's index).
 func (k Keys) XAttempts() string { return k.prefix + "xax" }
@@ -95,7 +104,9 @@ func (k Keys) XAttempts() string { return k.prefix + "xax" }
 // XInFlight is the hash of units reserved by in-flight cross-partition attempts, by SKU.
 func (k Keys) XInFlight() string { return k.prefix + "xin" }
 
-// XDecision is the decision on a cross-partition attempt, at its primary partition.
+// XDecision is the previous format's decision on a cross-partition attempt, at its
+// primary partition: still read, and written on an abort of such an attempt, so that an
+// upgrade during a sale loses nothing (XDecisions holds the decisions now).
 func (k Keys) XDecision(attempt string) string { return k.prefix + "xd:" + attempt }
 
 // XCancels is the sorted set of cross-partition orders cancelled at this partition (their

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -31,15 +32,15 @@ func TestCrossStepOnACorruptRecordFailsAlone(t *testing.T) {
 	if err := c.HDel(ctx, k.Stock("X"), "r").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.HSet(ctx, k.XAttempt("T2"), "st", "h", "p", 1, "o", "o2", "l", "X:1:100", "u", "u").Err(); err != nil {
+	if err := c.Set(ctx, k.XAttempt("T2"), "h\n1\no2\n0\nX:1:100\nu", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	decide := &xop{pending: pending{ctx: ctx, done: make(chan struct{})},
-		keys: []string{k.XDecision("T1"), k.Order("o1"), k.RateLimit("u"), k.Stock("Y"), k.Bought("Y")},
-		args: []any{"decide", "T1", "o1", "u", "fp", r.tombTTL(), 0, "", "", "Y", 2}}
+		keys: []string{k.Order("o1"), k.RateLimit("u"), k.Stock("Y"), k.Bought("Y")},
+		args: []any{"decide", "T1", "o1", "u", "fp", 0, "", "", "Y", 2}}
 	commit := &xop{pending: pending{ctx: ctx, done: make(chan struct{})},
 		keys: []string{k.XAttempt("T2"), k.Stock("X"), k.Bought("X")},
-		args: []any{"commit", "T2", r.tombTTL(), "X"}}
+		args: []any{"commit", "T2", "X"}}
 	outbox := c.XLen(ctx, k.Outbox()).Val()
 	p.xbatch.exec([]*xop{commit, decide}) // one script call for both
 	if commit.err != nil || commit.rep.status() != "error" {
@@ -62,8 +63,11 @@ func TestCrossStepOnACorruptRecordFailsAlone(t *testing.T) {
 	if x[0] != "5" || x[1] != "0" {
 		t.Errorf("X after the failed commit: a %v s %v, want 5 and 0 (no units moved)", x[0], x[1])
 	}
-	if st, _ := c.HGet(ctx, k.XAttempt("T2"), "st").Result(); st != "h" {
-		t.Errorf("the failed commit's record: st %q, want h (unchanged)", st)
+	if rec, _ := c.Get(ctx, k.XAttempt("T2")).Result(); rec != "h\n1\no2\n0\nX:1:100\nu" {
+		t.Errorf("the failed commit's record: %q, want it unchanged", rec)
+	}
+	if n, _ := c.ZCard(ctx, k.XEnded()).Result(); n != 0 {
+		t.Errorf("the failed commit left %d tombstones, want none", n)
 	}
 }
 
@@ -83,7 +87,7 @@ func TestSweeperPutsOffAnEntryItCannotSettle(t *testing.T) {
 	}
 	k := p.k
 	c.HDel(ctx, k.Stock("X"), "r")
-	c.HSet(ctx, k.XAttempt("T"), "st", "h", "p", p.n, "o", "o", "l", "X:1:100", "u", "u")
+	c.Set(ctx, k.XAttempt("T"), fmt.Sprintf("h\n%d\no\n0\nX:1:100\nu", p.n), 0)
 	past := float64(time.Now().Add(-time.Second).UnixMilli())
 	c.ZAdd(ctx, k.XAttempts(), redis.Z{Score: past, Member: "T"})
 	if _, err := r.SweepCrossPartition(ctx); err == nil {
@@ -92,5 +96,64 @@ func TestSweeperPutsOffAnEntryItCannotSettle(t *testing.T) {
 	due, err := c.ZScore(ctx, k.XAttempts(), "T").Result()
 	if err != nil || due < float64(time.Now().Add(sweepRetry-time.Second).UnixMilli()) {
 		t.Errorf("the failed entry is due at %v (%v), want about %v from now", due, err, sweepRetry)
+	}
+}
+
+// An upgrade in the middle of a sale: reservations the previous format left (attempt
+// records as hashes, decisions as keys xd:T) are ended by this version's sweeper as
+// their decision says, and an undecided one is aborted in both formats, so that a
+// decide of the previous version still in flight for it fails.
+func TestSweeperEndsAttemptsOfThePreviousFormat(t *testing.T) {
+	_, c := testredis.Start(t)
+	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
+	t.Cleanup(r.Close)
+	ctx := context.Background()
+	if _, err := r.CreateProduct(ctx, Product{SKU: "X", Stock: 5, Price: 100, Currency: "USD", Group: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.partitionOf(ctx, "X")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, q := p.k, r.parts[1-p.n] // X's partition, and the attempts' primary
+	// What the previous version left: two units reserved by two attempts, T1 decided
+	// committed at the primary, T2 undecided (its coordinator died).
+	past := float64(time.Now().Add(-time.Second).UnixMilli())
+	pipe := c.TxPipeline()
+	pipe.HIncrBy(ctx, k.Stock("X"), "a", -2)
+	pipe.HIncrBy(ctx, k.Stock("X"), "r", 2)
+	pipe.HSet(ctx, k.XInFlight(), "X", 2)
+	for _, a := range []string{"T1", "T2"} {
+		pipe.HSet(ctx, k.XAttempt(a), "st", "h", "p", q.n, "o", "o-"+a, "l", "X:1:100", "x", int64(past), "u", "u")
+		pipe.ZAdd(ctx, k.XAttempts(), redis.Z{Score: past, Member: a})
+	}
+	pipe.Set(ctx, q.k.XDecision("T1"), "c", time.Hour)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.SweepCrossPartition(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("sweep: %d resolved, %v; want 2", n, err)
+	}
+	lv, err := r.Levels(ctx, []string{"X"})
+	if err != nil || lv[0].Available != 4 || lv[0].Reserved != 0 || lv[0].Sold != 1 {
+		t.Errorf("X after the sweep: %+v %v, want 4 available, 0 reserved, 1 sold (T1 committed, T2 aborted)", lv, err)
+	}
+	if in, _ := c.HGetAll(ctx, k.XInFlight()).Result(); len(in) != 0 {
+		t.Errorf("in flight after the sweep: %v, want none", in)
+	}
+	if n, _ := c.Exists(ctx, k.XAttempt("T1"), k.XAttempt("T2")).Result(); n != 0 {
+		t.Errorf("%d attempt records left, want none", n)
+	}
+	for _, m := range []string{"c:T1", "a:T2"} {
+		if _, err := c.ZScore(ctx, k.XEnded(), m).Result(); err != nil {
+			t.Errorf("tombstone %s: %v", m, err)
+		}
+	}
+	if d, _ := c.Get(ctx, q.k.XDecision("T2")).Result(); d != "a" {
+		t.Errorf("T2's decision in the previous format: %q, want a (an old decide must fail)", d)
+	}
+	if _, err := c.ZScore(ctx, q.k.XDecisions(), "a:T2").Result(); err != nil {
+		t.Errorf("T2's decision: %v, want a:T2", err)
 	}
 }

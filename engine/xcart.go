@@ -238,7 +238,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		for _, l := range s.lines {
 			keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU))
 		}
-		args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), r.tombTTL(), req.UserID}, lineArgs(s.lines)...)
+		args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), req.UserID}, lineArgs(s.lines)...)
 		rep, err := r.xrun(ctx, s.p, keys, args...)
 		out[i] = res{rep, err}
 	})
@@ -274,11 +274,11 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		return Order{}, fail
 	}
 	k := primary.p.k
-	keys := []string{k.XDecision(t), k.Order(id), k.RateLimit(req.UserID)}
+	keys := []string{k.Order(id), k.RateLimit(req.UserID)}
 	for _, l := range primary.lines {
 		keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU))
 	}
-	args := append([]any{"decide", t, id, req.UserID, fp, r.tombTTL(), max(req.RatePerMinute, 0), currency,
+	args := append([]any{"decide", t, id, req.UserID, fp, max(req.RatePerMinute, 0), currency,
 		strings.Join(others, ",")}, lineArgs(primary.lines)...)
 	rep, err := r.xrun(ctx, primary.p, keys, args...)
 	if r.crashAt("after-decide", t) {
@@ -348,8 +348,11 @@ func (op *xop) appendTo(_ Keys, keys []string, args []any) ([]string, []any) {
 
 // newXBatcher makes partition k's batcher of cross-partition steps.
 func newXBatcher(r *Redis, k Keys, workers int) *batcher[*xop] {
-	// The batch's head: the outbox, the in-flight hash and the attempts index.
-	head := func() ([]string, []any) { return []string{k.Outbox(), k.XInFlight(), k.XAttempts()}, nil }
+	// The batch's head: the outbox, the in-flight hash, the attempts index, the ended
+	// and decisions sets, and how long the last two keep their entries.
+	head := func() ([]string, []any) {
+		return []string{k.Outbox(), k.XInFlight(), k.XAttempts(), k.XEnded(), k.XDecisions()}, []any{r.tombTTL()}
+	}
 	return newBatcher[*xop](r, k, scriptXCart, head, workers)
 }
 
@@ -382,7 +385,7 @@ func xRefusal(rep reply) error {
 // xEnd ends an undecided attempt: resolve at the primary (presumed abort), then commit
 // or abort at every secondary as the decision says. An error leaves it to the sweeper.
 func (r *Redis) xEnd(ctx context.Context, t string, parts []xPart) {
-	d, err := r.xResolve(ctx, parts[0].p, t)
+	d, err := r.xResolve(ctx, parts[0].p, t, false)
 	if err != nil {
 		return
 	}
@@ -393,8 +396,16 @@ func (r *Redis) xEnd(ctx context.Context, t string, parts []xPart) {
 	r.xFinish(ctx, t, parts[1:], step)
 }
 
-func (r *Redis) xResolve(ctx context.Context, p *partition, t string) (string, error) {
-	rep, err := r.xrun(ctx, p, []string{p.k.XDecision(t)}, "resolve", t, r.tombTTL())
+// xResolve returns attempt t's decision at its primary p, making it aborted if there is
+// none (presumed abort). old says the attempt was made by the previous format (a hash
+// attempt record), whose decide reads its own decision key: the abort is written there
+// too.
+func (r *Redis) xResolve(ctx context.Context, p *partition, t string, old bool) (string, error) {
+	legacy := "0"
+	if old {
+		legacy = "1"
+	}
+	rep, err := r.xrun(ctx, p, []string{p.k.XDecision(t)}, "resolve", t, legacy, r.tombTTL())
 	if err != nil {
 		return "", err
 	}
@@ -438,7 +449,7 @@ func parallel(n int, f func(i int)) {
 func (r *Redis) xSettle(ctx context.Context, p *partition, t, step string, skus []string) (string, error) {
 	k := p.k
 	keys := []string{k.XAttempt(t)}
-	args := []any{step, t, r.tombTTL()}
+	args := []any{step, t}
 	for _, s := range skus {
 		keys = append(keys, k.Stock(s), k.Bought(s))
 		args = append(args, s)
@@ -481,27 +492,19 @@ func (r *Redis) sweepPartition(ctx context.Context, p *partition) (int, error) {
 	n := 0
 	var errs []error
 	for _, t := range ts {
-		v, err := r.rdb.HMGet(ctx, p.k.XAttempt(t), "st", "p", "l").Result()
+		rec, err := r.readAttempt(ctx, p, t)
 		if err != nil {
 			errs = append(errs, err)
+			r.sweepLater(ctx, p.k.XAttempts(), t)
 			continue
 		}
-		st, _ := v[0].(string)
-		ps, _ := v[1].(string)
-		ls, _ := v[2].(string)
-		prim, perr := strconv.Atoi(ps)
-		var skus []string
-		for item := range strings.SplitSeq(ls, ",") {
-			if sku, _, ok := strings.Cut(item, ":"); ok {
-				skus = append(skus, sku)
-			}
-		}
-		if st != "h" || perr != nil || prim < 0 || prim >= len(r.parts) || len(skus) == 0 {
+		if !rec.held || rec.primary < 0 || rec.primary >= len(r.parts) || len(rec.skus) == 0 {
 			// Ended (or not a record this version reads): it has no units to give back.
 			r.rdb.ZRem(ctx, p.k.XAttempts(), t)
 			continue
 		}
-		d, err := r.xResolve(ctx, r.parts[prim], t)
+		prim, skus := rec.primary, rec.skus
+		d, err := r.xResolve(ctx, r.parts[prim], t, rec.old)
 		if err == nil {
 			step := "abort"
 			if d == "c" {
@@ -517,6 +520,57 @@ func (r *Redis) sweepPartition(ctx context.Context, p *partition) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// xRecord is what the sweeper reads of an attempt record.
+type xRecord struct {
+	held    bool // the reservation is held (the record exists and is not a tombstone)
+	old     bool // the previous format's record (a hash): its primary's decide reads xd:T
+	primary int
+	skus    []string // the SKUs of its lines, in order
+}
+
+// readAttempt reads attempt t's record at partition p: a string
+// "h\n<primary>\n<order id>\n<expiry ms>\n<lines>\n<user>" (xcart.lua), or a hash of
+// the previous format (st, p, l), kept readable so that an upgrade during a sale leaves
+// no attempt the sweeper cannot end.
+func (r *Redis) readAttempt(ctx context.Context, p *partition, t string) (xRecord, error) {
+	key := p.k.XAttempt(t)
+	var st, prim, lines string
+	old := false
+	v, err := r.rdb.Get(ctx, key).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return xRecord{}, nil
+	case err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
+		hv, herr := r.rdb.HMGet(ctx, key, "st", "p", "l").Result()
+		if herr != nil {
+			return xRecord{}, herr
+		}
+		st, _ = hv[0].(string)
+		prim, _ = hv[1].(string)
+		lines, _ = hv[2].(string)
+		old = true
+	case err != nil:
+		return xRecord{}, err
+	default:
+		f := strings.SplitN(v, "\n", 6)
+		if len(f) != 6 {
+			return xRecord{}, fmt.Errorf("attempt record %s does not parse", key)
+		}
+		st, prim, lines = f[0], f[1], f[4]
+	}
+	n, err := strconv.Atoi(prim)
+	if err != nil {
+		n = -1
+	}
+	rec := xRecord{held: st == "h", old: old, primary: n}
+	for item := range strings.SplitSeq(lines, ",") {
+		if sku, _, ok := strings.Cut(item, ":"); ok {
+			rec.skus = append(rec.skus, sku)
+		}
+	}
+	return rec, nil
 }
 
 // sweepRetry is how long a sweeper leaves an entry it could not resolve before trying

@@ -378,13 +378,15 @@ func (s *clusterShop) xfailoverCart(rng *rand.Rand) []engine.Line {
 	return lines
 }
 
-// checkAttempts reads every cross-partition attempt record (kept an hour as a
-// tombstone) and checks, against the surviving acknowledged orders, that none is still
-// held and that each cross-partition order is committed exactly once in each of its
-// secondary partitions, with its lines there; it returns the orders that break this
-// (partial carts). It returns apart the orders that are not there
-// but have committed reservations (orphans: units sold for no order), described and as
-// units by SKU: their order was lost with a master (without WAIT) or never made.
+// checkAttempts reads every cross-partition reservation still held (attempt records
+// live only while held) and every commit (the xcommit events of each partition's
+// outbox, written by the same script call as the commit), and checks, against the
+// surviving acknowledged orders, that none is still held and that each
+// cross-partition order is committed exactly once in each of its secondary
+// partitions, with its lines there; it returns the orders that break this (partial
+// carts). It returns apart the orders that are not there but have committed
+// reservations (orphans: units sold for no order), described and as units by SKU:
+// their order was lost with a master (without WAIT) or never made.
 func (s *clusterShop) checkAttempts(t *testing.T, span func([]engine.Line) []int) (partial, orphans []string, orphanUnits map[string]int64) {
 	t.Helper()
 	ctx := context.Background()
@@ -395,38 +397,31 @@ func (s *clusterShop) checkAttempts(t *testing.T, span func([]engine.Line) []int
 	committed := map[string][]rec{} // by order id
 	held := 0
 	for p := range s.inv.Partitions() {
-		prefix := s.inv.PartitionKeys(p).XAttempt("")
+		k := s.inv.PartitionKeys(p)
+		prefix := k.XAttempt("")
 		node, err := s.c.Client().MasterForKey(ctx, prefix)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var keys []string
 		it := node.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 		for it.Next(ctx) {
-			keys = append(keys, it.Val())
+			held++
 		}
 		if err := it.Err(); err != nil {
 			t.Fatal(err)
 		}
-		for chunk := range slices.Chunk(keys, 500) {
-			pipe := node.Pipeline()
-			cmds := make([]*redis.SliceCmd, len(chunk))
-			for i, k := range chunk {
-				cmds[i] = pipe.HMGet(ctx, k, "st", "o", "l")
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
+		msgs, err := node.XRange(ctx, k.Outbox(), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			evs, err := engine.DecodeEntry(m.ID, m.Values)
+			if err != nil {
 				t.Fatal(err)
 			}
-			for _, c := range cmds {
-				v := c.Val()
-				st, _ := v[0].(string)
-				o, _ := v[1].(string)
-				l, _ := v[2].(string)
-				switch st {
-				case "h":
-					held++
-				case "c":
-					committed[o] = append(committed[o], rec{p, l})
+			for _, e := range evs {
+				if e.Kind == "xcommit" {
+					committed[e.Reason] = append(committed[e.Reason], rec{p, e.Lines})
 				}
 			}
 		}

@@ -6,8 +6,8 @@
 -- commits (commit) or releases (abort) the reservations. The decision for attempt T is
 -- recorded once at the primary and never changes; resolve reads it, and makes it
 -- 'aborted' if there is none yet (presumed abort), so a decide that arrives later fails.
--- A reservation ends committed or aborted and its record stays as a tombstone, so a late
--- or duplicate reserve of an ended attempt takes nothing. Every step is idempotent.
+-- A reservation that ends, committed or aborted, leaves a tombstone, so a late or
+-- duplicate reserve of an ended attempt takes nothing. Every step is idempotent.
 --
 -- Units reserved here move available -> reserved (the stock hash's r) and are counted in
 -- the partition's in-flight hash (SKU -> units), which tells "held by an in-flight
@@ -16,51 +16,172 @@
 -- movements, so every partition's movements reach MongoDB keyed by (SKU, sequence).
 --
 -- A call is a batch of steps, of any attempts, applied in order, each atomically, as
--- take.lua does: each step sees the levels its predecessors left. KEYS[1..3] are the
--- partition's outbox, in-flight hash and attempts index (by expiry); then each step's
--- own keys, one step after the other. ARGV holds, per step, its number of keys, its
--- number of values, then its values. The answer holds, per step, its number of values,
--- then its values; a step that fails answers 'error', message. Stock levels and
--- in-flight counts are read once and written once per batch, and the batch's events go
--- out as one outbox entry (fields 0, 1, ... and L, the levels after the batch): a step's
--- own writes are the attempt's records. Below, KEYS and ARGV are one step's own; its
--- ARGV[1] names it:
+-- take.lua does: each step sees what its predecessors left. A redis.call costs about
+-- 2 us whatever it does, so the batch makes a fixed number of them, not a few per step:
+-- the records every step reads come in one MGET and one ZMSCORE per set; stock levels
+-- and in-flight counts are read once; every step's writes are kept here and made at the
+-- end (records in one MSET and one DEL, index and tombstone entries in one ZADD or ZREM
+-- per set, each moved stock hash once, the batch's events as one outbox entry: fields
+-- 0, 1, ... and L, the levels after the batch). Only per-user counters (SKUs with a
+-- limit) and the replay paths write at once.
+--
+-- The records:
+--   attempt record  xa:T at each secondary, while the reservation is held: a string
+--                   "h\n<primary>\n<order id>\n<expiry ms>\n<lines>\n<user>", deleted when
+--                   the reservation ends (no TTL: the attempts index keeps it until the
+--                   sweeper ends it)
+--   attempts index  sorted set, T by expiry: the sweeper's work list
+--   ended           sorted set at each secondary, 'c:T' (committed) or 'a:T' (aborted) by
+--                   the time it ended: the tombstones, kept ARGV[1] seconds
+--   decisions       sorted set at the primary, 'c:T' or 'a:T' by the time decided, kept
+--                   ARGV[1] seconds
+-- Records of the previous format (attempt records as hashes, decisions as keys xd:T)
+-- are still read, so that an upgrade in the middle of a sale loses no attempt.
+--
+-- KEYS[1..5] are the partition's outbox, in-flight hash, attempts index, ended set and
+-- decisions set; ARGV[1] how long tombstones and decisions are kept (s). Then each
+-- step's own keys, one step after the other, and in ARGV, per step, its number of keys,
+-- its number of values, then its values. The answer holds, per step, its number of
+-- values, then its values; a step that fails answers 'error', message. Below, KEYS and
+-- ARGV are one step's own; its ARGV[1] names it:
 --
 -- reserve  KEYS attempt record, then per line its stock hash and per-user counters
---          ARGV 'reserve', T, primary partition, order id, ttl ms, tombstone ttl s, user,
---               then sku, qty per line
+--          ARGV 'reserve', T, primary partition, order id, ttl ms, user, then sku, qty
+--               per line
 --          -> 'ok', currency, lines | 'state', st ('h' | 'c' | 'a': the attempt existed)
 --             | 'busy' | 'oos', sku, qty, available, ... | 'not_found'|'corrupt'|'window'|
 --               'pass'|'currency', sku | 'limit', sku, limit, already, requested
 -- commit   KEYS attempt record, then per line its stock hash and per-user counters
---          ARGV 'commit', T, tombstone ttl s, then the SKUs of the record's lines in order
+--          ARGV 'commit', T, then the SKUs of the record's lines in order
 --          -> 'committed' | 'aborted' | 'nohold'
--- abort    the keys and values of commit; a missing record becomes an aborted tombstone
---          -> 'aborted' | 'committed'
--- decide   KEYS decision, order record, rate-limit window, then per line of the primary
---               its stock hash and per-user counters
---          ARGV 'decide', T, order id, user, fingerprint, decision ttl s, rate limit,
---               other partitions' currency, other partitions' lines, then sku, qty per line
+-- abort    the keys and values of commit; a reservation that does not exist becomes an
+--          aborted tombstone   -> 'aborted' | 'committed'
+-- decide   KEYS order record, rate-limit window, then per line of the primary its stock
+--               hash and per-user counters
+--          ARGV 'decide', T, order id, user, fingerprint, rate limit, other partitions'
+--               currency, other partitions' lines, then sku, qty per line
 --          -> 'ok', ts, currency, lines | 'decided', 'c'|'a' | 'replay' | 'reused'
 --             | 'rate_limited', ms | the refusals of reserve
--- resolve  KEYS decision   ARGV 'resolve', T, decision ttl s   -> 'c' | 'a'
+-- resolve  KEYS the previous format's decision key   ARGV 'resolve', T, legacy (1: the
+--               attempt was made by the previous format, whose decide reads that key),
+--               its ttl s
+--          -> 'c' | 'a'
 -- confirm  KEYS order record   ARGV 'confirm'   -> 'ok', record | 'none'
 --
--- A step that answers from a record it finds (a decision, an order) writes it again
--- (same value, same ttl): WAIT covers only what the connection wrote, so otherwise an
--- answer could rest on a write a failover loses.
+-- A step that answers from a record it finds (a decision, an order) writes it again:
+-- WAIT covers only what the connection wrote, so otherwise an answer could rest on a
+-- write a failover loses.
 --
 -- Units of a SKU with a per-user limit count against the buyer's counter when reserved
 -- (or sold, at the primary), as take.lua counts them, and their line is marked ':L';
 -- an abort gives them back, so does a cancel.
+--
+-- A step that fails (a corrupt record: WRONGTYPE, a counter that is not a number)
+-- answers an error of its own and the others still apply: each step does all its reads
+-- before it changes anything kept here.
 
-local OUTBOX, INFLIGHT, ATTEMPTS = KEYS[1], KEYS[2], KEYS[3]
+local OUTBOX, INFLIGHT, ATTEMPTS, ENDED, DECISIONS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local KEEP = 1000 * tonumber(ARGV[1])
 local now = now_ms()
 local now_s = tostring(now)
-local cache, order = {}, {} -- stock key -> levels, and the keys in first-seen order
-local held = {}             -- sku -> units in flight (read once, then kept here)
-local heldMoved = {}        -- the SKUs whose in-flight count this batch changed, in order
-local events = {}           -- the batch's outbox entry: '0', event, '1', event, ...
+
+-- The steps, as {keys, argv, 'c:T', 'a:T'} (T the step's attempt: the names of its
+-- entries in the ended or decisions set, made once).
+local steps = {}
+do
+  local k, a = 6, 2
+  while a <= #ARGV do
+    local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local keys, argv = {}, {}
+    for i = 1, nk do keys[i] = KEYS[k + i - 1] end
+    for i = 1, na do argv[i] = ARGV[a + 1 + i] end
+    steps[#steps + 1] = {keys, argv}
+    k, a = k + nk, a + 2 + na
+  end
+end
+
+-- What the batch reads once. str: string records (false: none, or not a string);
+-- ended and decided: the members of the ended and decisions sets that exist.
+local str, ended, decided = {}, {}, {}
+do
+  local skeys, seen, emembers, dmembers = {}, {}, {}, {}
+  local function want(key)
+    if not seen[key] then seen[key] = true; skeys[#skeys + 1] = key end
+  end
+  for _, s in ipairs(steps) do
+    local keys, argv = s[1], s[2]
+    local op, t = argv[1], argv[2]
+    if op ~= 'confirm' then s[3], s[4] = 'c:' .. t, 'a:' .. t end
+    if op == 'reserve' then
+      want(keys[1])
+      emembers[#emembers + 1] = s[3]; emembers[#emembers + 1] = s[4]
+    elseif op == 'commit' or op == 'abort' then
+      want(keys[1]) -- its tombstone is looked for only if it has no record (attempt)
+    elseif op == 'decide' or op == 'resolve' then
+      want(keys[1])
+      dmembers[#dmembers + 1] = s[3]; dmembers[#dmembers + 1] = s[4]
+    elseif op == 'confirm' then
+      want(keys[1])
+    end
+  end
+  if #skeys > 0 then
+    local v = redis.call('MGET', unpack(skeys))
+    for i, key in ipairs(skeys) do str[key] = v[i] or false end
+  end
+  local function members(set, ms, into)
+    if #ms == 0 then return end
+    local v = redis.call('ZMSCORE', set, unpack(ms))
+    for i, m in ipairs(ms) do if v[i] then into[m] = true end end
+  end
+  members(ENDED, emembers, ended)
+  members(DECISIONS, dmembers, decided)
+end
+
+-- What the batch writes at the end, in the order first written.
+local strw, strorder = {}, {}  -- string records: key -> value, or false to delete
+local attw, attorder = {}, {}  -- attempts index: T -> expiry, or false to remove
+local endadd, decadd = {}, {}  -- new members of the ended and decisions sets
+local cache, order = {}, {}    -- stock key -> levels, and the keys in first-seen order
+local held = {}                -- sku -> units in flight (read once, then kept here)
+local heldMoved = {}           -- the SKUs whose in-flight count this batch changed, in order
+local events = {}              -- the batch's outbox entry: '0', event, '1', event, ...
+
+local function set_str(key, v)
+  if strw[key] == nil then strorder[#strorder + 1] = key end
+  strw[key] = v
+  str[key] = v
+end
+
+local function index(t, exp)
+  if attw[t] == nil then attorder[#attorder + 1] = t end
+  attw[t] = exp
+end
+
+-- end_attempt ends the reservation of attempt t here with tombstone m ('c:T' or
+-- 'a:T'): its record deleted (key, if any), its index entry removed.
+local function end_attempt(t, m, key)
+  if key then set_str(key, false) end
+  index(t, false)
+  ended[m] = true
+  endadd[#endadd + 1] = now_s; endadd[#endadd + 1] = m
+end
+
+-- decide_as records decision m ('c:T' or 'a:T').
+local function decide_as(m)
+  decided[m] = true
+  decadd[#decadd + 1] = now_s; decadd[#decadd + 1] = m
+end
+
+-- decision returns the decision ('c', 'a' or nil) of the attempt whose decision names
+-- are mc and ma; one found is written again (its score moved on), so that the WAIT
+-- behind this call covers it.
+local function decision(mc, ma)
+  local m, d = mc, 'c'
+  if not decided[mc] then m, d = ma, 'a' end
+  if not decided[m] then return nil end
+  redis.call('ZINCRBY', DECISIONS, 1, m)
+  return d
+end
 
 -- stock reads a stock hash once per batch (nil if it does not exist); later steps see
 -- earlier ones' moves.
@@ -91,9 +212,12 @@ local function inflight(sku)
   return n
 end
 
-local function emit_event(e)
-  events[#events + 1] = tostring(#events / 2)
-  events[#events + 1] = event(e)
+-- emit_event adds an event (prelude's event format, without its table: a batch makes
+-- one per step) to the batch's outbox entry.
+local function emit_event(kind, id, user, currency, lines, moves, reason)
+  events[#events + 1] = #events / 2
+  events[#events + 1] = '2\n' .. kind .. '\n' .. id .. '\n' .. user .. '\n' .. now_s .. '\n' .. currency .. '\n' ..
+    lines .. '\n' .. moves .. '\n\n\n\n' .. reason .. '\n'
 end
 
 -- check reads and checks the lines whose keys start at KEYS[k0] (stock hash, counters)
@@ -102,7 +226,8 @@ end
 local function check(KEYS, ARGV, k0, a0, n, currency, user)
   local lvs, short, busy = {}, nil, false
   for i = 1, n do
-    local key, sku, q = KEYS[k0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1)], tonumber(ARGV[a0 + 2 * (i - 1) + 1])
+    local key, sku, qs = KEYS[k0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1) + 1]
+    local q = tonumber(qs)
     local lv = stock(key, sku)
     if not lv then return nil, {'not_found', sku} end
     if not lv.ok then return nil, {'corrupt', sku} end
@@ -124,7 +249,7 @@ local function check(KEYS, ARGV, k0, a0, n, currency, user)
         short[#short + 1] = sku; short[#short + 1] = q; short[#short + 1] = lv.a
       end
     end
-    lvs[i] = {lv = lv, qty = q, bk = bk}
+    lvs[i] = {lv = lv, qty = q, qs = qs, bk = bk}
   end
   if short then return nil, short end
   if busy then return nil, {'busy'} end
@@ -135,146 +260,182 @@ end
 local function lines_of(lvs, user)
   local l = {}
   for i, x in ipairs(lvs) do
-    l[i] = x.lv.sku .. ':' .. x.qty .. ':' .. x.lv.p
     if x.bk then
-      l[i] = l[i] .. ':L'
-      redis.call('HINCRBY', x.bk, user, x.qty)
+      l[i] = x.lv.sku .. ':' .. x.qs .. ':' .. x.lv.p .. ':L'
+      redis.call('HINCRBY', x.bk, user, x.qs)
+    else
+      l[i] = x.lv.sku .. ':' .. x.qs .. ':' .. x.lv.p
     end
   end
   return table.concat(l, ',')
 end
 
--- move applies da, dr, ds times each line's quantity to the cached levels, and dx times
--- it to the in-flight counts; it returns the movements.
+-- prefetch reads the in-flight counts of checked lines: a step that moves them calls it
+-- before its first write, so that a failed read changes nothing.
+local function prefetch(lvs)
+  for _, x in ipairs(lvs) do inflight(x.lv.sku) end
+end
+
+-- move applies da, dr, ds (each -1, 0 or 1) times each line's quantity to the cached
+-- levels, and dx times it to the in-flight counts (read by prefetch); it returns the
+-- movements. Deltas are written from the quantity's string: a number made a string
+-- costs Redis's Lua a formatted print.
 local function move(lvs, da, dr, ds, dx)
   local m = {}
-  if dx ~= 0 then
-    for _, x in ipairs(lvs) do inflight(x.lv.sku) end -- every read before the first change
-  end
   for i, x in ipairs(lvs) do
-    local lv, q = x.lv, x.qty
+    local lv, q, qs = x.lv, x.qty, x.qs
+    local neg = '-' .. qs
     lv.a, lv.r, lv.s, lv.q = lv.a + da * q, lv.r + dr * q, lv.s + ds * q, lv.q + 1
     if dx ~= 0 then
       local n = inflight(lv.sku)
       if heldMoved[lv.sku] == nil then heldMoved[#heldMoved + 1] = lv.sku; heldMoved[lv.sku] = true end
       held[lv.sku] = n + dx * q
     end
-    m[i] = lv.sku .. ':' .. lv.q .. ':' .. (da * q) .. ':' .. (dr * q) .. ':' .. (ds * q)
+    m[i] = lv.sku .. ':' .. lv.q .. ':' .. (da < 0 and neg or da > 0 and qs or '0') .. ':' ..
+      (dr < 0 and neg or dr > 0 and qs or '0') .. ':' .. (ds < 0 and neg or ds > 0 and qs or '0')
   end
   return table.concat(m, ',')
 end
 
--- step runs one step, whose keys and values are KEYS and ARGV.
-local function step(KEYS, ARGV)
-  local op = ARGV[1]
-  if op == 'resolve' then
-    local d = redis.call('GET', KEYS[1])
-    if d then
-      -- Written again, so that the WAIT behind this call covers it: what the caller does
-      -- next (commit or abort elsewhere) must not rest on a decision a failover can lose.
-      redis.call('SET', KEYS[1], d, 'KEEPTTL')
-      return {d}
-    end
-    redis.call('SET', KEYS[1], 'a', 'EX', ARGV[3])
-    return {'a'}
+-- attempt reads an attempt's reservation here: its state ('h', 'c', 'a' or nil) and,
+-- when held, its lines, order id and user; mc and ma name its tombstones. A reserve's
+-- tombstones were read with the batch's (its record is usually missing); a commit or
+-- abort (ending) usually finds its record, so its tombstones, and then a record of the
+-- previous format (a hash), are looked for only when it does not: a call each, made
+-- only for attempts already ended or of the previous format.
+local function attempt(key, mc, ma, ending)
+  local rec = str[key]
+  if rec then
+    local st, _, o, _, l, u = string.match(rec, '^(h)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+    if not st then error('xcart: attempt record ' .. key .. ' does not parse') end
+    return 'h', l, o, u
   end
+  if not ending then
+    if ended[mc] then return 'c' end
+    if ended[ma] then return 'a' end
+    return nil
+  end
+  if not ended[mc] and not ended[ma] then
+    local v = redis.call('ZMSCORE', ENDED, mc, ma)
+    if v[1] then ended[mc] = true elseif v[2] then ended[ma] = true end
+  end
+  if ended[mc] then return 'c' end
+  if ended[ma] then return 'a' end
+  local v = redis.call('HMGET', key, 'st', 'l', 'o', 'u')
+  if v[1] then return v[1], v[2], v[3], v[4] end
+  return nil
+end
+
+-- step runs one step, whose keys and values are KEYS and ARGV; mc and ma name its
+-- attempt's entries in the ended or decisions set.
+local function step(KEYS, ARGV, mc, ma)
+  local op = ARGV[1]
 
   if op == 'reserve' then
-    local st = redis.call('HGET', KEYS[1], 'st')
+    local t = ARGV[2]
+    local st = attempt(KEYS[1], mc, ma, false)
     if st then return {'state', st} end
-    local user = ARGV[7]
-    local lvs, cur = check(KEYS, ARGV, 2, 8, (#ARGV - 7) / 2, nil, user)
+    local user = ARGV[6]
+    local lvs, cur = check(KEYS, ARGV, 2, 7, (#ARGV - 6) / 2, nil, user)
     if not lvs then return cur end
+    prefetch(lvs)
     local lines = lines_of(lvs, user)
-    local exp = now + tonumber(ARGV[5])
-    redis.call('HSET', KEYS[1], 'st', 'h', 'p', ARGV[3], 'o', ARGV[4], 'l', lines, 'x', exp, 'u', user)
-    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) + 1000 * tonumber(ARGV[6]))
-    redis.call('ZADD', ATTEMPTS, exp, ARGV[2])
     local moves = move(lvs, -1, 1, 0, 1)
-    emit_event({kind = 'xreserve', id = ARGV[2], ts = now_s, currency = cur, lines = lines, moves = moves})
+    local exp = tostring(now + tonumber(ARGV[5]))
+    set_str(KEYS[1], 'h\n' .. ARGV[3] .. '\n' .. ARGV[4] .. '\n' .. exp .. '\n' .. lines .. '\n' .. user)
+    index(t, exp)
+    emit_event('xreserve', t, '', cur, lines, moves, '')
     return {'ok', cur, lines}
   end
 
   if op == 'commit' or op == 'abort' then
-    local v = redis.call('HMGET', KEYS[1], 'st', 'l', 'o', 'u')
-    local st = v[1]
+    local t = ARGV[2]
+    local st, lines, o, user = attempt(KEYS[1], mc, ma, true)
     if st == 'c' then return {'committed'} end
     if st == 'a' then return {'aborted'} end
-    if not st then
+    if st ~= 'h' then
       if op == 'commit' then return {'nohold'} end
-      redis.call('HSET', KEYS[1], 'st', 'a')
-      redis.call('EXPIRE', KEYS[1], ARGV[3])
-      redis.call('ZREM', ATTEMPTS, ARGV[2])
+      end_attempt(t, ma, nil) -- a late reserve of it will take nothing
       return {'aborted'}
     end
-    local parsed = parse_lines(v[2])
-    if 2 * #parsed ~= #KEYS - 1 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
-    local lvs = {}
-    for i, l in ipairs(parsed) do
-      if ARGV[3 + i] ~= l[1] then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
-      local lv = stock(KEYS[2 * i], l[1])
-      if not lv or not lv.ok then return {'error', 'xcart: the stock record of ' .. l[1] .. ' is gone or corrupt'} end
-      lvs[i] = {lv = lv, qty = l[2], bk = l[4] and KEYS[2 * i + 1]}
+    -- The record's lines, "sku:qty:price[:L]", in the order of the step's keys.
+    local lvs, i = {}, 0
+    for sku, qs, counted in string.gmatch(lines, '([^:,]+):(%d+):%d+(:?L?)') do
+      i = i + 1
+      if ARGV[2 + i] ~= sku then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
+      local lv = stock(KEYS[2 * i], sku)
+      if not lv or not lv.ok then return {'error', 'xcart: the stock record of ' .. sku .. ' is gone or corrupt'} end
+      lvs[i] = {lv = lv, qty = tonumber(qs), qs = qs, bk = counted == ':L' and KEYS[2 * i + 1]}
     end
-    local moves, kind, res
+    if 2 * i ~= #KEYS - 1 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
+    prefetch(lvs)
+    local moves, kind, res, m
     if op == 'commit' then
-      kind, res = 'xcommit', 'committed'
-      redis.call('HSET', KEYS[1], 'st', 'c')
+      kind, res, m = 'xcommit', 'committed', mc
+      moves = move(lvs, 0, -1, 1, -1)
     else
-      kind, res = 'xabort', 'aborted'
-      redis.call('HSET', KEYS[1], 'st', 'a')
+      kind, res, m = 'xabort', 'aborted', ma
       for _, x in ipairs(lvs) do
-        if x.bk and v[4] then give_back(x.bk, v[4], x.qty) end
+        if x.bk and user then give_back(x.bk, user, x.qty) end
       end
+      moves = move(lvs, 1, -1, 0, -1)
     end
-    redis.call('EXPIRE', KEYS[1], ARGV[3])
-    redis.call('ZREM', ATTEMPTS, ARGV[2])
-    if op == 'commit' then moves = move(lvs, 0, -1, 1, -1) else moves = move(lvs, 1, -1, 0, -1) end
-    emit_event({kind = kind, id = ARGV[2], ts = now_s, lines = v[2], moves = moves, reason = v[3]})
+    end_attempt(t, m, KEYS[1])
+    emit_event(kind, t, '', '', lines, moves, o or '')
     return {res}
   end
 
   if op == 'decide' then
-    local d = redis.call('GET', KEYS[1])
-    if d then
-      redis.call('SET', KEYS[1], d, 'KEEPTTL') -- covered by this call's WAIT, as in resolve
-      return {'decided', d}
-    end
-    local ttl = ARGV[6]
-    local rec = redis.call('GET', KEYS[2])
+    local d = decision(mc, ma)
+    if d then return {'decided', d} end
+    local rec = str[KEYS[1]]
     if rec then
-      redis.call('SET', KEYS[1], 'a', 'EX', ttl)
+      decide_as(ma)
       local fp = select(6, parse_order(rec))
       if fp ~= ARGV[5] and fp ~= '*' then return {'reused'} end
       return {'replay'}
     end
-    local limit = tonumber(ARGV[7])
+    local limit = tonumber(ARGV[6])
     if limit > 0 then
-      local wait = over_rate(KEYS[3], limit)
+      local wait = over_rate(KEYS[2], limit)
       if wait then
-        redis.call('SET', KEYS[1], 'a', 'EX', ttl)
+        decide_as(ma)
         return {'rate_limited', wait}
       end
     end
-    local lvs, cur = check(KEYS, ARGV, 4, 10, (#ARGV - 9) / 2, ARGV[8], ARGV[4])
+    local lvs, cur = check(KEYS, ARGV, 3, 9, (#ARGV - 8) / 2, ARGV[7], ARGV[4])
     if not lvs then
-      redis.call('SET', KEYS[1], 'a', 'EX', ttl)
+      decide_as(ma)
       return cur
     end
     local lines = lines_of(lvs, ARGV[4])
-    local all = lines
-    if ARGV[9] ~= '' then all = lines .. ',' .. ARGV[9] end
-    redis.call('SET', KEYS[2], order_record('confirmed', now_s, cur, '', all, ARGV[5], ARGV[4]))
-    redis.call('SET', KEYS[1], 'c', 'EX', ttl)
     local moves = move(lvs, -1, 0, 1, 0)
-    emit_event({kind = 'order', id = ARGV[3], user = ARGV[4], ts = now_s, currency = cur, lines = all, moves = moves})
+    local all = lines
+    if ARGV[8] ~= '' then all = lines .. ',' .. ARGV[8] end
+    set_str(KEYS[1], order_record('confirmed', now_s, cur, '', all, ARGV[5], ARGV[4]))
+    decide_as(mc)
+    emit_event('order', ARGV[3], ARGV[4], cur, all, moves, '')
     return {'ok', now_s, cur, all}
+  end
+
+  if op == 'resolve' then
+    local d = decision(mc, ma)
+    if d then return {d} end
+    local old = str[KEYS[1]]
+    if old then
+      redis.call('SET', KEYS[1], old, 'KEEPTTL') -- covered by this call's WAIT, as above
+      return {old}
+    end
+    decide_as(ma)
+    -- A decide of the previous format reads only its own key: it must find the abort.
+    if ARGV[3] == '1' then redis.call('SET', KEYS[1], 'a', 'EX', ARGV[4]) end
+    return {'a'}
   end
 
   if op == 'confirm' then
     -- An order a retry is about to answer with: written again so that the WAIT behind
     -- this call covers it (the decide that made it may have been answered "unknown").
-    local v = redis.call('GET', KEYS[1])
+    local v = str[KEYS[1]]
     if not v then return {'none'} end
     redis.call('SET', KEYS[1], v, 'KEEPTTL')
     return {'ok', v}
@@ -283,23 +444,35 @@ local function step(KEYS, ARGV)
   return {'error', 'xcart: unknown step ' .. tostring(op)}
 end
 
-local out, k, a = {}, 4, 1
-while a <= #ARGV do
-  local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local keys, argv = {}, {}
-  for i = 1, nk do keys[i] = KEYS[k + i - 1] end
-  for i = 1, na do argv[i] = ARGV[a + 1 + i] end
-  -- A step that fails (a corrupt record: WRONGTYPE, a counter that is not a number)
-  -- answers an error of its own; the others still apply. Each step makes its own writes
-  -- before it moves the cached levels, so a failed step moves no units.
-  local ok, r = pcall(step, keys, argv)
+local out = {}
+for _, s in ipairs(steps) do
+  local ok, r = pcall(step, s[1], s[2], s[3], s[4])
   if not ok then r = {'error', type(r) == 'table' and r.err or tostring(r)} end
   out[#out + 1] = #r
   for i = 1, #r do out[#out + 1] = r[i] end
-  k, a = k + nk, a + 2 + na
 end
 
--- The batch's writes: each moved stock hash once, the in-flight counts, one outbox entry.
+-- The batch's writes.
+local mset, del = {}, {}
+for _, key in ipairs(strorder) do
+  local v = strw[key]
+  if v then mset[#mset + 1] = key; mset[#mset + 1] = v else del[#del + 1] = key end
+end
+if #mset > 0 then redis.call('MSET', unpack(mset)) end
+if #del > 0 then redis.call('DEL', unpack(del)) end
+local zadd, zrem = {}, {}
+for _, t in ipairs(attorder) do
+  local exp = attw[t]
+  if exp then zadd[#zadd + 1] = exp; zadd[#zadd + 1] = t else zrem[#zrem + 1] = t end
+end
+if #zadd > 0 then redis.call('ZADD', ATTEMPTS, unpack(zadd)) end
+if #zrem > 0 then redis.call('ZREM', ATTEMPTS, unpack(zrem)) end
+for _, w in ipairs({{ENDED, endadd}, {DECISIONS, decadd}}) do
+  if #w[2] > 0 then
+    redis.call('ZADD', w[1], unpack(w[2]))
+    redis.call('ZREMRANGEBYSCORE', w[1], '-inf', '(' .. (now - KEEP))
+  end
+end
 local moved = {}
 for _, key in ipairs(order) do
   local lv = cache[key]
@@ -308,10 +481,13 @@ for _, key in ipairs(order) do
     moved[#moved + 1] = level_of(lv.sku, lv)
   end
 end
+local hset, hdel = {}, {}
 for _, sku in ipairs(heldMoved) do
   local n = held[sku]
-  if n > 0 then redis.call('HSET', INFLIGHT, sku, n) else redis.call('HDEL', INFLIGHT, sku) end
+  if n > 0 then hset[#hset + 1] = sku; hset[#hset + 1] = n else hdel[#hdel + 1] = sku end
 end
+if #hset > 0 then redis.call('HSET', INFLIGHT, unpack(hset)) end
+if #hdel > 0 then redis.call('HDEL', INFLIGHT, unpack(hdel)) end
 if #events > 0 then
   events[#events + 1] = 'L'
   events[#events + 1] = table.concat(moved, ',')

@@ -23,8 +23,8 @@ func ReserveAgain(ctx context.Context, r *Redis, t string, primary int, sku stri
 		return "", "", err
 	}
 	k := p.k
-	rep, err := r.xrun(ctx, p, []string{k.XAttempt(t), k.Stock(sku), k.Bought(sku)},
-		"reserve", t, primary, "late", r.x.ttl.Milliseconds(), "late", sku, qty)
+	rep, err := r.xrun(ctx, p, []string{k.XAttempt(t), k.Stock(sku), k.Bought(sku), k.Room(sku, "p")},
+		"reserve", t, primary, "late", r.x.ttl.Milliseconds(), "late", "", sku, qty)
 	if err != nil {
 		return "", "", err
 	}

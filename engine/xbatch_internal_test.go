@@ -32,14 +32,14 @@ func TestCrossStepOnACorruptRecordFailsAlone(t *testing.T) {
 	if err := c.HDel(ctx, k.Stock("X"), "r").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Set(ctx, k.XAttempt("T2"), "h\n1\no2\n0\nX:1:100\nu", 0).Err(); err != nil {
+	if err := c.Set(ctx, k.XAttempt("T2"), "h\n1\no2\n0\nX:1:100\n\nu", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	decide := &xop{pending: pending{ctx: ctx, done: make(chan struct{})},
-		keys: []string{k.Order("o1"), k.RateLimit("u"), k.Stock("Y"), k.Bought("Y")},
-		args: []any{"decide", "T1", "o1", "u", "fp", 0, "", "", "Y", 2}}
+		keys: []string{k.Order("o1"), k.RateLimit("u"), k.Stock("Y"), k.Bought("Y"), k.Room("Y", "p")},
+		args: []any{"decide", "T1", "o1", "u", "fp", 0, "", "", "", "Y", 2}}
 	commit := &xop{pending: pending{ctx: ctx, done: make(chan struct{})},
-		keys: []string{k.XAttempt("T2"), k.Stock("X"), k.Bought("X")},
+		keys: []string{k.XAttempt("T2"), k.Stock("X"), k.Bought("X"), k.Room("X", "p")},
 		args: []any{"commit", "T2", "X"}}
 	outbox := c.XLen(ctx, k.Outbox()).Val()
 	p.xbatch.exec([]*xop{commit, decide}) // one script call for both
@@ -63,7 +63,7 @@ func TestCrossStepOnACorruptRecordFailsAlone(t *testing.T) {
 	if x[0] != "5" || x[1] != "0" {
 		t.Errorf("X after the failed commit: a %v s %v, want 5 and 0 (no units moved)", x[0], x[1])
 	}
-	if rec, _ := c.Get(ctx, k.XAttempt("T2")).Result(); rec != "h\n1\no2\n0\nX:1:100\nu" {
+	if rec, _ := c.Get(ctx, k.XAttempt("T2")).Result(); rec != "h\n1\no2\n0\nX:1:100\n\nu" {
 		t.Errorf("the failed commit's record: %q, want it unchanged", rec)
 	}
 	if n, _ := c.ZCard(ctx, k.XEnded()).Result(); n != 0 {
@@ -87,7 +87,7 @@ func TestSweeperPutsOffAnEntryItCannotSettle(t *testing.T) {
 	}
 	k := p.k
 	c.HDel(ctx, k.Stock("X"), "r")
-	c.Set(ctx, k.XAttempt("T"), fmt.Sprintf("h\n%d\no\n0\nX:1:100\nu", p.n), 0)
+	c.Set(ctx, k.XAttempt("T"), fmt.Sprintf("h\n%d\no\n0\nX:1:100\n\nu", p.n), 0)
 	past := float64(time.Now().Add(-time.Second).UnixMilli())
 	c.ZAdd(ctx, k.XAttempts(), redis.Z{Score: past, Member: "T"})
 	if _, err := r.SweepCrossPartition(ctx); err == nil {

@@ -115,6 +115,16 @@ func (r *Redis) splitLines(ctx context.Context, lines []Line) ([]xPart, error) {
 	return out, nil
 }
 
+// lineKeys are the keys of a cross-partition step's lines in partition k: per line its
+// stock hash, per-user counters and waiting-room passes.
+func lineKeys(k Keys, lines []Line) []string {
+	out := make([]string, 0, 3*len(lines))
+	for _, l := range lines {
+		out = append(out, k.Stock(l.SKU), k.Bought(l.SKU), k.Room(l.SKU, "p"))
+	}
+	return out
+}
+
 func lineArgs(lines []Line) []any {
 	out := make([]any, 0, 2*len(lines))
 	for _, l := range lines {
@@ -223,6 +233,7 @@ func (r *Redis) newAttempt(id string) string {
 func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart, id, fp string) (Order, xstep) {
 	t := r.newAttempt(id)
 	primary, secs := parts[0], parts[1:]
+	pass := normalizePass(req.QueuePass)
 	if r.crashAt("before-reserve", t) {
 		return Order{}, xstep{err: errCoordinatorStopped}
 	}
@@ -234,16 +245,13 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 	parallel(len(secs), func(i int) {
 		s := secs[i]
 		k := s.p.k
-		keys := []string{k.XAttempt(t)}
-		for _, l := range s.lines {
-			keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU))
-		}
-		args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), req.UserID}, lineArgs(s.lines)...)
+		keys := append([]string{k.XAttempt(t)}, lineKeys(k, s.lines)...)
+		args := append([]any{"reserve", t, primary.p.n, id, r.x.ttl.Milliseconds(), req.UserID, pass}, lineArgs(s.lines)...)
 		rep, err := r.xrun(ctx, s.p, keys, args...)
 		out[i] = res{rep, err}
 	})
 	var fail xstep
-	currency, others := "", []string{}
+	currency, others, spent := "", []string{}, []string{}
 	for _, o := range out {
 		switch {
 		case o.err != nil:
@@ -256,13 +264,14 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 			}
 			currency = o.rep.str(1)
 			others = append(others, o.rep.str(2))
+			spent = append(spent, spentPasses(o.rep.str(3))...)
 		case o.rep.status() == "busy":
 			if fail.err == nil {
 				fail = xstep{busy: true, err: ErrStockBusy}
 			}
 		default:
 			if fail.err == nil || fail.busy {
-				fail = xstep{err: xRefusal(o.rep)}
+				fail = xstep{err: takeError(o.rep)}
 			}
 		}
 	}
@@ -274,12 +283,9 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		return Order{}, fail
 	}
 	k := primary.p.k
-	keys := []string{k.Order(id), k.RateLimit(req.UserID)}
-	for _, l := range primary.lines {
-		keys = append(keys, k.Stock(l.SKU), k.Bought(l.SKU))
-	}
+	keys := append([]string{k.Order(id), k.RateLimit(req.UserID)}, lineKeys(k, primary.lines)...)
 	args := append([]any{"decide", t, id, req.UserID, fp, max(req.RatePerMinute, 0), currency,
-		strings.Join(others, ",")}, lineArgs(primary.lines)...)
+		strings.Join(others, ","), pass}, lineArgs(primary.lines)...)
 	rep, err := r.xrun(ctx, primary.p, keys, args...)
 	if r.crashAt("after-decide", t) {
 		return Order{}, xstep{err: errCoordinatorStopped}
@@ -302,6 +308,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		}
 		o := newOrder(id, req.UserID, OrderConfirmed, rep.str(2), items, rep.num(1), "")
 		o.part = primary.p
+		o.PassesSpent = append(spent, spentPasses(rep.str(4))...)
 		return o, xstep{}
 	case "decided":
 		if rep.str(1) == "c" { // a duplicate of this very decide ran: read what it made
@@ -325,7 +332,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		return Order{}, xstep{busy: true, err: ErrStockBusy, decided: true}
 	}
 	r.xFinish(ctx, t, secs, "abort")
-	return Order{}, xstep{err: xRefusal(rep)}
+	return Order{}, xstep{err: takeError(rep)}
 }
 
 // xop is one step of a cross-partition checkout (xcart.lua) waiting for its
@@ -372,14 +379,6 @@ func (r *Redis) xrun(ctx context.Context, p *partition, keys []string, args ...a
 		return nil, fmt.Errorf("script: %s", rep.str(1))
 	}
 	return rep, nil
-}
-
-func xRefusal(rep reply) error {
-	switch rep.status() {
-	case "pass":
-		return invalid("items", "sku %s has a waiting room: this version buys such SKUs only with SKUs of their own partition", rep.str(1))
-	}
-	return takeError(rep)
 }
 
 // xEnd ends an undecided attempt: resolve at the primary (presumed abort), then commit
@@ -451,7 +450,7 @@ func (r *Redis) xSettle(ctx context.Context, p *partition, t, step string, skus 
 	keys := []string{k.XAttempt(t)}
 	args := []any{step, t}
 	for _, s := range skus {
-		keys = append(keys, k.Stock(s), k.Bought(s))
+		keys = append(keys, k.Stock(s), k.Bought(s), k.Room(s, "p"))
 		args = append(args, s)
 	}
 	rep, err := r.xrun(ctx, p, keys, args...)
@@ -531,7 +530,7 @@ type xRecord struct {
 }
 
 // readAttempt reads attempt t's record at partition p: a string
-// "h\n<primary>\n<order id>\n<expiry ms>\n<lines>\n<user>" (xcart.lua), or a hash of
+// "h\n<primary>\n<order id>\n<expiry ms>\n<lines>\n<passes>\n<user>" (xcart.lua), or a hash of
 // the previous format (st, p, l), kept readable so that an upgrade during a sale leaves
 // no attempt the sweeper cannot end.
 func (r *Redis) readAttempt(ctx context.Context, p *partition, t string) (xRecord, error) {
@@ -554,8 +553,8 @@ func (r *Redis) readAttempt(ctx context.Context, p *partition, t string) (xRecor
 	case err != nil:
 		return xRecord{}, err
 	default:
-		f := strings.SplitN(v, "\n", 6)
-		if len(f) != 6 {
+		f := strings.SplitN(v, "\n", 7)
+		if len(f) != 7 {
 			return xRecord{}, fmt.Errorf("attempt record %s does not parse", key)
 		}
 		st, prim, lines = f[0], f[1], f[4]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	gosync "sync"
 	"testing"
 	"time"
@@ -396,4 +397,110 @@ func TestCrossPartitionWaitCountsOnce(t *testing.T) {
 	}
 	wg.Wait()
 	s.settled(t, map[string]int64{s.skus[1]: 2, s.skus[2]: 1})
+}
+
+// TestCrossPartitionCartWithAWaitingRoom: a cart whose lines span partitions may hold a
+// SKU with a waiting room, in a secondary partition or at the primary. It needs the
+// buyer's pass, spends it once, and gives it back when the cart is refused after the
+// reserve spent it.
+func TestCrossPartitionCartWithAWaitingRoom(t *testing.T) {
+	ctx := context.Background()
+	c := testcluster.Start(t, rediscluster.Options{})
+	inv := engine.NewRedis(c.Client(), engine.Options{Partition: "xw", Partitions: 6, CrossSweepEvery: -1})
+	t.Cleanup(inv.Close)
+	partOf := func(sku string) int {
+		p, err := inv.PartitionOf(ctx, sku)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// The room's SKU in a middle partition, plain SKUs below and above it.
+	start := time.Now().Add(time.Hour)
+	room := ""
+	for i := 0; room == ""; i++ {
+		sku := fmt.Sprintf("RM%d", i)
+		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 100, SaleStartsAt: &start,
+			WaitingRoom: &engine.WaitingRoom{Enabled: true, AdmitPerMinute: 6000}})
+		if p := partOf(sku); p > 0 && p < 5 {
+			room = sku
+		}
+	}
+	pr := partOf(room)
+	low, high := "", ""
+	for i := 0; low == "" || high == ""; i++ {
+		sku := fmt.Sprintf("P%d", i)
+		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 10})
+		switch p := partOf(sku); {
+		case p < pr && low == "":
+			low = sku
+		case p > pr && high == "":
+			high = sku
+		}
+	}
+	buyers := []string{"alice", "bob", "carol", "dave"}
+	joinAll(t, inv, room, buyers)
+	openSale(t, inv, room)
+	pass := map[string]string{}
+	for _, u := range buyers {
+		tk := mustPoll(t, inv, room, u)
+		if tk.Status != engine.QueueAdmitted {
+			t.Fatalf("%s: %+v, want admitted", u, tk)
+		}
+		pass[u] = tk.Pass
+	}
+	cart := func(user, pass string, skus ...string) (engine.Order, error) {
+		var lines []engine.Line
+		for _, s := range skus {
+			lines = append(lines, engine.Line{SKU: s, Quantity: 1})
+		}
+		if user == "bob" && len(skus) == 2 { // more of the primary's SKU than there is
+			lines[0].Quantity = 100
+		}
+		return inv.Checkout(ctx, engine.CheckoutRequest{UserID: user, OrderID: engine.NewID(), Lines: lines, QueuePass: pass})
+	}
+
+	// The room's SKU in a secondary partition: the reserve checks and spends the pass.
+	o, err := cart("alice", pass["alice"], low, room)
+	if err != nil || !slices.Equal(o.PassesSpent, []string{room}) {
+		t.Fatalf("alice's cart: %+v %v, want an order that spent the %s pass", o, err, room)
+	}
+	if _, err := cart("alice", pass["alice"], low, room); !errors.Is(err, engine.ErrQueuePassRequired) {
+		t.Errorf("alice's spent pass again: %v, want ErrQueuePassRequired", err)
+	}
+	// Refused at the primary after the reserve spent bob's pass: the abort gives it back.
+	var se *engine.StockError
+	if _, err := cart("bob", pass["bob"], low, room); !errors.As(err, &se) {
+		t.Fatalf("bob's cart with a sold-out line: %v, want out of stock", err)
+	}
+	if _, err := cart("bob", pass["bob"], room); err != nil {
+		t.Errorf("bob's pass after the refused cart: %v, want it usable (given back)", err)
+	}
+	// The room's SKU at the primary: the decide checks and spends the pass.
+	if o, err := cart("carol", pass["carol"], room, high); err != nil || !slices.Equal(o.PassesSpent, []string{room}) {
+		t.Errorf("carol's cart: %+v %v, want an order that spent the %s pass", o, err, room)
+	}
+	// Without a pass, or with another buyer's: refused, nothing taken.
+	for _, p := range []string{"", pass["carol"]} {
+		if _, err := cart("dave", p, low, room); !errors.Is(err, engine.ErrQueuePassRequired) {
+			t.Errorf("dave with pass %q: %v, want ErrQueuePassRequired", p, err)
+		}
+		if _, err := cart("dave", p, room, high); !errors.Is(err, engine.ErrQueuePassRequired) {
+			t.Errorf("dave with pass %q, the room at the primary: %v, want ErrQueuePassRequired", p, err)
+		}
+	}
+	lv, err := inv.Lookup(ctx, []string{room, low, high})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sku, sold := range map[string]int64{room: 3, low: 1, high: 1} {
+		if l := lv[sku]; l.Sold != sold || l.Reserved != 0 {
+			t.Errorf("%s: %+v, want %d sold, none reserved", sku, l, sold)
+		}
+	}
+	for p := range 6 {
+		if in, err := engine.InFlight(ctx, inv, p); err != nil || len(in) != 0 {
+			t.Errorf("partition %d: in flight %v (%v), want none", p, in, err)
+		}
+	}
 }

@@ -27,9 +27,10 @@
 --
 -- The records:
 --   attempt record  xa:T at each secondary, while the reservation is held: a string
---                   "h\n<primary>\n<order id>\n<expiry ms>\n<lines>\n<user>", deleted when
---                   the reservation ends (no TTL: the attempts index keeps it until the
---                   sweeper ends it)
+--                   "h\n<primary>\n<order id>\n<expiry ms>\n<lines>\n<passes>\n<user>"
+--                   (passes: the waiting-room passes the reserve spent, "sku=expiry,..."),
+--                   deleted when the reservation ends (no TTL: the attempts index keeps it
+--                   until the sweeper ends it)
 --   attempts index  sorted set, T by expiry: the sweeper's work list
 --   ended           sorted set at each secondary, 'c:T' (committed) or 'a:T' (aborted) by
 --                   the time it ended: the tombstones, kept ARGV[1] seconds
@@ -45,22 +46,28 @@
 -- values, then its values; a step that fails answers 'error', message. Below, KEYS and
 -- ARGV are one step's own; its ARGV[1] names it:
 --
--- reserve  KEYS attempt record, then per line its stock hash and per-user counters
---          ARGV 'reserve', T, primary partition, order id, ttl ms, user, then sku, qty
---               per line
---          -> 'ok', currency, lines | 'state', st ('h' | 'c' | 'a': the attempt existed)
+-- reserve  KEYS attempt record, then per line its stock hash, per-user counters and
+--               waiting-room passes
+--          ARGV 'reserve', T, primary partition, order id, ttl ms, user, queue pass
+--               tokens (',' joined, '' none), then sku, qty per line
+--          -> 'ok', currency, lines, SKUs whose pass it spent (',')
+--             | 'state', st ('h' | 'c' | 'a': the attempt existed)
 --             | 'busy' | 'oos', sku, qty, available, ... | 'not_found'|'corrupt'|'window'|
 --               'pass'|'currency', sku | 'limit', sku, limit, already, requested
--- commit   KEYS attempt record, then per line its stock hash and per-user counters
+-- commit   KEYS attempt record, then per line its stock hash, per-user counters and
+--               waiting-room passes
 --          ARGV 'commit', T, then the SKUs of the record's lines in order
 --          -> 'committed' | 'aborted' | 'nohold'
--- abort    the keys and values of commit; a reservation that does not exist becomes an
---          aborted tombstone   -> 'aborted' | 'committed'
+-- abort    the keys and values of commit; gives back the passes the reserve spent; a
+--          reservation that does not exist becomes an aborted tombstone
+--          -> 'aborted' | 'committed'
 -- decide   KEYS order record, rate-limit window, then per line of the primary its stock
---               hash and per-user counters
+--               hash, per-user counters and waiting-room passes
 --          ARGV 'decide', T, order id, user, fingerprint, rate limit, other partitions'
---               currency, other partitions' lines, then sku, qty per line
---          -> 'ok', ts, currency, lines | 'decided', 'c'|'a' | 'replay' | 'reused'
+--               currency, other partitions' lines, queue pass tokens, then sku, qty per
+--               line
+--          -> 'ok', ts, currency, lines, SKUs whose pass it spent
+--             | 'decided', 'c'|'a' | 'replay' | 'reused'
 --             | 'rate_limited', ms | the refusals of reserve
 -- resolve  KEYS the previous format's decision key   ARGV 'resolve', T, legacy (1: the
 --               attempt was made by the previous format, whose decide reads that key),
@@ -74,7 +81,9 @@
 --
 -- Units of a SKU with a per-user limit count against the buyer's counter when reserved
 -- (or sold, at the primary), as take.lua counts them, and their line is marked ':L';
--- an abort gives them back, so does a cancel.
+-- an abort gives them back, so does a cancel. A line of a SKU whose waiting room is
+-- enabled needs the buyer's pass, checked as take.lua checks it and spent by the step
+-- that takes the units (reserve, or decide at the primary); an abort gives it back.
 --
 -- A step that fails (a corrupt record: WRONGTYPE, a counter that is not a number)
 -- answers an error of its own and the others still apply: each step does all its reads
@@ -145,6 +154,7 @@ local cache, order = {}, {}    -- stock key -> levels, and the keys in first-see
 local held = {}                -- sku -> units in flight (read once, then kept here)
 local heldMoved = {}           -- the SKUs whose in-flight count this batch changed, in order
 local events = {}              -- the batch's outbox entry: '0', event, '1', event, ...
+local spent = {}               -- passes key .. '\n' .. user -> true: passes this batch spent
 
 local function set_str(key, v)
   if strw[key] == nil then strorder[#strorder + 1] = key end
@@ -188,14 +198,14 @@ end
 local function stock(key, sku)
   local lv = cache[key]
   if lv ~= nil then return lv or nil end
-  local v = redis.call('HMGET', key, 'a', 'r', 's', 'q', 'p', 'c', 'l', 'ss', 'se', 'w')
+  local v = redis.call('HMGET', key, 'a', 'r', 's', 'q', 'p', 'c', 'l', 'ss', 'se', 'w', 'wk')
   if not v[1] then
     cache[key] = false
     return nil
   end
   lv = {sku = sku, key = key, a = tonumber(v[1]), r = tonumber(v[2]), s = tonumber(v[3]), q = tonumber(v[4]),
         p = v[5], c = v[6], l = tonumber(v[7]) or 0, ss = tonumber(v[8]) or 0, se = tonumber(v[9]) or 0,
-        w = tonumber(v[10]) or 0, ok = tonumber(v[5]) ~= nil and v[6] ~= nil}
+        w = tonumber(v[10]) or 0, wk = v[11] or '', ok = tonumber(v[5]) ~= nil and v[6] ~= nil}
   lv.ok = lv.ok and lv.a ~= nil and lv.r ~= nil and lv.s ~= nil and lv.q ~= nil
   lv.q0 = lv.q
   cache[key] = lv
@@ -220,24 +230,37 @@ local function emit_event(kind, id, user, currency, lines, moves, reason)
     lines .. '\n' .. moves .. '\n\n\n\n' .. reason .. '\n'
 end
 
--- check reads and checks the lines whose keys start at KEYS[k0] (stock hash, counters)
--- and values at ARGV[a0] (sku, qty), for user; it returns the lines (levels, quantity,
--- counters key if counted), or a refusal.
-local function check(KEYS, ARGV, k0, a0, n, currency, user)
+-- check reads and checks the lines whose keys start at KEYS[k0] (stock hash, counters,
+-- waiting-room passes) and values at ARGV[a0] (sku, qty), for user, who carries the
+-- queue pass tokens tokens; it returns the lines (levels, quantity, counters key if
+-- counted, the pass it spends if the SKU's room is enabled), or a refusal. A pass is
+-- checked as take.lua checks it: the user's entry in the room's passes, not expired,
+-- its token sha1(secret|sku|user|expiry) among the request's; one this batch spent is
+-- spent.
+local function check(KEYS, ARGV, k0, a0, n, currency, user, tokens)
   local lvs, short, busy = {}, nil, false
   for i = 1, n do
-    local key, sku, qs = KEYS[k0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1) + 1]
+    local key, sku, qs = KEYS[k0 + 3 * (i - 1)], ARGV[a0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1) + 1]
     local q = tonumber(qs)
     local lv = stock(key, sku)
     if not lv then return nil, {'not_found', sku} end
     if not lv.ok then return nil, {'corrupt', sku} end
     if (lv.ss > 0 and now < lv.ss) or (lv.se > 0 and now >= lv.se) then return nil, {'window', sku} end
-    if lv.w > 0 then return nil, {'pass', sku} end
+    local pass = false
+    if lv.w > 0 then
+      local pk = KEYS[k0 + 3 * (i - 1) + 2]
+      local exp = not spent[pk .. '\n' .. user] and redis.call('ZSCORE', pk, user)
+      if not exp or tonumber(exp) <= now or
+          not string.find(tokens, redis.sha1hex(lv.wk .. '|' .. sku .. '|' .. user .. '|' .. exp), 1, true) then
+        return nil, {'pass', sku}
+      end
+      pass = {pk, exp}
+    end
     if currency and currency ~= '' and currency ~= lv.c then return nil, {'currency', sku} end
     currency = lv.c
     local bk = false
     if lv.l > 0 then
-      bk = KEYS[k0 + 2 * (i - 1) + 1]
+      bk = KEYS[k0 + 3 * (i - 1) + 1]
       local already = tonumber(redis.call('HGET', bk, user) or '0') or 0
       if already + q > lv.l then return nil, {'limit', sku, lv.l, already, q} end
     end
@@ -249,11 +272,27 @@ local function check(KEYS, ARGV, k0, a0, n, currency, user)
         short[#short + 1] = sku; short[#short + 1] = q; short[#short + 1] = lv.a
       end
     end
-    lvs[i] = {lv = lv, qty = q, qs = qs, bk = bk}
+    lvs[i] = {lv = lv, qty = q, qs = qs, bk = bk, pass = pass}
   end
   if short then return nil, short end
   if busy then return nil, {'busy'} end
   return lvs, currency
+end
+
+-- spend spends the passes of checked lines (a write: after the step's reads) and
+-- returns them as "sku=expiry,..." (for the attempt record, so an abort can give them
+-- back) and their SKUs as "sku,...".
+local function spend(lvs, user)
+  local recs, skus = {}, {}
+  for _, x in ipairs(lvs) do
+    if x.pass then
+      redis.call('ZREM', x.pass[1], user)
+      spent[x.pass[1] .. '\n' .. user] = true
+      recs[#recs + 1] = x.lv.sku .. '=' .. x.pass[2]
+      skus[#skus + 1] = x.lv.sku
+    end
+  end
+  return table.concat(recs, ','), table.concat(skus, ',')
 end
 
 -- lines_of formats checked lines, counting those under a per-user limit against user.
@@ -306,9 +345,9 @@ end
 local function attempt(key, mc, ma, ending)
   local rec = str[key]
   if rec then
-    local st, _, o, _, l, u = string.match(rec, '^(h)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+    local st, _, o, _, l, ps, u = string.match(rec, '^(h)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
     if not st then error('xcart: attempt record ' .. key .. ' does not parse') end
-    return 'h', l, o, u
+    return 'h', l, o, u, ps
   end
   if not ending then
     if ended[mc] then return 'c' end
@@ -322,7 +361,7 @@ local function attempt(key, mc, ma, ending)
   if ended[mc] then return 'c' end
   if ended[ma] then return 'a' end
   local v = redis.call('HMGET', key, 'st', 'l', 'o', 'u')
-  if v[1] then return v[1], v[2], v[3], v[4] end
+  if v[1] then return v[1], v[2], v[3], v[4], '' end
   return nil
 end
 
@@ -336,21 +375,22 @@ local function step(KEYS, ARGV, mc, ma)
     local st = attempt(KEYS[1], mc, ma, false)
     if st then return {'state', st} end
     local user = ARGV[6]
-    local lvs, cur = check(KEYS, ARGV, 2, 7, (#ARGV - 6) / 2, nil, user)
+    local lvs, cur = check(KEYS, ARGV, 2, 8, (#ARGV - 7) / 2, nil, user, ARGV[7])
     if not lvs then return cur end
     prefetch(lvs)
+    local passes, passSkus = spend(lvs, user)
     local lines = lines_of(lvs, user)
     local moves = move(lvs, -1, 1, 0, 1)
     local exp = tostring(now + tonumber(ARGV[5]))
-    set_str(KEYS[1], 'h\n' .. ARGV[3] .. '\n' .. ARGV[4] .. '\n' .. exp .. '\n' .. lines .. '\n' .. user)
+    set_str(KEYS[1], 'h\n' .. ARGV[3] .. '\n' .. ARGV[4] .. '\n' .. exp .. '\n' .. lines .. '\n' .. passes .. '\n' .. user)
     index(t, exp)
     emit_event('xreserve', t, '', cur, lines, moves, '')
-    return {'ok', cur, lines}
+    return {'ok', cur, lines, passSkus}
   end
 
   if op == 'commit' or op == 'abort' then
     local t = ARGV[2]
-    local st, lines, o, user = attempt(KEYS[1], mc, ma, true)
+    local st, lines, o, user, passes = attempt(KEYS[1], mc, ma, true)
     if st == 'c' then return {'committed'} end
     if st == 'a' then return {'aborted'} end
     if st ~= 'h' then
@@ -363,11 +403,11 @@ local function step(KEYS, ARGV, mc, ma)
     for sku, qs, counted in string.gmatch(lines, '([^:,]+):(%d+):%d+(:?L?)') do
       i = i + 1
       if ARGV[2 + i] ~= sku then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
-      local lv = stock(KEYS[2 * i], sku)
+      local lv = stock(KEYS[3 * i - 1], sku)
       if not lv or not lv.ok then return {'error', 'xcart: the stock record of ' .. sku .. ' is gone or corrupt'} end
-      lvs[i] = {lv = lv, qty = tonumber(qs), qs = qs, bk = counted == ':L' and KEYS[2 * i + 1]}
+      lvs[i] = {lv = lv, qty = tonumber(qs), qs = qs, bk = counted == ':L' and KEYS[3 * i], pk = KEYS[3 * i + 1]}
     end
-    if 2 * i ~= #KEYS - 1 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
+    if 3 * i ~= #KEYS - 1 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
     prefetch(lvs)
     local moves, kind, res, m
     if op == 'commit' then
@@ -377,6 +417,15 @@ local function step(KEYS, ARGV, mc, ma)
       kind, res, m = 'xabort', 'aborted', ma
       for _, x in ipairs(lvs) do
         if x.bk and user then give_back(x.bk, user, x.qty) end
+      end
+      -- The passes the reserve spent go back (unless the buyer has a later one).
+      for sku, exp in string.gmatch(passes, '([^=,]+)=([^,]+)') do
+        for _, x in ipairs(lvs) do
+          if x.lv.sku == sku and user then
+            redis.call('ZADD', x.pk, 'GT', exp, user)
+            spent[x.pk .. '\n' .. user] = nil
+          end
+        end
       end
       moves = move(lvs, 1, -1, 0, -1)
     end
@@ -403,11 +452,12 @@ local function step(KEYS, ARGV, mc, ma)
         return {'rate_limited', wait}
       end
     end
-    local lvs, cur = check(KEYS, ARGV, 3, 9, (#ARGV - 8) / 2, ARGV[7], ARGV[4])
+    local lvs, cur = check(KEYS, ARGV, 3, 10, (#ARGV - 9) / 2, ARGV[7], ARGV[4], ARGV[9])
     if not lvs then
       decide_as(ma)
       return cur
     end
+    local _, passSkus = spend(lvs, ARGV[4])
     local lines = lines_of(lvs, ARGV[4])
     local moves = move(lvs, -1, 0, 1, 0)
     local all = lines
@@ -415,7 +465,7 @@ local function step(KEYS, ARGV, mc, ma)
     set_str(KEYS[1], order_record('confirmed', now_s, cur, '', all, ARGV[5], ARGV[4]))
     decide_as(mc)
     emit_event('order', ARGV[3], ARGV[4], cur, all, moves, '')
-    return {'ok', now_s, cur, all}
+    return {'ok', now_s, cur, all, passSkus}
   end
 
   if op == 'resolve' then

@@ -139,18 +139,31 @@ func (r *Redis) cancel(ctx context.Context, o Order) (Order, error) {
 }
 
 // orderRecord is an order as Redis keeps it (scripts/lua/prelude.lua, order_record):
-// format version 2 is "2", then these fields in this order, newline-separated (User last:
-// the one field that may hold any printable character); version 1 is the same list
+// format version 2 is "2", then Status, TS, Currency, Hold, Lines, FP and User in this
+// order, newline-separated (User last: the one field that may hold any printable
+// character); version 3, a cross-partition order's, is "3", then the same with Attempt
+// (the cross-partition attempt that made it) before User; version 1 is version 2's list
 // without the version. Named here and in prelude.lua, and nowhere else.
 type orderRecord struct {
 	Status, TS, Currency, Hold, Lines, FP, User string
+	Attempt                                     string
 }
 
 func (rec orderRecord) encode() string {
+	if rec.Attempt != "" {
+		return strings.Join([]string{"3", rec.Status, rec.TS, rec.Currency, rec.Hold, rec.Lines, rec.FP, rec.Attempt, rec.User}, "\n")
+	}
 	return strings.Join([]string{"2", rec.Status, rec.TS, rec.Currency, rec.Hold, rec.Lines, rec.FP, rec.User}, "\n")
 }
 
 func decodeOrderRecord(v string) (orderRecord, bool) {
+	if v3, ok := strings.CutPrefix(v, "3\n"); ok {
+		f := strings.SplitN(v3, "\n", 8)
+		if len(f) != 8 {
+			return orderRecord{}, false
+		}
+		return orderRecord{Status: f[0], TS: f[1], Currency: f[2], Hold: f[3], Lines: f[4], FP: f[5], Attempt: f[6], User: f[7]}, true
+	}
 	v, _ = strings.CutPrefix(v, "2\n")
 	f := strings.SplitN(v, "\n", 7)
 	if len(f) != 7 {
@@ -159,7 +172,7 @@ func decodeOrderRecord(v string) (orderRecord, bool) {
 	return orderRecord{Status: f[0], TS: f[1], Currency: f[2], Hold: f[3], Lines: f[4], FP: f[5], User: f[6]}, true
 }
 
-// parseOrder reads an order record of either format version.
+// parseOrder reads an order record of any format version.
 func parseOrder(id, v string) (Order, error) {
 	rec, ok := decodeOrderRecord(v)
 	ts, err := strconv.ParseInt(rec.TS, 10, 64)

@@ -279,7 +279,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 		return Order{}, xstep{err: errCoordinatorStopped}
 	}
 	if fail.err != nil {
-		r.xEnd(ctx, t, parts)
+		r.xEnd(ctx, t, id, parts)
 		return Order{}, fail
 	}
 	k := primary.p.k
@@ -296,7 +296,7 @@ func (r *Redis) xAttempt(ctx context.Context, req CheckoutRequest, parts []xPart
 			// through the primary; the reservations must not be released before.
 			return Order{}, xstep{err: fmt.Errorf("decide: %w", err)}
 		}
-		r.xEnd(ctx, t, parts)
+		r.xEnd(ctx, t, id, parts)
 		return Order{}, xstep{err: fmt.Errorf("decide: %w", err)}
 	}
 	switch rep.status() {
@@ -381,10 +381,10 @@ func (r *Redis) xrun(ctx context.Context, p *partition, keys []string, args ...a
 	return rep, nil
 }
 
-// xEnd ends an undecided attempt: resolve at the primary (presumed abort), then commit
+// xEnd ends an undecided attempt t of order id: resolve at the primary (presumed abort), then commit
 // or abort at every secondary as the decision says. An error leaves it to the sweeper.
-func (r *Redis) xEnd(ctx context.Context, t string, parts []xPart) {
-	d, err := r.xResolve(ctx, parts[0].p, t, false)
+func (r *Redis) xEnd(ctx context.Context, t, id string, parts []xPart) {
+	d, err := r.xResolve(ctx, parts[0].p, t, id, false)
 	if err != nil {
 		return
 	}
@@ -395,16 +395,17 @@ func (r *Redis) xEnd(ctx context.Context, t string, parts []xPart) {
 	r.xFinish(ctx, t, parts[1:], step)
 }
 
-// xResolve returns attempt t's decision at its primary p, making it aborted if there is
-// none (presumed abort). old says the attempt was made by the previous format (a hash
-// attempt record), whose decide reads its own decision key: the abort is written there
-// too.
-func (r *Redis) xResolve(ctx context.Context, p *partition, t string, old bool) (string, error) {
+// xResolve returns attempt t (of order id)'s decision at its primary p: committed if
+// the order record names t, aborted if the decisions set says so, and otherwise made
+// aborted (presumed abort). old says the attempt was made by the previous format (a
+// hash attempt record), whose decide reads its own decision key: the abort is written
+// there too.
+func (r *Redis) xResolve(ctx context.Context, p *partition, t, id string, old bool) (string, error) {
 	legacy := "0"
 	if old {
 		legacy = "1"
 	}
-	rep, err := r.xrun(ctx, p, []string{p.k.XDecision(t)}, "resolve", t, legacy, r.tombTTL())
+	rep, err := r.xrun(ctx, p, []string{p.k.XDecision(t), p.k.Order(id)}, "resolve", t, legacy, r.tombTTL())
 	if err != nil {
 		return "", err
 	}
@@ -503,7 +504,7 @@ func (r *Redis) sweepPartition(ctx context.Context, p *partition) (int, error) {
 			continue
 		}
 		prim, skus := rec.primary, rec.skus
-		d, err := r.xResolve(ctx, r.parts[prim], t, rec.old)
+		d, err := r.xResolve(ctx, r.parts[prim], t, rec.order, rec.old)
 		if err == nil {
 			step := "abort"
 			if d == "c" {
@@ -526,6 +527,7 @@ type xRecord struct {
 	held    bool // the reservation is held (the record exists and is not a tombstone)
 	old     bool // the previous format's record (a hash): its primary's decide reads xd:T
 	primary int
+	order   string   // the order id
 	skus    []string // the SKUs of its lines, in order
 }
 
@@ -535,20 +537,21 @@ type xRecord struct {
 // no attempt the sweeper cannot end.
 func (r *Redis) readAttempt(ctx context.Context, p *partition, t string) (xRecord, error) {
 	key := p.k.XAttempt(t)
-	var st, prim, lines string
+	var st, prim, order, lines string
 	old := false
 	v, err := r.rdb.Get(ctx, key).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return xRecord{}, nil
 	case err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
-		hv, herr := r.rdb.HMGet(ctx, key, "st", "p", "l").Result()
+		hv, herr := r.rdb.HMGet(ctx, key, "st", "p", "l", "o").Result()
 		if herr != nil {
 			return xRecord{}, herr
 		}
 		st, _ = hv[0].(string)
 		prim, _ = hv[1].(string)
 		lines, _ = hv[2].(string)
+		order, _ = hv[3].(string)
 		old = true
 	case err != nil:
 		return xRecord{}, err
@@ -557,13 +560,13 @@ func (r *Redis) readAttempt(ctx context.Context, p *partition, t string) (xRecor
 		if len(f) != 7 {
 			return xRecord{}, fmt.Errorf("attempt record %s does not parse", key)
 		}
-		st, prim, lines = f[0], f[1], f[4]
+		st, prim, order, lines = f[0], f[1], f[2], f[4]
 	}
 	n, err := strconv.Atoi(prim)
 	if err != nil {
 		n = -1
 	}
-	rec := xRecord{held: st == "h", old: old, primary: n}
+	rec := xRecord{held: st == "h", old: old, primary: n, order: order}
 	for item := range strings.SplitSeq(lines, ",") {
 		if sku, _, ok := strings.Cut(item, ":"); ok {
 			rec.skus = append(rec.skus, sku)

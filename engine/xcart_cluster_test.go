@@ -504,3 +504,57 @@ func TestCrossPartitionCartWithAWaitingRoom(t *testing.T) {
 		}
 	}
 }
+
+// TestCrossPartitionCommitOutlivesDecisions: a reservation left held by a coordinator
+// that stopped after the decision is committed by the sweeper however late it comes:
+// the order record names the attempt that made it, so the commit decision lasts as long
+// as the order, not as long as the decisions set keeps its entries (here emptied, as an
+// outage of a partition longer than their hour would see it). So too after the order was
+// cancelled meanwhile: committed, then given back by the cancel, never given back twice.
+func TestCrossPartitionCommitOutlivesDecisions(t *testing.T) {
+	ctx := context.Background()
+	c := testcluster.Start(t, rediscluster.Options{})
+	s := newXShop(t, c, "xo", 2, 10)
+	lines := []engine.Line{{SKU: s.skus[0], Quantity: 1}, {SKU: s.skus[1], Quantity: 2}}
+	forget := func() { // the primary's decisions, all gone
+		key := s.inv.PartitionKeys(s.parts[0]).XDecisions()
+		if err := c.Client().Del(ctx, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sold := map[string]int64{}
+
+	s.crashNext("after-decide")
+	if _, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u", IdempotencyKey: "late", Lines: lines}); !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("stopped coordinator: %v", err)
+	}
+	forget()
+	if n := sweepAfterTTL(t, s.inv); n != 1 {
+		t.Errorf("sweeper resolved %d attempts, want 1", n)
+	}
+	for _, l := range lines {
+		sold[l.SKU] += l.Quantity
+	}
+	s.settled(t, sold) // committed, not presumed aborted
+
+	s.crashNext("after-decide")
+	if _, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u", IdempotencyKey: "cancelled", Lines: lines}); !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Fatalf("stopped coordinator: %v", err)
+	}
+	o, err := s.inv.Checkout(ctx, engine.CheckoutRequest{UserID: "u", IdempotencyKey: "cancelled", Lines: lines})
+	if err != nil || !o.Replayed {
+		t.Fatalf("retry: %+v %v, want the order replayed", o, err)
+	}
+	if _, err := s.inv.Cancel(ctx, engine.CancelRequest{OrderID: o.ID, Owner: "u"}); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	forget()
+	time.Sleep(xTTL + 50*time.Millisecond)
+	for range 3 { // the reservation, then the cancel's restore it waited for
+		if _, err := s.inv.SweepCrossPartition(ctx); err != nil {
+			t.Log(err)
+		}
+	}
+	s.settled(t, sold)          // the cancelled order's units all back, none twice
+	wantPendingCancels(t, s, 0) // its restores all made (none waits for a commit that never comes)
+}

@@ -12,7 +12,7 @@
 
 local rec = redis.call('GET', KEYS[2])
 if not rec then return {'not_found'} end
-local st, ts, currency, hold_id, l, fp, user = parse_order(rec)
+local st, ts, currency, hold_id, l, fp, user, attempt = parse_order(rec)
 if l ~= ARGV[2] then return {'stale'} end
 if st == 'cancelled' then
   -- Written again, so that the WAIT behind this call covers the cancel this answer rests
@@ -32,7 +32,7 @@ for i, line in ipairs(lines) do
   moves[i] = move(KEYS[1 + 2 * i], line[1], stock[i], line[2], 0, -line[2])
   if line[4] then give_back(KEYS[2 + 2 * i], user, line[2]) end
 end
-redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user), 'KEEPTTL')
+redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user, attempt), 'KEEPTTL')
 local after = {}
 for i, line in ipairs(lines) do after[i] = level_of(line[1], stock[i]) end
 emit(KEYS[1], {kind = 'cancel', id = ARGV[1], user = user, ts = tostring(now), moves = table.concat(moves, ',')},

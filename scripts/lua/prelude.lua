@@ -138,15 +138,29 @@ end
 -- An order record is one string, so writing one is a single SET: format version 2,
 -- "2", then status, ts, currency, hold (the hold it was committed from, or ''), lines,
 -- fp (the request's fingerprint) and user, newline-separated (user last: it is the one
--- field that may hold any printable character). engine/orders.go's orderRecord is the
--- same layout; both sides still read version 1, the same list without its version.
-local function order_record(status, ts, currency, hold_id, lines, fp, user)
+-- field that may hold any printable character). A cross-partition order (xcart.lua) is
+-- version 3: "3", the same fields with attempt (the cross-partition attempt that made
+-- it: its commit decision, for as long as the order lives) before user. Every script
+-- that rewrites a record passes its attempt on. engine/orders.go's orderRecord is the
+-- same layout; both sides still read version 1, version 2's list without its version.
+local function order_record(status, ts, currency, hold_id, lines, fp, user, attempt)
+  if attempt and attempt ~= '' then
+    return '3\n' .. status .. '\n' .. ts .. '\n' .. currency .. '\n' .. hold_id .. '\n' .. lines .. '\n' ..
+      fp .. '\n' .. attempt .. '\n' .. user
+  end
   return '2\n' .. status .. '\n' .. ts .. '\n' .. currency .. '\n' .. hold_id .. '\n' .. lines .. '\n' ..
     fp .. '\n' .. user
 end
 
--- parse_order returns status, ts, currency, hold id, lines, fingerprint, user.
+-- parse_order returns status, ts, currency, hold id, lines, fingerprint, user, attempt
+-- ('' unless version 3).
 local function parse_order(v)
+  if string.sub(v, 1, 2) == '3\n' then
+    local st, ts, cur, hold, lines, fp, attempt, user =
+      string.match(v, '^3\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+    return st, ts, cur, hold, lines, fp, user, attempt
+  end
   if string.sub(v, 1, 2) == '2\n' then v = string.sub(v, 3) end
-  return string.match(v, '^(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+  local st, ts, cur, hold, lines, fp, user = string.match(v, '^(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+  return st, ts, cur, hold, lines, fp, user, ''
 end

@@ -93,9 +93,9 @@ for i = 1, tonumber(ARGV[19]) do
     restored = restored + 1
     if st == 'confirmed' and uncounted then sign = 1 end
   else
-    local ost, ots, ocur, ohold, ol, ofp, ouser = parse_order(old)
+    local ost, ots, ocur, ohold, ol, ofp, ouser, oattempt = parse_order(old)
     if ost == 'confirmed' and st == 'cancelled' then
-      redis.call('SET', key, order_record('cancelled', ots, ocur, ohold, ol, ofp, ouser), 'KEEPTTL')
+      redis.call('SET', key, order_record('cancelled', ots, ocur, ohold, ol, ofp, ouser, oattempt), 'KEEPTTL')
       counted, user, sign = parse_lines(ol), ouser, -1
     end
   end

@@ -36,7 +36,7 @@ local op = ARGV[1]
 if op == 'cancel' then
   local rec = redis.call('GET', KEYS[2])
   if not rec then return {'not_found'} end
-  local st, ts, currency, hold_id, l, fp, user = parse_order(rec)
+  local st, ts, currency, hold_id, l, fp, user, attempt = parse_order(rec)
   if l ~= ARGV[3] then return {'stale'} end
   if st == 'cancelled' then
     -- Written again, so that the WAIT behind this call covers the cancel a retry is about
@@ -62,7 +62,7 @@ if op == 'cancel' then
     if line[4] then give_back(KEYS[3 + 2 * i], user, line[2]) end
     after[i] = level_of(line[1], stock[i])
   end
-  redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user), 'KEEPTTL')
+  redis.call('SET', KEYS[2], order_record('cancelled', ts, currency, hold_id, l, fp, user, attempt), 'KEEPTTL')
   if n < #all then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2]) end
   emit(KEYS[1], {kind = 'cancel', id = ARGV[2], user = user, ts = tostring(now), moves = table.concat(moves, ',')},
     table.concat(after, ','))

@@ -34,10 +34,14 @@
 --   attempts index  sorted set, T by expiry: the sweeper's work list
 --   ended           sorted set at each secondary, 'c:T' (committed) or 'a:T' (aborted) by
 --                   the time it ended: the tombstones, kept ARGV[1] seconds
---   decisions       sorted set at the primary, 'c:T' or 'a:T' by the time decided, kept
---                   ARGV[1] seconds
+--   decisions       sorted set at the primary, 'a:T' by the time T was decided aborted,
+--                   kept ARGV[1] seconds. The commit decision is the order record, which
+--                   names the attempt that made it (format 3): it lasts as long as the
+--                   order, so a reservation whose partition was out of reach for longer
+--                   than the decisions are kept is still committed, not presumed aborted
 -- Records of the previous format (attempt records as hashes, decisions as keys xd:T)
--- are still read, so that an upgrade in the middle of a sale loses no attempt.
+-- are still read, and so are 'c:T' entries of the decisions set, so that an upgrade in
+-- the middle of a sale loses no attempt.
 --
 -- KEYS[1..5] are the partition's outbox, in-flight hash, attempts index, ended set and
 -- decisions set; ARGV[1] how long tombstones and decisions are kept (s). Then each
@@ -69,10 +73,10 @@
 --          -> 'ok', ts, currency, lines, SKUs whose pass it spent
 --             | 'decided', 'c'|'a' | 'replay' | 'reused'
 --             | 'rate_limited', ms | the refusals of reserve
--- resolve  KEYS the previous format's decision key   ARGV 'resolve', T, legacy (1: the
---               attempt was made by the previous format, whose decide reads that key),
---               its ttl s
---          -> 'c' | 'a'
+-- resolve  KEYS the previous format's decision key, the order record
+--          ARGV 'resolve', T, legacy (1: the attempt was made by the previous format,
+--               whose decide reads that key), its ttl s
+--          -> 'c' (the order record names T) | 'a'
 -- confirm  KEYS order record   ARGV 'confirm'   -> 'ok', record | 'none'
 --
 -- A step that answers from a record it finds (a decision, an order) writes it again:
@@ -128,6 +132,7 @@ do
       want(keys[1]) -- its tombstone is looked for only if it has no record (attempt)
     elseif op == 'decide' or op == 'resolve' then
       want(keys[1])
+      if op == 'resolve' then want(keys[2]) end
       dmembers[#dmembers + 1] = s[3]; dmembers[#dmembers + 1] = s[4]
     elseif op == 'confirm' then
       want(keys[1])
@@ -435,12 +440,18 @@ local function step(KEYS, ARGV, mc, ma)
   end
 
   if op == 'decide' then
+    local t = ARGV[2]
     local d = decision(mc, ma)
     if d then return {'decided', d} end
     local rec = str[KEYS[1]]
     if rec then
+      local _, _, _, _, _, fp, _, by = parse_order(rec)
+      if by == t then
+        -- A duplicate of this very decide ran: committed. Written again, as above.
+        redis.call('SET', KEYS[1], rec, 'KEEPTTL')
+        return {'decided', 'c'}
+      end
       decide_as(ma)
-      local fp = select(6, parse_order(rec))
       if fp ~= ARGV[5] and fp ~= '*' then return {'reused'} end
       return {'replay'}
     end
@@ -462,8 +473,9 @@ local function step(KEYS, ARGV, mc, ma)
     local moves = move(lvs, -1, 0, 1, 0)
     local all = lines
     if ARGV[8] ~= '' then all = lines .. ',' .. ARGV[8] end
-    set_str(KEYS[1], order_record('confirmed', now_s, cur, '', all, ARGV[5], ARGV[4]))
-    decide_as(mc)
+    -- The order record names the attempt: it is the commit decision, kept as long as
+    -- the order (no entry in the decisions set).
+    set_str(KEYS[1], order_record('confirmed', now_s, cur, '', all, ARGV[5], ARGV[4], t))
     emit_event('order', ARGV[3], ARGV[4], cur, all, moves, '')
     return {'ok', now_s, cur, all, passSkus}
   end
@@ -475,6 +487,11 @@ local function step(KEYS, ARGV, mc, ma)
     if old then
       redis.call('SET', KEYS[1], old, 'KEEPTTL') -- covered by this call's WAIT, as above
       return {old}
+    end
+    local rec = str[KEYS[2]]
+    if rec and select(8, parse_order(rec)) == ARGV[2] then
+      redis.call('SET', KEYS[2], rec, 'KEEPTTL') -- the order this attempt made: committed
+      return {'c'}
     end
     decide_as(ma)
     -- A decide of the previous format reads only its own key: it must find the abort.

@@ -185,12 +185,14 @@ func (r *Redis) crossCheckout(ctx context.Context, req CheckoutRequest, lines []
 	}
 }
 
-// isRefusal says whether err refuses the cart for what it asks (stock, a limit, a SKU
-// or its sale window): a retry with the key may meet it because its first call won.
+// isRefusal says whether err refuses the cart for what it asks (stock, a limit, a
+// waiting-room pass, a SKU or its sale window): a retry with the key may meet it
+// because its first call won (and spent the pass).
 func isRefusal(err error) bool {
 	var se *StockError
 	var le *LimitError
-	return errors.As(err, &se) || errors.As(err, &le) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrSaleNotActive)
+	return errors.As(err, &se) || errors.As(err, &le) || errors.Is(err, ErrQueuePassRequired) ||
+		errors.Is(err, ErrNotFound) || errors.Is(err, ErrSaleNotActive)
 }
 
 // xReplay answers a retry whose key already made an order (ok true). The record is read

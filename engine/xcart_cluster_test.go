@@ -460,10 +460,16 @@ func TestCrossPartitionCartWithAWaitingRoom(t *testing.T) {
 		return inv.Checkout(ctx, engine.CheckoutRequest{UserID: user, OrderID: engine.NewID(), Lines: lines, QueuePass: pass})
 	}
 
-	// The room's SKU in a secondary partition: the reserve checks and spends the pass.
-	o, err := cart("alice", pass["alice"], low, room)
+	// The room's SKU in a secondary partition: the reserve checks and spends the pass;
+	// a retry with the key replays the order, though the pass is spent.
+	keyed := engine.CheckoutRequest{UserID: "alice", IdempotencyKey: "k-alice", QueuePass: pass["alice"],
+		Lines: []engine.Line{{SKU: low, Quantity: 1}, {SKU: room, Quantity: 1}}}
+	o, err := inv.Checkout(ctx, keyed)
 	if err != nil || !slices.Equal(o.PassesSpent, []string{room}) {
 		t.Fatalf("alice's cart: %+v %v, want an order that spent the %s pass", o, err, room)
+	}
+	if again, err := inv.Checkout(ctx, keyed); err != nil || !again.Replayed || again.ID != o.ID {
+		t.Errorf("alice's retry with the key: %+v %v, want order %s replayed", again, err, o.ID)
 	}
 	if _, err := cart("alice", pass["alice"], low, room); !errors.Is(err, engine.ErrQueuePassRequired) {
 		t.Errorf("alice's spent pass again: %v, want ErrQueuePassRequired", err)

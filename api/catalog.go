@@ -107,8 +107,10 @@ func queryLimit(c *fiber.Ctx) (int, error) {
 	return n, nil
 }
 
+// pathSKU is the SKU in the path, checked. It is a copy: c.Params points into a buffer fasthttp reuses for the next request,
+// and a SKU outlives the handler (a metric's label, a queue ticket).
 func pathSKU(c *fiber.Ctx) (string, error) {
-	sku := c.Params("sku")
+	sku := strings.Clone(c.Params("sku"))
 	if !engine.ValidSKU(sku) {
 		return "", validation("sku", "must be 1-64 characters of [A-Za-z0-9._-]")
 	}
@@ -373,7 +375,7 @@ func (s *server) setLevel(c *fiber.Ctx) error {
 
 // idempotencyKey reads the optional Idempotency-Key header (1-128 printable characters).
 func idempotencyKey(c *fiber.Ctx) (string, error) {
-	key := c.Get("Idempotency-Key")
+	key := strings.Clone(c.Get("Idempotency-Key")) // c.Get points into a buffer fasthttp reuses
 	if key != "" && !engine.ValidKey(key) {
 		return "", validation("Idempotency-Key", "must be 1-128 printable ASCII characters")
 	}

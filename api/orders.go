@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -194,7 +195,7 @@ func owner(c *fiber.Ctx) string {
 
 // pathID is the record id in the path; one that cannot name a record is not found.
 func pathID(c *fiber.Ctx) (string, error) {
-	id := c.Params("id")
+	id := strings.Clone(c.Params("id")) // c.Params points into a buffer fasthttp reuses
 	if !engine.ValidID(id) {
 		return "", errNotFound
 	}

@@ -108,7 +108,13 @@ func TestWaitingRoomOverHTTP(t *testing.T) {
 	for _, line := range []string{`flashstock_queue_admitted_total{sku="DROP"} 2`,
 		`flashstock_queue_passes_total{outcome="used",sku="DROP"} 2`} {
 		if !strings.Contains(string(out.body), line) {
-			t.Errorf("metrics lack %q", line)
+			var got []string
+			for l := range strings.SplitSeq(string(out.body), "\n") {
+				if strings.HasPrefix(l, "flashstock_queue_") {
+					got = append(got, l)
+				}
+			}
+			t.Errorf("metrics lack %q; queue metrics: %q", line, got)
 		}
 	}
 }

@@ -23,7 +23,7 @@ func ReserveAgain(ctx context.Context, r *Redis, t string, primary int, sku stri
 		return "", "", err
 	}
 	k := p.k
-	rep, err := r.xrun(ctx, p, []string{k.XAttempt(t), k.Stock(sku), k.Bought(sku), k.Room(sku, "p")},
+	rep, err := r.xrun(ctx, p, []string{k.XAttempt(t), k.Stock(sku), k.Bought(sku), k.Room(sku, "p"), k.Room(sku, "h")},
 		"reserve", t, primary, "late", r.x.ttl.Milliseconds(), "late", "", sku, qty)
 	if err != nil {
 		return "", "", err

@@ -94,8 +94,10 @@ func (k Keys) XAttempt(attempt string) string { return k.prefix + "xa:" + attemp
 // make a late reserve take nothing.
 func (k Keys) XEnded() string { return k.prefix + "xend" }
 
-// XDecisions is the sorted set of decisions on the cross-partition attempts whose
-// primary is this partition, "c:<attempt>" or "a:<attempt>" by the time decided.
+// XDecisions is the sorted set of abort decisions on the cross-partition attempts whose
+// primary is this partition, "a:<attempt>" by the time decided (a commit decision is
+// the order record, which names its attempt; "c:<attempt>" entries of an earlier
+// format are still read).
 func (k Keys) XDecisions() string { return k.prefix + "xdec" }
 
 // XAttempts is the sorted set of held reservations by expiry (the sweeper's index).

@@ -36,10 +36,10 @@ func TestCrossStepOnACorruptRecordFailsAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	decide := &xop{pending: pending{ctx: ctx, done: make(chan struct{})},
-		keys: []string{k.Order("o1"), k.RateLimit("u"), k.Stock("Y"), k.Bought("Y"), k.Room("Y", "p")},
+		keys: []string{k.Order("o1"), k.RateLimit("u"), k.Stock("Y"), k.Bought("Y"), k.Room("Y", "p"), k.Room("Y", "h")},
 		args: []any{"decide", "T1", "o1", "u", "fp", 0, "", "", "", "Y", 2}}
 	commit := &xop{pending: pending{ctx: ctx, done: make(chan struct{})},
-		keys: []string{k.XAttempt("T2"), k.Stock("X"), k.Bought("X"), k.Room("X", "p")},
+		keys: []string{k.XAttempt("T2"), k.Stock("X"), k.Bought("X"), k.Room("X", "p"), k.Room("X", "h")},
 		args: []any{"commit", "T2", "X"}}
 	outbox := c.XLen(ctx, k.Outbox()).Val()
 	p.xbatch.exec([]*xop{commit, decide}) // one script call for both
@@ -155,5 +155,60 @@ func TestSweeperEndsAttemptsOfThePreviousFormat(t *testing.T) {
 	}
 	if _, err := c.ZScore(ctx, q.k.XDecisions(), "a:T2").Result(); err != nil {
 		t.Errorf("T2's decision: %v, want a:T2", err)
+	}
+}
+
+// A step that would fail on a corrupt per-user counter fails before it writes anything:
+// a reserve whose second line's counter is not a number counts nothing on the first,
+// and an abort whose second line's counter is not a number gives nothing back on the
+// first (a sweeper trying it again would otherwise give it back again and again).
+func TestCrossStepOnACorruptCounterWritesNothing(t *testing.T) {
+	_, c := testredis.Start(t)
+	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
+	t.Cleanup(r.Close)
+	ctx := context.Background()
+	for _, sku := range []string{"X", "Y"} {
+		if _, err := r.CreateProduct(ctx, Product{SKU: sku, Stock: 5, Price: 100, Currency: "USD", Group: "g", MaxPerUser: 3}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := r.partitionOf(ctx, "X")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := p.k
+	keys := append([]string{k.XAttempt("T1")}, lineKeys(k, []Line{{SKU: "X"}, {SKU: "Y"}})...)
+	c.HSet(ctx, k.Bought("X"), "u", 1)
+	c.HSet(ctx, k.Bought("Y"), "u", "garbage")
+	step := func(args ...any) *xop {
+		op := &xop{pending: pending{ctx: ctx, done: make(chan struct{})}, keys: keys, args: args}
+		p.xbatch.exec([]*xop{op})
+		return op
+	}
+	unchanged := func(what string) {
+		t.Helper()
+		if n, _ := c.HGet(ctx, k.Bought("X"), "u").Int(); n != 1 {
+			t.Errorf("%s: X's counter %d, want 1 (unchanged)", what, n)
+		}
+		lv, err := r.Levels(ctx, []string{"X", "Y"})
+		if err != nil || lv[0].Available != 5 || lv[1].Available != 5 || lv[0].Reserved+lv[1].Reserved != 0 {
+			t.Errorf("%s: levels %+v %v, want 5 available each, none reserved", what, lv, err)
+		}
+	}
+	if op := step("reserve", "T1", 1-p.n, "o1", 2000, "u", "", "X", 1, "Y", 1); op.err != nil || op.rep.status() != "error" {
+		t.Fatalf("reserve over a corrupt counter: %v %v, want an error of its own", op.rep, op.err)
+	}
+	unchanged("after the reserve")
+	if n, _ := c.Exists(ctx, k.XAttempt("T1")).Result(); n != 0 {
+		t.Error("the failed reserve left an attempt record")
+	}
+	// An abort of a reservation (as a reserve made it before the counter was damaged).
+	c.Set(ctx, k.XAttempt("T1"), fmt.Sprintf("h\n%d\no1\n0\nX:1:100:L,Y:1:100:L\n\nu", 1-p.n), 0)
+	if op := step("abort", "T1", "X", "Y"); op.err != nil || op.rep.status() != "error" {
+		t.Fatalf("abort over a corrupt counter: %v %v, want an error of its own", op.rep, op.err)
+	}
+	unchanged("after the abort")
+	if n, _ := c.Exists(ctx, k.XAttempt("T1")).Result(); n != 1 {
+		t.Error("the failed abort ended the attempt")
 	}
 }

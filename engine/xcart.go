@@ -116,11 +116,11 @@ func (r *Redis) splitLines(ctx context.Context, lines []Line) ([]xPart, error) {
 }
 
 // lineKeys are the keys of a cross-partition step's lines in partition k: per line its
-// stock hash, per-user counters and waiting-room passes.
+// stock hash, per-user counters, waiting-room passes and passes held by reservations.
 func lineKeys(k Keys, lines []Line) []string {
-	out := make([]string, 0, 3*len(lines))
+	out := make([]string, 0, 4*len(lines))
 	for _, l := range lines {
-		out = append(out, k.Stock(l.SKU), k.Bought(l.SKU), k.Room(l.SKU, "p"))
+		out = append(out, k.Stock(l.SKU), k.Bought(l.SKU), k.Room(l.SKU, "p"), k.Room(l.SKU, "h"))
 	}
 	return out
 }
@@ -453,7 +453,7 @@ func (r *Redis) xSettle(ctx context.Context, p *partition, t, step string, skus 
 	keys := []string{k.XAttempt(t)}
 	args := []any{step, t}
 	for _, s := range skus {
-		keys = append(keys, k.Stock(s), k.Bought(s), k.Room(s, "p"))
+		keys = append(keys, k.Stock(s), k.Bought(s), k.Room(s, "p"), k.Room(s, "h"))
 		args = append(args, s)
 	}
 	rep, err := r.xrun(ctx, p, keys, args...)
@@ -558,8 +558,8 @@ func (r *Redis) readAttempt(ctx context.Context, p *partition, t string) (xRecor
 	case err != nil:
 		return xRecord{}, err
 	default:
-		f := strings.SplitN(v, "\n", 7)
-		if len(f) != 7 {
+		f := strings.SplitN(v, "\n", 7) // 6 fields before records kept their passes
+		if len(f) < 6 {
 			return xRecord{}, fmt.Errorf("attempt record %s does not parse", key)
 		}
 		st, prim, order, lines = f[0], f[1], f[2], f[4]

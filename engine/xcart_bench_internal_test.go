@@ -85,20 +85,20 @@ func BenchmarkCrossSteps(b *testing.B) {
 	b.Run("reserve", func(b *testing.B) {
 		run++
 		phase(b, func(i int) *xop {
-			return &xop{keys: []string{k.XAttempt(attempt(i)), k.Stock("X"), k.Bought("X"), k.Room("X", "p")},
+			return &xop{keys: []string{k.XAttempt(attempt(i)), k.Stock("X"), k.Bought("X"), k.Room("X", "p"), k.Room("X", "h")},
 				args: []any{"reserve", attempt(i), 1 - p.n, order(i), 2000, "user1", "", "X", 1}}
 		})
 	})
 	b.Run("commit", func(b *testing.B) { // the attempts the last reserve run left held
 		phase(b, func(i int) *xop {
-			return &xop{keys: []string{k.XAttempt(attempt(i)), k.Stock("X"), k.Bought("X"), k.Room("X", "p")},
+			return &xop{keys: []string{k.XAttempt(attempt(i)), k.Stock("X"), k.Bought("X"), k.Room("X", "p"), k.Room("X", "h")},
 				args: []any{"commit", attempt(i), "X"}}
 		})
 	})
 	b.Run("decide", func(b *testing.B) {
 		run++
 		phase(b, func(i int) *xop {
-			return &xop{keys: []string{k.Order(order(i)), k.RateLimit("user1"), k.Stock("Y"), k.Bought("Y"), k.Room("Y", "p")},
+			return &xop{keys: []string{k.Order(order(i)), k.RateLimit("user1"), k.Stock("Y"), k.Bought("Y"), k.Room("Y", "p"), k.Room("Y", "h")},
 				args: []any{"decide", attempt(i), order(i), "user1", "fp", 0, "USD", "X:1:100", "", "Y", 1}}
 		})
 	})

@@ -564,3 +564,96 @@ func TestCrossPartitionCommitOutlivesDecisions(t *testing.T) {
 	s.settled(t, sold)          // the cancelled order's units all back, none twice
 	wantPendingCancels(t, s, 0) // its restores all made (none waits for a commit that never comes)
 }
+
+// TestCrossPartitionRetryWhileItsPassIsHeld: a keyed retry of a cart whose first attempt
+// spent the buyer's waiting-room pass at a reserve and is still in flight is not refused
+// for that pass (the first attempt may yet commit: a 403 would say nothing happened). It
+// waits for the first attempt's outcome: aborted, the pass comes back and the retry buys;
+// committed, the retry replays the order. Another order of the buyer's meanwhile is
+// refused: the pass is spent.
+func TestCrossPartitionRetryWhileItsPassIsHeld(t *testing.T) {
+	ctx := context.Background()
+	c := testcluster.Start(t, rediscluster.Options{})
+	inv := engine.NewRedis(c.Client(), engine.Options{Partition: "xh", Partitions: 6, CrossSweepEvery: -1,
+		CrossAttemptTTL: xTTL, CrossWait: 3 * time.Second})
+	t.Cleanup(inv.Close)
+	var mu gosync.Mutex
+	crashAt := ""
+	engine.SetCrossHook(inv, func(step, _ string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if step == crashAt {
+			crashAt = ""
+			return true
+		}
+		return false
+	})
+	crashNext := func(step string) { mu.Lock(); crashAt = step; mu.Unlock() }
+	partOf := func(sku string) int {
+		p, err := inv.PartitionOf(ctx, sku)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	start := time.Now().Add(time.Hour)
+	room := ""
+	for i := 0; room == ""; i++ {
+		sku := fmt.Sprintf("HR%d", i)
+		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 100, SaleStartsAt: &start,
+			WaitingRoom: &engine.WaitingRoom{Enabled: true, AdmitPerMinute: 6000}})
+		if partOf(sku) > 0 {
+			room = sku
+		}
+	}
+	low := ""
+	for i := 0; low == ""; i++ {
+		sku := fmt.Sprintf("HP%d", i)
+		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 10})
+		if partOf(sku) < partOf(room) {
+			low = sku
+		}
+	}
+	joinAll(t, inv, room, []string{"frank", "gina"})
+	openSale(t, inv, room)
+	cart := func(user, key, pass string) engine.CheckoutRequest {
+		req := engine.CheckoutRequest{UserID: user, IdempotencyKey: key, QueuePass: pass,
+			Lines: []engine.Line{{SKU: low, Quantity: 1}, {SKU: room, Quantity: 1}}}
+		if key == "" {
+			req.OrderID = engine.NewID()
+		}
+		return req
+	}
+	for _, c := range []struct {
+		user, crash string
+		replayed    bool
+	}{
+		{"frank", "after-reserve", false}, // undecided: presumed aborted, the pass given back
+		{"gina", "after-decide", true},    // decided: committed, the order replayed
+	} {
+		tk := mustPoll(t, inv, room, c.user)
+		if tk.Status != engine.QueueAdmitted {
+			t.Fatalf("%s: %+v, want admitted", c.user, tk)
+		}
+		crashNext(c.crash)
+		if _, err := inv.Checkout(ctx, cart(c.user, "k-"+c.user, tk.Pass)); !errors.Is(err, engine.ErrOutcomeUnknown) {
+			t.Fatalf("%s, stopped coordinator: %v", c.user, err)
+		}
+		if _, err := inv.Checkout(ctx, cart(c.user, "", tk.Pass)); !errors.Is(err, engine.ErrQueuePassRequired) {
+			t.Errorf("%s, another order while the pass is held: %v, want ErrQueuePassRequired", c.user, err)
+		}
+		o, err := inv.Checkout(ctx, cart(c.user, "k-"+c.user, tk.Pass))
+		if err != nil || o.Replayed != c.replayed {
+			t.Errorf("%s, retry with the key: %+v %v, want an order (replayed %v)", c.user, o, err, c.replayed)
+		}
+	}
+	lv, err := inv.Lookup(ctx, []string{room, low})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sku := range []string{room, low} {
+		if l := lv[sku]; l.Sold != 2 || l.Reserved != 0 || l.Available != 8 {
+			t.Errorf("%s: %+v, want 2 sold (one order each), none reserved", sku, l)
+		}
+	}
+}

@@ -22,8 +22,9 @@
 -- and in-flight counts are read once; every step's writes are kept here and made at the
 -- end (records in one MSET and one DEL, index and tombstone entries in one ZADD or ZREM
 -- per set, each moved stock hash once, the batch's events as one outbox entry: fields
--- 0, 1, ... and L, the levels after the batch). Only per-user counters (SKUs with a
--- limit) and the replay paths write at once.
+-- 0, 1, ... and L, the levels after the batch). What concerns SKUs with a per-user
+-- limit or a waiting room (counters, passes), the rate limit, and the writes behind
+-- answers from found records are written at once, each after all of its step's reads.
 --
 -- The records:
 --   attempt record  xa:T at each secondary, while the reservation is held: a string
@@ -50,23 +51,22 @@
 -- values, then its values; a step that fails answers 'error', message. Below, KEYS and
 -- ARGV are one step's own; its ARGV[1] names it:
 --
--- reserve  KEYS attempt record, then per line its stock hash, per-user counters and
---               waiting-room passes
+-- reserve  KEYS attempt record, then per line its stock hash, per-user counters,
+--               waiting-room passes and passes held by reservations (user -> order id)
 --          ARGV 'reserve', T, primary partition, order id, ttl ms, user, queue pass
 --               tokens (',' joined, '' none), then sku, qty per line
 --          -> 'ok', currency, lines, SKUs whose pass it spent (',')
 --             | 'state', st ('h' | 'c' | 'a': the attempt existed)
 --             | 'busy' | 'oos', sku, qty, available, ... | 'not_found'|'corrupt'|'window'|
 --               'pass'|'currency', sku | 'limit', sku, limit, already, requested
--- commit   KEYS attempt record, then per line its stock hash, per-user counters and
---               waiting-room passes
+-- commit   KEYS attempt record, then per line the four keys of reserve
 --          ARGV 'commit', T, then the SKUs of the record's lines in order
 --          -> 'committed' | 'aborted' | 'nohold'
 -- abort    the keys and values of commit; gives back the passes the reserve spent; a
 --          reservation that does not exist becomes an aborted tombstone
 --          -> 'aborted' | 'committed'
 -- decide   KEYS order record, rate-limit window, then per line of the primary its stock
---               hash, per-user counters and waiting-room passes
+--               hash and the other three keys of reserve's lines
 --          ARGV 'decide', T, order id, user, fingerprint, rate limit, other partitions'
 --               currency, other partitions' lines, queue pass tokens, then sku, qty per
 --               line
@@ -86,8 +86,11 @@
 -- Units of a SKU with a per-user limit count against the buyer's counter when reserved
 -- (or sold, at the primary), as take.lua counts them, and their line is marked ':L';
 -- an abort gives them back, so does a cancel. A line of a SKU whose waiting room is
--- enabled needs the buyer's pass, checked as take.lua checks it and spent by the step
--- that takes the units (reserve, or decide at the primary); an abort gives it back.
+-- enabled needs the buyer's pass, checked as take.lua checks it (at the primary after
+-- the rate limit, which counts the request first) and spent by the step that takes the
+-- units: decide at the primary, or a reserve, which also marks it held by the order
+-- until the reservation ends (commit: spent for good; abort: given back), so that a
+-- retry with the idempotency key meanwhile waits ('busy') instead of being refused.
 --
 -- A step that fails (a corrupt record: WRONGTYPE, a counter that is not a number)
 -- answers an error of its own and the others still apply: each step does all its reads
@@ -236,16 +239,21 @@ local function emit_event(kind, id, user, currency, lines, moves, reason)
 end
 
 -- check reads and checks the lines whose keys start at KEYS[k0] (stock hash, counters,
--- waiting-room passes) and values at ARGV[a0] (sku, qty), for user, who carries the
--- queue pass tokens tokens; it returns the lines (levels, quantity, counters key if
--- counted, the pass it spends if the SKU's room is enabled), or a refusal. A pass is
--- checked as take.lua checks it: the user's entry in the room's passes, not expired,
--- its token sha1(secret|sku|user|expiry) among the request's; one this batch spent is
--- spent.
-local function check(KEYS, ARGV, k0, a0, n, currency, user, tokens)
+-- waiting-room passes, passes held by reservations) and values at ARGV[a0] (sku, qty),
+-- for user, who carries the queue pass tokens tokens, buying order oid; it returns the
+-- lines (levels, quantity, counters key if counted, the pass it spends if the SKU's room
+-- is enabled), or a refusal. A pass is checked as take.lua checks it: the user's entry
+-- in the room's passes, not expired, its token sha1(secret|sku|user|expiry) among the
+-- request's; one this batch spent is spent. A pass a reservation of the same order holds
+-- (an earlier attempt of the same idempotency key, still in flight) answers 'busy': the
+-- retry waits for that attempt's outcome instead of being refused for a pass it spent.
+-- All of a step's reads are here: a counter that is not a number is an error before the
+-- step writes anything.
+local function check(KEYS, ARGV, k0, a0, n, currency, user, tokens, oid)
   local lvs, short, busy = {}, nil, false
   for i = 1, n do
-    local key, sku, qs = KEYS[k0 + 3 * (i - 1)], ARGV[a0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1) + 1]
+    local k = k0 + 4 * (i - 1)
+    local key, sku, qs = KEYS[k], ARGV[a0 + 2 * (i - 1)], ARGV[a0 + 2 * (i - 1) + 1]
     local q = tonumber(qs)
     local lv = stock(key, sku)
     if not lv then return nil, {'not_found', sku} end
@@ -253,20 +261,24 @@ local function check(KEYS, ARGV, k0, a0, n, currency, user, tokens)
     if (lv.ss > 0 and now < lv.ss) or (lv.se > 0 and now >= lv.se) then return nil, {'window', sku} end
     local pass = false
     if lv.w > 0 then
-      local pk = KEYS[k0 + 3 * (i - 1) + 2]
+      local pk, hk = KEYS[k + 2], KEYS[k + 3]
+      local holder = redis.call('HGET', hk, user)
       local exp = not spent[pk .. '\n' .. user] and redis.call('ZSCORE', pk, user)
       if not exp or tonumber(exp) <= now or
           not string.find(tokens, redis.sha1hex(lv.wk .. '|' .. sku .. '|' .. user .. '|' .. exp), 1, true) then
+        if holder == oid then return nil, {'busy'} end
         return nil, {'pass', sku}
       end
-      pass = {pk, exp}
+      pass = {pk, exp, hk}
     end
     if currency and currency ~= '' and currency ~= lv.c then return nil, {'currency', sku} end
     currency = lv.c
     local bk = false
     if lv.l > 0 then
-      bk = KEYS[k0 + 3 * (i - 1) + 1]
-      local already = tonumber(redis.call('HGET', bk, user) or '0') or 0
+      bk = KEYS[k + 1]
+      local v = redis.call('HGET', bk, user)
+      local already = tonumber(v or '0')
+      if not already then error('xcart: the per-user counter of ' .. sku .. ' is not a number') end
       if already + q > lv.l then return nil, {'limit', sku, lv.l, already, q} end
     end
     if lv.a < q then
@@ -286,12 +298,14 @@ end
 
 -- spend spends the passes of checked lines (a write: after the step's reads) and
 -- returns them as "sku=expiry,..." (for the attempt record, so an abort can give them
--- back) and their SKUs as "sku,...".
-local function spend(lvs, user)
+-- back) and their SKUs as "sku,...". With hold (a reserve), each is marked held by
+-- order oid until the reservation ends.
+local function spend(lvs, user, oid, hold)
   local recs, skus = {}, {}
   for _, x in ipairs(lvs) do
     if x.pass then
       redis.call('ZREM', x.pass[1], user)
+      if hold then redis.call('HSET', x.pass[3], user, oid) end
       spent[x.pass[1] .. '\n' .. user] = true
       recs[#recs + 1] = x.lv.sku .. '=' .. x.pass[2]
       skus[#skus + 1] = x.lv.sku
@@ -351,6 +365,10 @@ local function attempt(key, mc, ma, ending)
   local rec = str[key]
   if rec then
     local st, _, o, _, l, ps, u = string.match(rec, '^(h)\n(.-)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+    if not st then -- written before records kept the passes they spent (none)
+      st, _, o, _, l, u = string.match(rec, '^(h)\n(.-)\n(.-)\n(.-)\n(.-)\n(.*)$')
+      ps = ''
+    end
     if not st then error('xcart: attempt record ' .. key .. ' does not parse') end
     return 'h', l, o, u, ps
   end
@@ -380,10 +398,10 @@ local function step(KEYS, ARGV, mc, ma)
     local st = attempt(KEYS[1], mc, ma, false)
     if st then return {'state', st} end
     local user = ARGV[6]
-    local lvs, cur = check(KEYS, ARGV, 2, 8, (#ARGV - 7) / 2, nil, user, ARGV[7])
+    local lvs, cur = check(KEYS, ARGV, 2, 8, (#ARGV - 7) / 2, nil, user, ARGV[7], ARGV[4])
     if not lvs then return cur end
     prefetch(lvs)
-    local passes, passSkus = spend(lvs, user)
+    local passes, passSkus = spend(lvs, user, ARGV[4], true)
     local lines = lines_of(lvs, user)
     local moves = move(lvs, -1, 1, 0, 1)
     local exp = tostring(now + tonumber(ARGV[5]))
@@ -403,17 +421,31 @@ local function step(KEYS, ARGV, mc, ma)
       end_attempt(t, ma, nil) -- a late reserve of it will take nothing
       return {'aborted'}
     end
-    -- The record's lines, "sku:qty:price[:L]", in the order of the step's keys.
+    -- The record's lines, "sku:qty:price[:L]", in the order of the step's keys (4 a line).
     local lvs, i = {}, 0
     for sku, qs, counted in string.gmatch(lines, '([^:,]+):(%d+):%d+(:?L?)') do
       i = i + 1
       if ARGV[2 + i] ~= sku then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
-      local lv = stock(KEYS[3 * i - 1], sku)
+      local lv = stock(KEYS[4 * i - 2], sku)
       if not lv or not lv.ok then return {'error', 'xcart: the stock record of ' .. sku .. ' is gone or corrupt'} end
-      lvs[i] = {lv = lv, qty = tonumber(qs), qs = qs, bk = counted == ':L' and KEYS[3 * i], pk = KEYS[3 * i + 1]}
+      lvs[i] = {lv = lv, qty = tonumber(qs), qs = qs, bk = counted == ':L' and KEYS[4 * i - 1], pk = KEYS[4 * i],
+                hk = KEYS[4 * i + 1]}
     end
-    if 3 * i ~= #KEYS - 1 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
+    if 4 * i ~= #KEYS - 1 then return {'error', 'xcart: the keys do not match the attempt\'s lines'} end
+    -- The passes the reserve spent, by SKU.
+    local given = {}
+    for sku, exp in string.gmatch(passes or '', '([^=,]+)=([^,]+)') do given[sku] = exp end
+    -- Every read before the first write: counters, passes and their holders.
     prefetch(lvs)
+    for _, x in ipairs(lvs) do
+      if op == 'abort' and x.bk and user and not tonumber(redis.call('HGET', x.bk, user) or '0') then
+        return {'error', 'xcart: the per-user counter of ' .. x.lv.sku .. ' is not a number'}
+      end
+      if given[x.lv.sku] then
+        redis.call('ZSCORE', x.pk, user)
+        redis.call('HGET', x.hk, user)
+      end
+    end
     local moves, kind, res, m
     if op == 'commit' then
       kind, res, m = 'xcommit', 'committed', mc
@@ -423,16 +455,19 @@ local function step(KEYS, ARGV, mc, ma)
       for _, x in ipairs(lvs) do
         if x.bk and user then give_back(x.bk, user, x.qty) end
       end
-      -- The passes the reserve spent go back (unless the buyer has a later one).
-      for sku, exp in string.gmatch(passes, '([^=,]+)=([^,]+)') do
-        for _, x in ipairs(lvs) do
-          if x.lv.sku == sku and user then
-            redis.call('ZADD', x.pk, 'GT', exp, user)
-            spent[x.pk .. '\n' .. user] = nil
-          end
-        end
-      end
       moves = move(lvs, 1, -1, 0, -1)
+    end
+    -- The passes: spent for good (commit) or given back, unless the buyer has a later
+    -- one (abort); no longer held either way.
+    for _, x in ipairs(lvs) do
+      local exp = given[x.lv.sku]
+      if exp and user then
+        if op == 'abort' then
+          redis.call('ZADD', x.pk, 'GT', exp, user)
+          spent[x.pk .. '\n' .. user] = nil
+        end
+        redis.call('HDEL', x.hk, user)
+      end
     end
     end_attempt(t, m, KEYS[1])
     emit_event(kind, t, '', '', lines, moves, o or '')
@@ -463,12 +498,12 @@ local function step(KEYS, ARGV, mc, ma)
         return {'rate_limited', wait}
       end
     end
-    local lvs, cur = check(KEYS, ARGV, 3, 10, (#ARGV - 9) / 2, ARGV[7], ARGV[4], ARGV[9])
+    local lvs, cur = check(KEYS, ARGV, 3, 10, (#ARGV - 9) / 2, ARGV[7], ARGV[4], ARGV[9], ARGV[3])
     if not lvs then
       decide_as(ma)
       return cur
     end
-    local _, passSkus = spend(lvs, ARGV[4])
+    local _, passSkus = spend(lvs, ARGV[4], ARGV[3], false)
     local lines = lines_of(lvs, ARGV[4])
     local moves = move(lvs, -1, 0, 1, 0)
     local all = lines

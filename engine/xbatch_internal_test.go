@@ -11,22 +11,32 @@ import (
 	"github.com/flashstock/flashstock/internal/testredis"
 )
 
+// twoPartitions is an inventory of two partitions on a private redis-server, with the
+// given SKUs (stock, and a limit of maxPerUser units a user, 0 none) in one group: one
+// partition, which it returns.
+func twoPartitions(tb testing.TB, stock, maxPerUser int64, skus ...string) (*Redis, *redis.Client, *partition) {
+	tb.Helper()
+	_, c := testredis.Start(tb)
+	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
+	tb.Cleanup(r.Close)
+	ctx := context.Background()
+	for _, sku := range skus {
+		if _, err := r.CreateProduct(ctx, Product{SKU: sku, Stock: stock, Price: 100, Currency: "USD", Group: "g", MaxPerUser: maxPerUser}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	p, err := r.partitionOf(ctx, skus[0])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r, c, p
+}
+
 // A step on a corrupt record fails alone: the other steps of its batch apply whole
 // (units, records and events), and the failed step moves no units.
 func TestCrossStepOnACorruptRecordFailsAlone(t *testing.T) {
-	_, c := testredis.Start(t)
-	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
-	t.Cleanup(r.Close)
+	r, c, p := twoPartitions(t, 5, 0, "X", "Y")
 	ctx := context.Background()
-	for _, sku := range []string{"X", "Y"} {
-		if _, err := r.CreateProduct(ctx, Product{SKU: sku, Stock: 5, Price: 100, Currency: "USD", Group: "g"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p, err := r.partitionOf(ctx, "X")
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := p.k
 	// X's stock hash lacks r; an attempt holds one unit of it (as a reserve would have).
 	if err := c.HDel(ctx, k.Stock("X"), "r").Err(); err != nil {
@@ -74,17 +84,8 @@ func TestCrossStepOnACorruptRecordFailsAlone(t *testing.T) {
 // An attempt the sweeper cannot settle (its stock record is corrupt) is tried again
 // later, not at every sweep: it does not keep the entries behind it from being swept.
 func TestSweeperPutsOffAnEntryItCannotSettle(t *testing.T) {
-	_, c := testredis.Start(t)
-	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
-	t.Cleanup(r.Close)
+	r, c, p := twoPartitions(t, 5, 0, "X")
 	ctx := context.Background()
-	if _, err := r.CreateProduct(ctx, Product{SKU: "X", Stock: 5, Price: 100, Currency: "USD", Group: "g"}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := r.partitionOf(ctx, "X")
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := p.k
 	c.HDel(ctx, k.Stock("X"), "r")
 	c.Set(ctx, k.XAttempt("T"), fmt.Sprintf("h\n%d\no\n0\nX:1:100\n\nu", p.n), 0)
@@ -104,17 +105,8 @@ func TestSweeperPutsOffAnEntryItCannotSettle(t *testing.T) {
 // their decision says, and an undecided one is aborted in both formats, so that a
 // decide of the previous version still in flight for it fails.
 func TestSweeperEndsAttemptsOfThePreviousFormat(t *testing.T) {
-	_, c := testredis.Start(t)
-	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
-	t.Cleanup(r.Close)
+	r, c, p := twoPartitions(t, 5, 0, "X")
 	ctx := context.Background()
-	if _, err := r.CreateProduct(ctx, Product{SKU: "X", Stock: 5, Price: 100, Currency: "USD", Group: "g"}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := r.partitionOf(ctx, "X")
-	if err != nil {
-		t.Fatal(err)
-	}
 	k, q := p.k, r.parts[1-p.n] // X's partition, and the attempts' primary
 	// What the previous version left: two units reserved by two attempts, T1 decided
 	// committed at the primary, T2 undecided (its coordinator died).
@@ -163,19 +155,8 @@ func TestSweeperEndsAttemptsOfThePreviousFormat(t *testing.T) {
 // and an abort whose second line's counter is not a number gives nothing back on the
 // first (a sweeper trying it again would otherwise give it back again and again).
 func TestCrossStepOnACorruptCounterWritesNothing(t *testing.T) {
-	_, c := testredis.Start(t)
-	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
-	t.Cleanup(r.Close)
+	r, c, p := twoPartitions(t, 5, 3, "X", "Y")
 	ctx := context.Background()
-	for _, sku := range []string{"X", "Y"} {
-		if _, err := r.CreateProduct(ctx, Product{SKU: sku, Stock: 5, Price: 100, Currency: "USD", Group: "g", MaxPerUser: 3}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p, err := r.partitionOf(ctx, "X")
-	if err != nil {
-		t.Fatal(err)
-	}
 	k := p.k
 	keys := append([]string{k.XAttempt("T1")}, lineKeys(k, []Line{{SKU: "X"}, {SKU: "Y"}})...)
 	c.HSet(ctx, k.Bought("X"), "u", 1)

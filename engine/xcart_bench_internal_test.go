@@ -44,19 +44,8 @@ func scriptServerTime(tb testing.TB, c *redis.Client) (usec, calls float64) {
 // a master, without the client or the network). A cross-partition cart of two
 // partitions is one of each. Run with -benchtime Nx, N a multiple of 10.
 func BenchmarkCrossSteps(b *testing.B) {
-	_, c := testredis.Start(b)
-	r := NewRedis(c, Options{Partitions: 2, CrossSweepEvery: -1})
-	b.Cleanup(r.Close)
+	_, c, p := twoPartitions(b, MaxUnits, 0, "X", "Y")
 	ctx := context.Background()
-	for _, sku := range []string{"X", "Y"} {
-		if _, err := r.CreateProduct(ctx, Product{SKU: sku, Stock: MaxUnits, Price: 100, Currency: "USD", Group: "g"}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	p, err := r.partitionOf(ctx, "X")
-	if err != nil {
-		b.Fatal(err)
-	}
 	k := p.k
 	const per = 10
 	run := 0

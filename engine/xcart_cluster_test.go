@@ -399,6 +399,41 @@ func TestCrossPartitionWaitCountsOnce(t *testing.T) {
 	s.settled(t, map[string]int64{s.skus[1]: 2, s.skus[2]: 1})
 }
 
+// roomAcross creates, in inv (6 partitions), a SKU with a waiting room (its sale
+// starting in an hour) in one of the middle partitions and plain SKUs in a lower and in
+// a higher one, 10 units each; it returns their names.
+func roomAcross(t *testing.T, inv *engine.Redis, prefix string) (room, low, high string) {
+	t.Helper()
+	partOf := func(sku string) int {
+		p, err := inv.PartitionOf(context.Background(), sku)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	start := time.Now().Add(time.Hour)
+	for i := 0; room == ""; i++ {
+		sku := fmt.Sprintf("%sR%d", prefix, i)
+		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 100, SaleStartsAt: &start,
+			WaitingRoom: &engine.WaitingRoom{Enabled: true, AdmitPerMinute: 6000}})
+		if p := partOf(sku); p > 0 && p < 5 {
+			room = sku
+		}
+	}
+	pr := partOf(room)
+	for i := 0; low == "" || high == ""; i++ {
+		sku := fmt.Sprintf("%sP%d", prefix, i)
+		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 10})
+		switch p := partOf(sku); {
+		case p < pr && low == "":
+			low = sku
+		case p > pr && high == "":
+			high = sku
+		}
+	}
+	return room, low, high
+}
+
 // TestCrossPartitionCartWithAWaitingRoom: a cart whose lines span partitions may hold a
 // SKU with a waiting room, in a secondary partition or at the primary. It needs the
 // buyer's pass, spends it once, and gives it back when the cart is refused after the
@@ -408,36 +443,7 @@ func TestCrossPartitionCartWithAWaitingRoom(t *testing.T) {
 	c := testcluster.Start(t, rediscluster.Options{})
 	inv := engine.NewRedis(c.Client(), engine.Options{Partition: "xw", Partitions: 6, CrossSweepEvery: -1})
 	t.Cleanup(inv.Close)
-	partOf := func(sku string) int {
-		p, err := inv.PartitionOf(ctx, sku)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	// The room's SKU in a middle partition, plain SKUs below and above it.
-	start := time.Now().Add(time.Hour)
-	room := ""
-	for i := 0; room == ""; i++ {
-		sku := fmt.Sprintf("RM%d", i)
-		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 100, SaleStartsAt: &start,
-			WaitingRoom: &engine.WaitingRoom{Enabled: true, AdmitPerMinute: 6000}})
-		if p := partOf(sku); p > 0 && p < 5 {
-			room = sku
-		}
-	}
-	pr := partOf(room)
-	low, high := "", ""
-	for i := 0; low == "" || high == ""; i++ {
-		sku := fmt.Sprintf("P%d", i)
-		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 10})
-		switch p := partOf(sku); {
-		case p < pr && low == "":
-			low = sku
-		case p > pr && high == "":
-			high = sku
-		}
-	}
+	room, low, high := roomAcross(t, inv, "W")
 	buyers := []string{"alice", "bob", "carol", "dave"}
 	joinAll(t, inv, room, buyers)
 	openSale(t, inv, room)
@@ -574,46 +580,9 @@ func TestCrossPartitionCommitOutlivesDecisions(t *testing.T) {
 func TestCrossPartitionRetryWhileItsPassIsHeld(t *testing.T) {
 	ctx := context.Background()
 	c := testcluster.Start(t, rediscluster.Options{})
-	inv := engine.NewRedis(c.Client(), engine.Options{Partition: "xh", Partitions: 6, CrossSweepEvery: -1,
-		CrossAttemptTTL: xTTL, CrossWait: 3 * time.Second})
-	t.Cleanup(inv.Close)
-	var mu gosync.Mutex
-	crashAt := ""
-	engine.SetCrossHook(inv, func(step, _ string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if step == crashAt {
-			crashAt = ""
-			return true
-		}
-		return false
-	})
-	crashNext := func(step string) { mu.Lock(); crashAt = step; mu.Unlock() }
-	partOf := func(sku string) int {
-		p, err := inv.PartitionOf(ctx, sku)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	start := time.Now().Add(time.Hour)
-	room := ""
-	for i := 0; room == ""; i++ {
-		sku := fmt.Sprintf("HR%d", i)
-		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 100, SaleStartsAt: &start,
-			WaitingRoom: &engine.WaitingRoom{Enabled: true, AdmitPerMinute: 6000}})
-		if partOf(sku) > 0 {
-			room = sku
-		}
-	}
-	low := ""
-	for i := 0; low == ""; i++ {
-		sku := fmt.Sprintf("HP%d", i)
-		mustCreate(t, inv, engine.Product{SKU: sku, Stock: 10, Price: 10})
-		if partOf(sku) < partOf(room) {
-			low = sku
-		}
-	}
+	s := newXShop(t, c, "xh", 1, 10) // for its test hook, which stops the coordinator
+	inv := s.inv
+	room, low, _ := roomAcross(t, inv, "H")
 	joinAll(t, inv, room, []string{"frank", "gina"})
 	openSale(t, inv, room)
 	cart := func(user, key, pass string) engine.CheckoutRequest {
@@ -635,7 +604,7 @@ func TestCrossPartitionRetryWhileItsPassIsHeld(t *testing.T) {
 		if tk.Status != engine.QueueAdmitted {
 			t.Fatalf("%s: %+v, want admitted", c.user, tk)
 		}
-		crashNext(c.crash)
+		s.crashNext(c.crash)
 		if _, err := inv.Checkout(ctx, cart(c.user, "k-"+c.user, tk.Pass)); !errors.Is(err, engine.ErrOutcomeUnknown) {
 			t.Fatalf("%s, stopped coordinator: %v", c.user, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,44 +50,8 @@ func TestServeOnRedisCluster(t *testing.T) {
 		{"0", "a master's failover can lose"},
 	} {
 		t.Run("wait"+tc.wait, func(t *testing.T) {
-			port, err := redisserver.FreePort()
-			if err != nil {
-				t.Fatal(err)
-			}
-			env := map[string]string{
-				"PORT": strconv.Itoa(port), "REDIS_CLUSTER_ADDRS": strings.Join(c.Addrs(), ","), "PARTITIONS": "4",
-				"REDIS_WAIT_REPLICAS": tc.wait, "REDIS_WAIT_TIMEOUT_MS": "1000", "MONGODB_URI": testmongo.URI(t), "MONGODB_DATABASE": "serve_cluster_" + tc.wait,
-				"JWT_SECRET": strings.Repeat("c", 40), "SEED_DEMO": "true", "DEMO_ADMIN_PASSWORD": "cluster-admin-pw", "DATA_DIR": t.TempDir(),
-			}
-			inTempDir(t)
-			var logs syncBuffer
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, &logs) }()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("serve: %v\n%s", err, logs.String())
-				}
-			})
-			base := "http://127.0.0.1:" + strconv.Itoa(port)
-			var ready map[string]any
-			for deadline := time.Now().Add(30 * time.Second); ; {
-				if res, err := http.Get(base + "/readyz"); err == nil {
-					_ = json.NewDecoder(res.Body).Decode(&ready)
-					res.Body.Close()
-					if res.StatusCode == 200 {
-						break
-					}
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("serve on the cluster never got ready: %v\n%s", ready, logs.String())
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			if ch, _ := ready["checks"].(map[string]any); ch["cluster"] != "ok" {
-				t.Fatalf("/readyz: %v, want cluster ok", ready)
-			}
+			base, logs := serveOnCluster(t, c, "serve_cluster_"+tc.wait, map[string]string{
+				"REDIS_WAIT_REPLICAS": tc.wait, "REDIS_WAIT_TIMEOUT_MS": "1000"})
 			if !strings.Contains(logs.String(), tc.wantLog) {
 				t.Fatalf("the start-up log does not say %q:\n%s", tc.wantLog, logs.String())
 			}
@@ -113,6 +78,75 @@ func TestServeOnRedisCluster(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// serveOnCluster runs serve on cluster c (REDIS_CLUSTER_ADDRS, PARTITIONS 4, MongoDB
+// database db, the demo admin's password cluster-admin-pw, and extra) until the test
+// ends, and waits until /readyz says ready with the cluster ok; it returns the base URL
+// and serve's log.
+func serveOnCluster(t *testing.T, c *testcluster.Cluster, db string, extra map[string]string) (string, *syncBuffer) {
+	t.Helper()
+	port, err := redisserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"PORT": strconv.Itoa(port), "REDIS_CLUSTER_ADDRS": strings.Join(c.Addrs(), ","), "PARTITIONS": "4",
+		"MONGODB_URI": testmongo.URI(t), "MONGODB_DATABASE": db,
+		"JWT_SECRET": strings.Repeat("c", 40), "SEED_DEMO": "true", "DEMO_ADMIN_PASSWORD": "cluster-admin-pw", "DATA_DIR": t.TempDir(),
+	}
+	maps.Copy(env, extra)
+	inTempDir(t)
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v\n%s", err, logs.String())
+		}
+	})
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	var ready map[string]any
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if res, err := http.Get(base + "/readyz"); err == nil {
+			_ = json.NewDecoder(res.Body).Decode(&ready)
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve on the cluster never got ready: %v\n%s", ready, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ch, _ := ready["checks"].(map[string]any); ch["cluster"] != "ok" {
+		t.Fatalf("/readyz: %v, want cluster ok", ready)
+	}
+	return base, logs
+}
+
+// TestServeOnAPasswordProtectedRedisCluster: a cluster whose nodes require a password
+// (requirepass) refuses a client without it; serve given REDIS_CLUSTER_PASSWORD gets
+// ready and sells (its scripts go through the per-node clients, which AUTH too).
+func TestServeOnAPasswordProtectedRedisCluster(t *testing.T) {
+	const password = "cluster-node-secret"
+	c := testcluster.Start(t, rediscluster.Options{Password: password})
+	bare := rediscluster.NewClient(c.Addrs())
+	defer bare.Close()
+	if err := bare.Ping(context.Background()).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Fatalf("a client without the password: %v, want NOAUTH", err)
+	}
+	base, logs := serveOnCluster(t, c, "serve_cluster_auth", map[string]string{"REDIS_CLUSTER_PASSWORD": password})
+	tok := login(t, base, "admin@example.com", "cluster-admin-pw")
+	post(t, base+"/api/v1/products", tok, "", `{"sku":"AUTH1","name":"x","price":5,"currency":"USD","stock":3,"group":"a"}`, 201)
+	post(t, base+"/api/v1/products", tok, "", `{"sku":"AUTH2","name":"x","price":5,"currency":"USD","stock":3,"group":"b"}`, 201)
+	post(t, base+"/api/v1/checkout", tok, "k-auth", `{"items":[{"sku":"AUTH1","quantity":1},{"sku":"AUTH2","quantity":1}]}`, 201)
+	if strings.Contains(logs.String(), password) {
+		t.Error("serve's log shows the cluster's password")
 	}
 }
 

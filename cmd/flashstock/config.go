@@ -29,6 +29,10 @@ type Config struct {
 	// RedisClusterAddrs are the seeds of a Redis Cluster (REDIS_CLUSTER_ADDRS), set
 	// instead of RedisURL.
 	RedisClusterAddrs []string
+	// RedisClusterUsername and RedisClusterPassword are the cluster's credentials
+	// (REDIS_CLUSTER_USERNAME, an ACL user, optional; REDIS_CLUSTER_PASSWORD, its password
+	// or the nodes' requirepass).
+	RedisClusterUsername, RedisClusterPassword string
 	// Partitions is how many partitions (hash tags) SKUs are spread over (PARTITIONS;
 	// default 1, 16 with a cluster).
 	Partitions int
@@ -137,6 +141,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 	c := Config{
 		RedisClusterAddrs:          clusterAddrs(get("REDIS_CLUSTER_ADDRS")),
+		RedisClusterUsername:       get("REDIS_CLUSTER_USERNAME"),
+		RedisClusterPassword:       get("REDIS_CLUSTER_PASSWORD"),
 		Host:                       get("HOST"),
 		Port:                       num("PORT", 3000, 0, 65535),
 		RedisURL:                   get("REDIS_URL"),
@@ -360,6 +366,12 @@ func (c *Config) loadCluster(num func(string, int, int, int) int, bad func(k, v,
 	}
 	if len(c.RedisClusterAddrs) > 0 && c.RedisURL != "" {
 		errs = append(errs, "REDIS_CLUSTER_ADDRS and REDIS_URL are both set: set one (a cluster, or one Redis)")
+	}
+	if (c.RedisClusterUsername != "" || c.RedisClusterPassword != "") && len(c.RedisClusterAddrs) == 0 {
+		errs = append(errs, "REDIS_CLUSTER_USERNAME and REDIS_CLUSTER_PASSWORD need REDIS_CLUSTER_ADDRS (for one Redis, put them in REDIS_URL)")
+	}
+	if c.RedisClusterUsername != "" && c.RedisClusterPassword == "" {
+		errs = append(errs, "REDIS_CLUSTER_USERNAME needs REDIS_CLUSTER_PASSWORD")
 	}
 	def := 1
 	if len(c.RedisClusterAddrs) > 0 {

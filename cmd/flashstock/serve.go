@@ -63,7 +63,8 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 	case len(cfg.RedisClusterAddrs) > 0:
 		// MaxRetries -1 and the slot map reloaded when a node cannot be dialled; the
 		// engine sends its scripts through internal/clusterscript (at most once each).
-		cc := rediscluster.NewClient(cfg.RedisClusterAddrs)
+		cc := rediscluster.NewClientWith(cfg.RedisClusterAddrs, rediscluster.ClientOptions{
+			Username: cfg.RedisClusterUsername, Password: cfg.RedisClusterPassword})
 		// Scripts go through the node clients, which a hook on the cluster client
 		// does not see: the metrics hook goes on every node client instead.
 		hook := d.m.RedisHook()

@@ -19,7 +19,15 @@ import (
 const StateReloadInterval = 5 * time.Second
 
 // Client returns a new cluster client to c, built by NewClient. The caller closes it.
-func (c *Cluster) Client() *redis.ClusterClient { return NewClient(c.Addrs()) }
+func (c *Cluster) Client() *redis.ClusterClient {
+	return NewClientWith(c.Addrs(), ClientOptions{Password: c.opts.Password})
+}
+
+// ClientOptions are a cluster client's credentials: an ACL user (Username, optional)
+// and its password, or the nodes' requirepass (Password alone).
+type ClientOptions struct {
+	Username, Password string
+}
 
 // NewClient returns a cluster client for flashstock: it never sends a command twice on
 // its own (engine.NoRetriesCluster) and it notices a failover promptly.
@@ -46,9 +54,15 @@ func (c *Cluster) Client() *redis.ClusterClient { return NewClient(c.Addrs()) }
 // through internal/clusterscript's Client (clusterscript.New(rdb, ...)), which sends
 // them through the node clients and follows MOVED/ASK itself, re-sending only after a
 // node refused (deploy/CLUSTER.md, "At-most-once scripts on a cluster").
-func NewClient(addrs []string) *redis.ClusterClient {
+func NewClient(addrs []string) *redis.ClusterClient { return NewClientWith(addrs, ClientOptions{}) }
+
+// NewClientWith is NewClient with credentials, which every node client it makes uses
+// (the engine's scripts go through those).
+func NewClientWith(addrs []string, o ClientOptions) *redis.ClusterClient {
 	rdb := redis.NewClusterClient(engine.NoRetriesCluster(&redis.ClusterOptions{
 		Addrs:                      addrs,
+		Username:                   o.Username,
+		Password:                   o.Password,
 		ClusterStateReloadInterval: StateReloadInterval,
 	}))
 	ReloadOnDialError(rdb)

@@ -26,6 +26,8 @@ type node struct {
 	port int
 	dir  string
 	args []string // everything but --port and --dir
+	// password is the node's requirepass ("" none).
+	password string
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once the process has been reaped
@@ -114,7 +116,7 @@ func (n *node) pid() int {
 // client is a plain client to this node alone, for administration and health checks.
 func (n *node) client() *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr: n.addr, MaxRetries: -1, DialTimeout: time.Second,
+		Addr: n.addr, Password: n.password, MaxRetries: -1, DialTimeout: time.Second,
 		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, PoolSize: 2,
 	})
 }

@@ -46,6 +46,9 @@ type Options struct {
 	// Args are extra redis-server configuration arguments for every node, for
 	// example "--cluster-require-full-coverage", "no".
 	Args []string
+	// Password, if set, is every node's requirepass and masterauth: clients (Client,
+	// and the health checks here) must AUTH with it.
+	Password string
 	// Detached lets the nodes outlive this process (for make cluster-up); stop them
 	// with StopDir. Without it the nodes die with this process.
 	Detached bool
@@ -104,6 +107,9 @@ func Start(dir string, opts Options) (*Cluster, error) {
 		// replica per sync here, so start at once.
 		"--repl-diskless-sync-delay", "0",
 		"--daemonize", "no"}
+	if opts.Password != "" {
+		args = append(args, "--requirepass", opts.Password, "--masterauth", opts.Password)
+	}
 	c.args = slices.Concat(args, opts.Args)
 	for _, p := range ports {
 		nd, err := c.newNode(p)
@@ -141,7 +147,7 @@ func (c *Cluster) newNode(p int) (*node, error) {
 	if err := os.RemoveAll(d); err != nil {
 		return nil, err
 	}
-	n := &node{addr: "127.0.0.1:" + strconv.Itoa(p), port: p, dir: d}
+	n := &node{addr: "127.0.0.1:" + strconv.Itoa(p), port: p, dir: d, password: c.opts.Password}
 	n.args = slices.Concat([]string{"--pidfile", n.pidfile(), "--logfile", n.logfile()}, c.args)
 	return n, nil
 }

@@ -130,22 +130,49 @@ func serveOnCluster(t *testing.T, c *testcluster.Cluster, db string, extra map[s
 }
 
 // TestServeOnAPasswordProtectedRedisCluster: a cluster whose nodes require a password
-// (requirepass) refuses a client without it; serve given REDIS_CLUSTER_PASSWORD gets
-// ready and sells (its scripts go through the per-node clients, which AUTH too).
+// (requirepass), and one that also speaks TLS only, refuse a client without them; serve
+// given REDIS_CLUSTER_PASSWORD (and REDIS_CLUSTER_TLS, REDIS_CLUSTER_CA_FILE) gets ready
+// and sells (its scripts go through the per-node clients, which AUTH and TLS too).
 func TestServeOnAPasswordProtectedRedisCluster(t *testing.T) {
-	const password = "cluster-node-secret"
-	c := testcluster.Start(t, rediscluster.Options{Password: password})
-	bare := rediscluster.NewClient(c.Addrs())
-	defer bare.Close()
-	if err := bare.Ping(context.Background()).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
-		t.Fatalf("a client without the password: %v, want NOAUTH", err)
-	}
-	base, logs := serveOnCluster(t, c, "serve_cluster_auth", map[string]string{"REDIS_CLUSTER_PASSWORD": password})
+	t.Run("password", func(t *testing.T) {
+		const password = "cluster-node-secret"
+		c := testcluster.Start(t, rediscluster.Options{Password: password})
+		bare := rediscluster.NewClient(c.Addrs())
+		defer bare.Close()
+		if err := bare.Ping(context.Background()).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+			t.Fatalf("a client without the password: %v, want NOAUTH", err)
+		}
+		sellOnCluster(t, c, "serve_auth_pw", password, map[string]string{"REDIS_CLUSTER_PASSWORD": password})
+	})
+	t.Run("tls", func(t *testing.T) {
+		const password = "cluster-tls-secret"
+		files, err := rediscluster.NewTestTLS(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := testcluster.Start(t, rediscluster.Options{Password: password, TLS: &files})
+		bare := rediscluster.NewClientWith(c.Addrs(), rediscluster.ClientOptions{Password: password})
+		defer bare.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := bare.Ping(ctx).Err(); err == nil {
+			t.Fatal("a plain-text client reached the TLS cluster")
+		}
+		sellOnCluster(t, c, "serve_auth_tls", password, map[string]string{"REDIS_CLUSTER_PASSWORD": password,
+			"REDIS_CLUSTER_TLS": "true", "REDIS_CLUSTER_CA_FILE": files.CAFile})
+	})
+}
+
+// sellOnCluster runs serve on c with env (MongoDB database db) and sells a cart of two
+// groups; serve's log must not show secret.
+func sellOnCluster(t *testing.T, c *testcluster.Cluster, db, secret string, env map[string]string) {
+	t.Helper()
+	base, logs := serveOnCluster(t, c, db, env)
 	tok := login(t, base, "admin@example.com", "cluster-admin-pw")
 	post(t, base+"/api/v1/products", tok, "", `{"sku":"AUTH1","name":"x","price":5,"currency":"USD","stock":3,"group":"a"}`, 201)
 	post(t, base+"/api/v1/products", tok, "", `{"sku":"AUTH2","name":"x","price":5,"currency":"USD","stock":3,"group":"b"}`, 201)
 	post(t, base+"/api/v1/checkout", tok, "k-auth", `{"items":[{"sku":"AUTH1","quantity":1},{"sku":"AUTH2","quantity":1}]}`, 201)
-	if strings.Contains(logs.String(), password) {
+	if strings.Contains(logs.String(), secret) {
 		t.Error("serve's log shows the cluster's password")
 	}
 }

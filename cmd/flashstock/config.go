@@ -14,6 +14,7 @@ import (
 	"github.com/joho/godotenv"
 
 	"github.com/flashstock/flashstock/engine"
+	"github.com/flashstock/flashstock/internal/rediscluster"
 	stocksync "github.com/flashstock/flashstock/sync"
 	"github.com/flashstock/flashstock/webhook"
 )
@@ -33,6 +34,11 @@ type Config struct {
 	// (REDIS_CLUSTER_USERNAME, an ACL user, optional; REDIS_CLUSTER_PASSWORD, its password
 	// or the nodes' requirepass).
 	RedisClusterUsername, RedisClusterPassword string
+	// RedisClusterTLS makes every connection to the cluster TLS (REDIS_CLUSTER_TLS),
+	// trusting the CA in the PEM file RedisClusterCAFile (REDIS_CLUSTER_CA_FILE; empty:
+	// the system's roots).
+	RedisClusterTLS    bool
+	RedisClusterCAFile string
 	// Partitions is how many partitions (hash tags) SKUs are spread over (PARTITIONS;
 	// default 1, 16 with a cluster).
 	Partitions int
@@ -183,6 +189,19 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 	c.SeedDemo = flag("SEED_DEMO", c.Embedded())
+	c.RedisClusterTLS = flag("REDIS_CLUSTER_TLS", false)
+	c.RedisClusterCAFile = get("REDIS_CLUSTER_CA_FILE")
+	if (c.RedisClusterTLS || c.RedisClusterCAFile != "") && len(c.RedisClusterAddrs) == 0 {
+		errs = append(errs, "REDIS_CLUSTER_TLS and REDIS_CLUSTER_CA_FILE need REDIS_CLUSTER_ADDRS (for one Redis, use a rediss:// REDIS_URL)")
+	}
+	if c.RedisClusterCAFile != "" && !c.RedisClusterTLS {
+		errs = append(errs, "REDIS_CLUSTER_CA_FILE needs REDIS_CLUSTER_TLS=true")
+	}
+	if c.RedisClusterTLS {
+		if _, err := rediscluster.TLSConfig(c.RedisClusterCAFile); err != nil {
+			errs = append(errs, "REDIS_CLUSTER_CA_FILE: "+err.Error())
+		}
+	}
 	c.webhookEnv = get
 	c.Webhooks = get("WEBHOOK_SECRET_KEY") != "" || c.Embedded()
 	if c.Webhooks {

@@ -2,6 +2,7 @@ package rediscluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"slices"
@@ -20,13 +21,19 @@ const StateReloadInterval = 5 * time.Second
 
 // Client returns a new cluster client to c, built by NewClient. The caller closes it.
 func (c *Cluster) Client() *redis.ClusterClient {
-	return NewClientWith(c.Addrs(), ClientOptions{Password: c.opts.Password})
+	o := ClientOptions{Password: c.opts.Password}
+	if len(c.nodes) > 0 {
+		o.TLS = c.nodes[0].tls
+	}
+	return NewClientWith(c.Addrs(), o)
 }
 
-// ClientOptions are a cluster client's credentials: an ACL user (Username, optional)
-// and its password, or the nodes' requirepass (Password alone).
+// ClientOptions are how a cluster client reaches the nodes: its credentials, an ACL
+// user (Username, optional) and its password, or the nodes' requirepass (Password
+// alone); and TLS, if the nodes speak it.
 type ClientOptions struct {
 	Username, Password string
+	TLS                *tls.Config
 }
 
 // NewClient returns a cluster client for flashstock: it never sends a command twice on
@@ -63,6 +70,7 @@ func NewClientWith(addrs []string, o ClientOptions) *redis.ClusterClient {
 		Addrs:                      addrs,
 		Username:                   o.Username,
 		Password:                   o.Password,
+		TLSConfig:                  o.TLS,
 		ClusterStateReloadInterval: StateReloadInterval,
 	}))
 	ReloadOnDialError(rdb)

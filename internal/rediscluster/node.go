@@ -3,6 +3,7 @@ package rediscluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,8 @@ type node struct {
 	args []string // everything but --port and --dir
 	// password is the node's requirepass ("" none).
 	password string
+	// tls, if set, is how a client reaches the node, which then speaks TLS only.
+	tls *tls.Config
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once the process has been reaped
@@ -57,7 +60,11 @@ func (n *node) start(bin string, detached bool) error {
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		return fmt.Errorf("node %s: %w", n.addr, err)
 	}
-	args := append([]string{"--port", strconv.Itoa(n.port), "--dir", n.dir}, n.args...)
+	port := []string{"--port", strconv.Itoa(n.port)}
+	if n.tls != nil {
+		port = []string{"--port", "0", "--tls-port", strconv.Itoa(n.port)}
+	}
+	args := append(append(port, "--dir", n.dir), n.args...)
 	cmd := exec.Command(bin, args...)
 	if detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -116,7 +123,7 @@ func (n *node) pid() int {
 // client is a plain client to this node alone, for administration and health checks.
 func (n *node) client() *redis.Client {
 	return redis.NewClient(&redis.Options{
-		Addr: n.addr, Password: n.password, MaxRetries: -1, DialTimeout: time.Second,
+		Addr: n.addr, Password: n.password, TLSConfig: n.tls, MaxRetries: -1, DialTimeout: time.Second,
 		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, PoolSize: 2,
 	})
 }

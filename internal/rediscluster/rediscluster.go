@@ -49,6 +49,9 @@ type Options struct {
 	// Password, if set, is every node's requirepass and masterauth: clients (Client,
 	// and the health checks here) must AUTH with it.
 	Password string
+	// TLS, if set, makes every node speak TLS only, to clients, replicas and the
+	// cluster bus, with these files (NewTestTLS makes some); clients trust its CA.
+	TLS *TLSFiles
 	// Detached lets the nodes outlive this process (for make cluster-up); stop them
 	// with StopDir. Without it the nodes die with this process.
 	Detached bool
@@ -110,6 +113,10 @@ func Start(dir string, opts Options) (*Cluster, error) {
 	if opts.Password != "" {
 		args = append(args, "--requirepass", opts.Password, "--masterauth", opts.Password)
 	}
+	if t := opts.TLS; t != nil {
+		args = append(args, "--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "no",
+			"--tls-cert-file", t.CertFile, "--tls-key-file", t.KeyFile, "--tls-ca-cert-file", t.CAFile)
+	}
 	c.args = slices.Concat(args, opts.Args)
 	for _, p := range ports {
 		nd, err := c.newNode(p)
@@ -148,6 +155,13 @@ func (c *Cluster) newNode(p int) (*node, error) {
 		return nil, err
 	}
 	n := &node{addr: "127.0.0.1:" + strconv.Itoa(p), port: p, dir: d, password: c.opts.Password}
+	if c.opts.TLS != nil {
+		cfg, err := c.opts.TLS.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("rediscluster: TLS: %w", err)
+		}
+		n.tls = cfg
+	}
 	n.args = slices.Concat([]string{"--pidfile", n.pidfile(), "--logfile", n.logfile()}, c.args)
 	return n, nil
 }

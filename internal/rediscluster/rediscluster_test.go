@@ -327,3 +327,53 @@ func TestStartThatTimesOutReportsLogsAndLeavesNothing(t *testing.T) {
 		t.Errorf("failed Start left %d entries in %s, want none", len(ents), dir)
 	}
 }
+
+// TestTLSCluster: a cluster started with TLS speaks TLS only, to clients and between
+// its nodes (the replicas sync, the cluster forms): a plain client cannot talk to it, a
+// client trusting its CA writes to every master, and the replicas get the writes.
+func TestTLSCluster(t *testing.T) {
+	files, err := rediscluster.NewTestTLS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustStart(t, t.TempDir(), rediscluster.Options{TLS: &files, Password: "tls-pw"})
+	ctx := context.Background()
+	plain := redis.NewClient(&redis.Options{Addr: c.Addrs()[0], Password: "tls-pw", MaxRetries: -1, DialTimeout: time.Second,
+		ReadTimeout: time.Second})
+	defer plain.Close()
+	if err := plain.Ping(ctx).Err(); err == nil {
+		t.Fatal("a plain-text client reached a TLS node")
+	}
+	rdb := c.Client()
+	defer rdb.Close()
+	for i := range 30 { // keys over every master
+		key := "{t" + strconv.Itoa(i) + "}k"
+		if err := rdb.Set(ctx, key, "v", 0).Err(); err != nil {
+			t.Fatalf("SET %s over TLS: %v", key, err)
+		}
+	}
+	masters, replicas := mustRoles(t, c)
+	if len(masters) != 3 || len(replicas) != 3 {
+		t.Fatalf("roles over TLS: %v %v, want 3 masters and 3 replicas", masters, replicas)
+	}
+	tlsCfg, err := files.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := 0
+	for deadline := time.Now().Add(10 * time.Second); keys < 30; time.Sleep(50 * time.Millisecond) {
+		keys = 0
+		for _, r := range replicas { // the writes reached the replicas, over TLS too
+			cl := redis.NewClient(&redis.Options{Addr: r, Password: "tls-pw", TLSConfig: tlsCfg, MaxRetries: -1})
+			n, err := cl.DBSize(ctx).Result()
+			cl.Close()
+			if err != nil {
+				t.Fatalf("DBSIZE on replica %s: %v", r, err)
+			}
+			keys += int(n)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas hold %d of the 30 keys", keys)
+		}
+	}
+}

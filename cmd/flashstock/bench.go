@@ -15,6 +15,7 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"github.com/flashstock/flashstock/internal/embedded"
+	"github.com/flashstock/flashstock/internal/rediscluster"
 	"github.com/flashstock/flashstock/loadgen"
 	"github.com/flashstock/flashstock/loadgen/bare"
 	"github.com/flashstock/flashstock/loadgen/suite"
@@ -56,7 +57,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&f.Scenarios, "scenario", strings.Join(loadgen.Scenarios, ","), "comma-separated scenarios: hot, cart, holds, storm, queue (a drop through a waiting room: every buyer joins before the start, polls with backoff, buys when admitted; engine and http only)")
 	fs.StringVar(&f.URL, "url", "", "server for the http target (default http://127.0.0.1:$PORT)")
 	fs.StringVar(&f.RedisURL, "redis", "", "Redis for the engine and baselines (default: a private redis-server for this run)")
-	fs.StringVar(&f.ClusterAddrs, "cluster-addrs", "", "target cluster: an existing Redis Cluster (seeds host:port,...) instead of a private local 3+3 one; never flushed, the run's SKUs stay (use a staging cluster)")
+	fs.StringVar(&f.ClusterAddrs, "cluster-addrs", "", "target cluster: an existing Redis Cluster (seeds host:port,...) instead of a private local 3+3 one; never flushed, the run's SKUs stay (use a staging cluster); its credentials and TLS from $REDIS_CLUSTER_PASSWORD, $REDIS_CLUSTER_USERNAME, $REDIS_CLUSTER_TLS and $REDIS_CLUSTER_CA_FILE, as serve")
 	fs.StringVar(&f.Secret, "jwt-secret", getenv("JWT_SECRET"), "the server's JWT_SECRET, to mint buyer tokens (default $JWT_SECRET; without it the demo accounts log in)")
 	fs.StringVar(&f.Issuer, "jwt-issuer", or(getenv("JWT_ISSUER"), "flashstock"), "the server's JWT_ISSUER")
 	fs.IntVar(&f.Buyers, "buyers", 20000, "attempts per run (closed model); 0 with -duration: as many as fit")
@@ -113,6 +114,17 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if f.URL == "" {
 		f.URL = "http://127.0.0.1:" + or(getenv("PORT"), "3000")
+	}
+	if f.ClusterAddrs != "" {
+		f.ClusterAuth = rediscluster.ClientOptions{Username: getenv("REDIS_CLUSTER_USERNAME"), Password: getenv("REDIS_CLUSTER_PASSWORD")}
+		switch getenv("REDIS_CLUSTER_TLS") {
+		case "true", "1", "yes":
+			tc, err := rediscluster.TLSConfig(getenv("REDIS_CLUSTER_CA_FILE"))
+			if err != nil {
+				return f, usageError{"bench: REDIS_CLUSTER_CA_FILE: " + err.Error()}
+			}
+			f.ClusterAuth.TLS = tc
+		}
 	}
 	return f, nil
 }

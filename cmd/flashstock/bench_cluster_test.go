@@ -110,10 +110,11 @@ func TestBenchClusterFlags(t *testing.T) {
 	}
 }
 
-// -cluster-addrs measures a cluster someone else runs: its nodes are found through
-// CLUSTER SHARDS and its data is never flushed.
+// -cluster-addrs measures a cluster someone else runs, here one that requires a
+// password (REDIS_CLUSTER_PASSWORD, as serve): its nodes are found through CLUSTER
+// SHARDS and its data is never flushed.
 func TestBenchClusterTargetOnAGivenCluster(t *testing.T) {
-	c := testcluster.Start(t, rediscluster.Options{})
+	c := testcluster.Start(t, rediscluster.Options{Password: "bench-cluster-pw"})
 	rdb := c.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -123,7 +124,13 @@ func TestBenchClusterTargetOnAGivenCluster(t *testing.T) {
 	var out bytes.Buffer
 	args := []string{"bench", "-target", "cluster", "-cluster-addrs", strings.Join(c.Addrs()[:2], ","),
 		"-duration", "200ms", "-concurrency", "8", "-json", "-quiet"}
-	if err := run(ctx, args, func(string) string { return "" }, &out); err != nil {
+	env := func(k string) string {
+		if k == "REDIS_CLUSTER_PASSWORD" {
+			return "bench-cluster-pw"
+		}
+		return ""
+	}
+	if err := run(ctx, args, env, &out); err != nil {
 		t.Fatalf("bench -target cluster -cluster-addrs: %v\n%s", err, out.String())
 	}
 	var rep loadgen.Report

@@ -101,7 +101,10 @@ func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 		say("cluster: 3 masters + 3 replicas (redis-server %s, node timeout 1 s, no persistence) ready in %.1fs: %s",
 			redisVersion(), time.Since(t0).Seconds(), strings.Join(addrs, ","))
 	}
-	nodes, err := clusterNodeClients(ctx, addrs)
+	if private {
+		f.ClusterAuth = rediscluster.ClientOptions{} // the private cluster asks for none
+	}
+	nodes, err := clusterNodeClients(ctx, addrs, f.ClusterAuth)
 	defer func() {
 		for _, c := range nodes {
 			c.Close()
@@ -153,7 +156,7 @@ func runCluster(ctx context.Context, f Options, rep *loadgen.Report) error {
 // creates), then, if flush, flushes every master: no case pays for the last one's
 // orders.
 func clusterCase(ctx context.Context, f Options, cc cartCase, addrs []string, nodes map[string]*redis.Client, flush bool) (*loadgen.Result, error) {
-	crdb := rediscluster.NewClient(addrs)
+	crdb := rediscluster.NewClientWith(addrs, f.ClusterAuth)
 	defer crdb.Close()
 	inv := engine.NewRedis(crdb, engine.Options{Partitions: ClusterPartitions, WaitReplicas: cc.wait})
 	refs, err := clusterNodes(ctx, crdb, inv, nodes)
@@ -189,8 +192,8 @@ func splitAddrs(list string) []string {
 // clusterNodeClients returns a plain client (for INFO, ROLE and FLUSHALL) to every node
 // CLUSTER SHARDS lists and does not call failed, by address. (Redis 7.0 calls a healthy
 // replica "loading" there while its replication offset reads 0.)
-func clusterNodeClients(ctx context.Context, seeds []string) (map[string]*redis.Client, error) {
-	crdb := rediscluster.NewClient(seeds)
+func clusterNodeClients(ctx context.Context, seeds []string, auth rediscluster.ClientOptions) (map[string]*redis.Client, error) {
+	crdb := rediscluster.NewClientWith(seeds, auth)
 	defer crdb.Close()
 	shards, err := crdb.ClusterShards(ctx).Result()
 	if err != nil {
@@ -203,7 +206,8 @@ func clusterNodeClients(ctx context.Context, seeds []string) (map[string]*redis.
 				continue
 			}
 			a := net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
-			nodes[a] = redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1, PoolSize: 2})
+			nodes[a] = redis.NewClient(&redis.Options{Addr: a, Username: auth.Username, Password: auth.Password,
+				TLSConfig: auth.TLS, MaxRetries: -1, PoolSize: 2})
 		}
 	}
 	if len(nodes) == 0 {

@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/flashstock/flashstock/internal/rediscluster"
 )
 
 // Options are what `flashstock bench` was asked to do.
@@ -24,6 +26,10 @@ type Options struct {
 	// ClusterAddrs, if set, is the Redis Cluster (comma-separated seeds) of the cluster
 	// target, instead of a private local one; it is never flushed.
 	ClusterAddrs string
+	// ClusterAuth is how to reach ClusterAddrs: credentials and TLS (as serve's
+	// REDIS_CLUSTER_PASSWORD, REDIS_CLUSTER_USERNAME, REDIS_CLUSTER_TLS and
+	// REDIS_CLUSTER_CA_FILE).
+	ClusterAuth rediscluster.ClientOptions
 	// MongoURI is the MongoDB of RunWebhooks' servers (empty: an embedded FerretDB).
 	MongoURI string
 	// Rounds is how many times RunWebhooks measures each endpoint count.

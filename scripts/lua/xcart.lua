@@ -184,15 +184,16 @@ local function end_attempt(t, m, key)
   endadd[#endadd + 1] = now_s; endadd[#endadd + 1] = m
 end
 
--- decide_as records decision m ('c:T' or 'a:T').
+-- decide_as records abort decision m ('a:T'; a commit decision is the order record).
 local function decide_as(m)
   decided[m] = true
   decadd[#decadd + 1] = now_s; decadd[#decadd + 1] = m
 end
 
--- decision returns the decision ('c', 'a' or nil) of the attempt whose decision names
--- are mc and ma; one found is written again (its score moved on), so that the WAIT
--- behind this call covers it.
+-- decision returns the decision ('c', 'a' or nil) the decisions set holds for the
+-- attempt whose entries there would be mc and ma ('c:T' only from an earlier format);
+-- one found is written again (its score moved on), so that the WAIT behind this call
+-- covers it.
 local function decision(mc, ma)
   local m, d = mc, 'c'
   if not decided[mc] then m, d = ma, 'a' end

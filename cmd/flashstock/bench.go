@@ -15,7 +15,6 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"github.com/flashstock/flashstock/internal/embedded"
-	"github.com/flashstock/flashstock/internal/rediscluster"
 	"github.com/flashstock/flashstock/loadgen"
 	"github.com/flashstock/flashstock/loadgen/bare"
 	"github.com/flashstock/flashstock/loadgen/suite"
@@ -116,14 +115,15 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 		f.URL = "http://127.0.0.1:" + or(getenv("PORT"), "3000")
 	}
 	if f.ClusterAddrs != "" {
-		f.ClusterAuth = rediscluster.ClientOptions{Username: getenv("REDIS_CLUSTER_USERNAME"), Password: getenv("REDIS_CLUSTER_PASSWORD")}
-		switch getenv("REDIS_CLUSTER_TLS") {
-		case "true", "1", "yes":
-			tc, err := rediscluster.TLSConfig(getenv("REDIS_CLUSTER_CA_FILE"))
-			if err != nil {
-				return f, usageError{"bench: REDIS_CLUSTER_CA_FILE: " + err.Error()}
-			}
-			f.ClusterAuth.TLS = tc
+		useTLS, ok := boolSetting(or(getenv("REDIS_CLUSTER_TLS"), "false"))
+		if !ok {
+			return f, usageError{"bench: REDIS_CLUSTER_TLS must be true or false"}
+		}
+		var err error
+		f.ClusterAuth, err = clusterClientOptions(getenv("REDIS_CLUSTER_USERNAME"), getenv("REDIS_CLUSTER_PASSWORD"),
+			useTLS, getenv("REDIS_CLUSTER_CA_FILE"))
+		if err != nil {
+			return f, usageError{"bench: " + err.Error()}
 		}
 	}
 	return f, nil

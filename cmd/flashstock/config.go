@@ -39,6 +39,8 @@ type Config struct {
 	// the system's roots).
 	RedisClusterTLS    bool
 	RedisClusterCAFile string
+	// RedisCluster is how serve reaches the cluster: the settings above, the CA read.
+	RedisCluster rediscluster.ClientOptions
 	// Partitions is how many partitions (hash tags) SKUs are spread over (PARTITIONS;
 	// default 1, 16 with a cluster).
 	Partitions int
@@ -176,17 +178,16 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		},
 	}
 	flag := func(k string, def bool) bool {
-		switch v := get(k); v {
-		case "":
+		v := get(k)
+		if v == "" {
 			return def
-		case "true", "1", "yes":
-			return true
-		case "false", "0", "no":
-			return false
-		default:
+		}
+		b, ok := boolSetting(v)
+		if !ok {
 			bad(k, v, "must be true or false")
 			return def
 		}
+		return b
 	}
 	c.SeedDemo = flag("SEED_DEMO", c.Embedded())
 	c.RedisClusterTLS = flag("REDIS_CLUSTER_TLS", false)
@@ -197,10 +198,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if c.RedisClusterCAFile != "" && !c.RedisClusterTLS {
 		errs = append(errs, "REDIS_CLUSTER_CA_FILE needs REDIS_CLUSTER_TLS=true")
 	}
-	if c.RedisClusterTLS {
-		if _, err := rediscluster.TLSConfig(c.RedisClusterCAFile); err != nil {
-			errs = append(errs, "REDIS_CLUSTER_CA_FILE: "+err.Error())
-		}
+	if c.RedisCluster, err = clusterClientOptions(c.RedisClusterUsername, c.RedisClusterPassword, c.RedisClusterTLS, c.RedisClusterCAFile); err != nil {
+		errs = append(errs, err.Error())
 	}
 	c.webhookEnv = get
 	c.Webhooks = get("WEBHOOK_SECRET_KEY") != "" || c.Embedded()
@@ -360,6 +359,33 @@ func masked(s string) string {
 		return "(unset)"
 	}
 	return "(set, " + strconv.Itoa(len(s)) + " chars)"
+}
+
+// boolSetting reads a true/false setting ("true", "1", "yes" or "false", "0", "no");
+// ok is false for anything else.
+func boolSetting(v string) (val, ok bool) {
+	switch v {
+	case "true", "1", "yes":
+		return true, true
+	case "false", "0", "no":
+		return false, true
+	}
+	return false, false
+}
+
+// clusterClientOptions is how to reach the cluster of REDIS_CLUSTER_ADDRS: its
+// credentials, and with useTLS a TLS configuration trusting the CA in caFile (read
+// here; "" the system's roots). serve and bench -cluster-addrs take the same settings.
+func clusterClientOptions(username, password string, useTLS bool, caFile string) (rediscluster.ClientOptions, error) {
+	o := rediscluster.ClientOptions{Username: username, Password: password}
+	if useTLS {
+		tc, err := rediscluster.TLSConfig(caFile)
+		if err != nil {
+			return o, fmt.Errorf("REDIS_CLUSTER_CA_FILE: %w", err)
+		}
+		o.TLS = tc
+	}
+	return o, nil
 }
 
 // clusterAddrs splits REDIS_CLUSTER_ADDRS.

@@ -63,15 +63,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, logOut io.Writer) (
 	case len(cfg.RedisClusterAddrs) > 0:
 		// MaxRetries -1 and the slot map reloaded when a node cannot be dialled; the
 		// engine sends its scripts through internal/clusterscript (at most once each).
-		o := rediscluster.ClientOptions{Username: cfg.RedisClusterUsername, Password: cfg.RedisClusterPassword}
-		if cfg.RedisClusterTLS {
-			tc, err := rediscluster.TLSConfig(cfg.RedisClusterCAFile) // read by loadConfig already
-			if err != nil {
-				return nil, fmt.Errorf("REDIS_CLUSTER_CA_FILE: %w", err)
-			}
-			o.TLS = tc
-		}
-		cc := rediscluster.NewClientWith(cfg.RedisClusterAddrs, o)
+		cc := rediscluster.NewClientWith(cfg.RedisClusterAddrs, cfg.RedisCluster)
 		// Scripts go through the node clients, which a hook on the cluster client
 		// does not see: the metrics hook goes on every node client instead.
 		hook := d.m.RedisHook()

@@ -21,11 +21,7 @@ const StateReloadInterval = 5 * time.Second
 
 // Client returns a new cluster client to c, built by NewClient. The caller closes it.
 func (c *Cluster) Client() *redis.ClusterClient {
-	o := ClientOptions{Password: c.opts.Password}
-	if len(c.nodes) > 0 {
-		o.TLS = c.nodes[0].tls
-	}
-	return NewClientWith(c.Addrs(), o)
+	return NewClientWith(c.Addrs(), ClientOptions{Password: c.opts.Password, TLS: c.tls})
 }
 
 // ClientOptions are how a cluster client reaches the nodes: its credentials, an ACL

@@ -12,6 +12,7 @@ package rediscluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -77,7 +78,8 @@ type Cluster struct {
 	opts Options
 	dir  string
 	bin  string
-	args []string // redis-server arguments shared by every node
+	args []string    // redis-server arguments shared by every node
+	tls  *tls.Config // how clients reach the nodes if they speak TLS (Options.TLS), else nil
 
 	mu    sync.Mutex
 	nodes []*node // node i lives in dir/n<port>; the first Masters were created as masters
@@ -116,6 +118,9 @@ func Start(dir string, opts Options) (*Cluster, error) {
 	if t := opts.TLS; t != nil {
 		args = append(args, "--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "no",
 			"--tls-cert-file", t.CertFile, "--tls-key-file", t.KeyFile, "--tls-ca-cert-file", t.CAFile)
+		if c.tls, err = t.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("rediscluster: TLS: %w", err)
+		}
 	}
 	c.args = slices.Concat(args, opts.Args)
 	for _, p := range ports {
@@ -154,14 +159,7 @@ func (c *Cluster) newNode(p int) (*node, error) {
 	if err := os.RemoveAll(d); err != nil {
 		return nil, err
 	}
-	n := &node{addr: "127.0.0.1:" + strconv.Itoa(p), port: p, dir: d, password: c.opts.Password}
-	if c.opts.TLS != nil {
-		cfg, err := c.opts.TLS.ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("rediscluster: TLS: %w", err)
-		}
-		n.tls = cfg
-	}
+	n := &node{addr: "127.0.0.1:" + strconv.Itoa(p), port: p, dir: d, password: c.opts.Password, tls: c.tls}
 	n.args = slices.Concat([]string{"--pidfile", n.pidfile(), "--logfile", n.logfile()}, c.args)
 	return n, nil
 }
